@@ -1,0 +1,1 @@
+"""What every service needs: event contracts and thin plumbing for Kafka, MongoDB, Redis, metrics."""

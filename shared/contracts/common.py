@@ -1,0 +1,61 @@
+"""Value types that several contracts share."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CURRENCY = "CNY"
+
+Fen = Annotated[int, Field(ge=0, description="Money in integer minor units (fen).")]
+
+
+class PaymentMethod(StrEnum):
+    BANK_CARD = "bank_card"
+    WECHAT_PAY = "wechat_pay"
+    ALIPAY = "alipay"
+
+
+class ProductKind(StrEnum):
+    PHYSICAL = "physical"
+    VIRTUAL = "virtual"
+
+
+class OrderLine(BaseModel):
+    """One priced line of an order, as the order service fixed it when the order was placed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    name: str
+    merchant_id: str
+    kind: ProductKind = ProductKind.PHYSICAL
+    quantity: int = Field(gt=0)
+    unit_price_fen: Fen
+
+    @property
+    def line_total_fen(self) -> int:
+        return self.quantity * self.unit_price_fen
+
+
+class StockLine(BaseModel):
+    """A quantity of one SKU: what inventory reserved, released or committed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+class ShippingAddress(BaseModel):
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    phone: str = Field(min_length=5, max_length=32, pattern=r"^\+?[0-9 \-]+$")
+    province: str = Field(min_length=1, max_length=64)
+    city: str = Field(min_length=1, max_length=64)
+    district: str = Field(min_length=1, max_length=64)
+    line1: str = Field(min_length=1, max_length=200)
+    postal_code: str = Field(min_length=3, max_length=16, pattern=r"^[0-9A-Za-z \-]+$")

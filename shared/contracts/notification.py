@@ -1,0 +1,28 @@
+"""Events the notification service owns (topic `notification.events`, key = order id)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from shared.contracts.base import Event, register
+from shared.contracts.topics import NOTIFICATION_EVENTS
+
+
+class Role(StrEnum):
+    MERCHANT = "merchant"
+    CUSTOMER = "customer"
+
+
+@register
+class NotificationSent(Event):
+    """One notification was delivered (status `sent`) or gave up (status `failed`)."""
+
+    TOPIC = NOTIFICATION_EVENTS
+    TYPE = "notification.sent"
+    order_id: str
+    notification_id: str
+    recipient: str
+    role: Role
+    channel: str
+    template: str
+    status: str

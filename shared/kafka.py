@@ -1,0 +1,338 @@
+"""The one place that builds and parses the envelope, plus the aiokafka producer/consumer plumbing.
+
+Records are CloudEvents in structured mode: the value is the whole JSON envelope (so a plain
+consumer sees everything), and the `ce_*` headers repeat the attributes for routing without parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from shared import metrics
+from shared.contracts.base import Envelope, Event, decode_data
+from shared.contracts.topics import dead_letter
+from shared.logging import correlation, get_logger
+from shared.settings import SharedSettings
+
+log = get_logger(__name__)
+
+Headers = list[tuple[str, bytes]]
+CONTENT_TYPE = b"application/cloudevents+json"
+
+
+def new_envelope(
+    event: Event,
+    *,
+    source: str,
+    correlation_id: str,
+    causation_id: str | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    """Wrap a typed event; pass `event_id` to make a re-emitted event recognisably the same one."""
+    return Envelope(
+        id=event_id or str(uuid.uuid4()),
+        type=event.TYPE,
+        version=event.VERSION,
+        source=source,
+        time=datetime.now(UTC),
+        subject=event.subject(),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        data=event.model_dump(mode="json"),
+    )
+
+
+def reply_to(cause: Envelope, event: Event, *, source: str) -> Envelope:
+    """An event caused by `cause`: same correlation id, causation = the cause's id.
+
+    The id is derived from the cause so that handling the same cause twice emits the same event,
+    which every consumer then applies once.
+    """
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{cause.id}/{event.TYPE}/{event.subject()}"))
+    return new_envelope(
+        event,
+        source=source,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.id,
+        event_id=event_id,
+    )
+
+
+def encode(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
+def decode(value: bytes | None) -> Envelope:
+    if value is None:
+        raise ValueError("record has no value")
+    return Envelope.model_validate(orjson.loads(value))
+
+
+def headers_for(envelope: Envelope) -> Headers:
+    return [
+        ("content-type", CONTENT_TYPE),
+        ("ce_specversion", b"1.0"),
+        ("ce_id", envelope.id.encode()),
+        ("ce_type", envelope.type.encode()),
+        ("ce_source", envelope.source.encode()),
+        ("ce_subject", envelope.subject.encode()),
+        ("ce_time", envelope.time.isoformat().encode()),
+        ("ce_dataschemaversion", str(envelope.version).encode()),
+        ("correlation_id", envelope.correlation_id.encode()),
+    ]
+
+
+def topic_for(envelope: Envelope) -> str:
+    from shared.contracts.base import REGISTRY
+
+    return REGISTRY[envelope.type].TOPIC
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One consumed record: its envelope, the typed event inside, and where it came from."""
+
+    envelope: Envelope
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+    # The record as consumed, so a dead letter carries the original bytes and headers.
+    raw_key: bytes | None = None
+    raw_value: bytes | None = None
+    raw_headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def make_producer(settings: SharedSettings, client_id: str) -> AIOKafkaProducer:
+    # No enable_idempotence: the embedded broker refuses InitProducerId, and consumers dedupe
+    # by event id anyway, which also covers the outbox relay's republish after a crash.
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=15000,
+    )
+
+
+def make_consumer(settings: SharedSettings, group_id: str, topics: Sequence[str]) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        client_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        max_poll_interval_ms=300_000,
+    )
+
+
+async def ensure_topics(settings: SharedSettings, topics: Sequence[str]) -> None:
+    """Create missing topics and their dead-letter twins (on real clusters they are declared)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {name for topic in topics for name in (topic, dead_letter(topic))}
+        missing = sorted(wanted - existing)
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(name, settings.topic_partitions, 1) for name in missing])
+            except TopicAlreadyExistsError:
+                pass  # another service created it between our list and create
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(settings: SharedSettings, deadline_s: float = 60.0) -> None:
+    """Block until the broker answers metadata requests, so services may start before it."""
+    until = time.monotonic() + deadline_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError) as error:
+            if time.monotonic() > until:
+                raise TimeoutError(
+                    f"Kafka at {settings.kafka_bootstrap_servers} did not answer in {deadline_s}s"
+                ) from error
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+
+
+class BatchConsumer:
+    """getmany → decode → handle the batch (one store write) → commit; bad events to the DLQ.
+
+    A batch that fails is retried with backoff; if it still fails, its events are handled one by
+    one so that a single poison event is dead-lettered without holding back the good ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        handle: BatchHandler,
+        settings: SharedSettings,
+    ) -> None:
+        self._service = service
+        self._consumer = consumer
+        self._producer = producer
+        self._handle = handle
+        self._max_records = settings.consumer_max_records
+        self._poll_timeout_ms = settings.consumer_poll_timeout_ms
+        self._max_attempts = settings.handler_max_attempts
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._consumer.start()
+        try:
+            while not stop.is_set():
+                polled = await self._consumer.getmany(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+                )
+                records = [record for batch in polled.values() for record in batch]
+                if not records:
+                    continue
+                await self._process(records)
+                await self._commit()
+        finally:
+            # Leaving the group promptly lets a replica take over our partitions at once.
+            await self._consumer.stop()
+
+    async def _commit(self) -> None:
+        try:
+            await self._consumer.commit()
+        except CommitFailedError as error:
+            # A rebalance took the partitions away; the new owner redelivers and dedupes by id.
+            log.warning("commit_failed", error=str(error))
+
+    async def _process(self, records: Sequence[Any]) -> None:
+        deliveries: list[Delivery] = []
+        for record in records:
+            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, _ce_type(record)).inc()
+            try:
+                envelope = decode(record.value)
+                event = decode_data(envelope)
+            except ValueError as error:
+                await self._dead_letter(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=tuple(record.headers or ()),
+                    error=f"undecodable event: {error}",
+                )
+                continue
+            deliveries.append(
+                Delivery(
+                    envelope,
+                    event,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    raw_key=record.key,
+                    raw_value=record.value,
+                    raw_headers=tuple(record.headers or ()),
+                )
+            )
+        if not deliveries:
+            return
+        started = time.perf_counter()
+        if not await self._attempt(deliveries):
+            for delivery in deliveries:
+                if not await self._attempt([delivery]):
+                    await self._dead_letter(
+                        topic=delivery.topic,
+                        partition=delivery.partition,
+                        offset=delivery.offset,
+                        key=delivery.raw_key,
+                        value=delivery.raw_value,
+                        headers=delivery.raw_headers,
+                        error=self._last_error,
+                    )
+        metrics.BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
+
+    _last_error: str = ""
+
+    async def _attempt(self, deliveries: Sequence[Delivery]) -> bool:
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._handle(deliveries)
+                return True
+            except Exception as error:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+                self._last_error = f"{type(error).__name__}: {error}"
+                metrics.HANDLER_RETRIES.labels(self._service).inc()
+                first = deliveries[0].envelope
+                with correlation(first.correlation_id):
+                    log.warning(
+                        "handler_failed",
+                        attempt=attempt,
+                        batch=len(deliveries),
+                        event_type=first.type,
+                        error=self._last_error,
+                        exc_info=attempt == self._max_attempts,
+                    )
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(0.05 * 2**attempt)
+        return False
+
+    async def _dead_letter(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        error: str,
+    ) -> None:
+        dlq = dead_letter(topic)
+        dlq_headers = [
+            *headers,
+            ("dlq_error", error.encode()[:4000]),
+            ("dlq_consumer", self._service.encode()),
+            ("dlq_source_topic", topic.encode()),
+            ("dlq_source_partition", str(partition).encode()),
+            ("dlq_source_offset", str(offset).encode()),
+        ]
+        await self._producer.send_and_wait(dlq, value or b"", key=key, headers=dlq_headers)
+        metrics.EVENTS_DEAD_LETTERED.labels(self._service, dlq).inc()
+        log.error("dead_lettered", topic=dlq, source_offset=offset, error=error)
+
+
+def _ce_type(record: Any) -> str:
+    for name, value in record.headers or ():
+        if name == "ce_type":
+            return str(value.decode(errors="replace"))
+    return "unknown"
+
+
+async def publish(producer: AIOKafkaProducer, envelopes: Sequence[Envelope]) -> None:
+    """Send envelopes in order and wait until the broker has them all (acks=all)."""
+    futures = [
+        await producer.send(topic_for(env), encode(env), key=env.subject.encode(), headers=headers_for(env))
+        for env in envelopes
+    ]
+    if futures:
+        await asyncio.gather(*futures)
