@@ -74,6 +74,15 @@ class MongoStore:
     async def ensure_plumbing_indexes(self) -> None:
         await self.db[PROCESSED].create_index([("at", ASCENDING)])
 
+    async def wait_until_reachable(self, deadline_s: float = 60.0) -> None:
+        """Services may start before their database; wait for it rather than crash-loop."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline_s
+        while not await self.ping():
+            if loop.time() > until:
+                raise TimeoutError(f"MongoDB did not answer within {deadline_s}s")
+            await asyncio.sleep(0.5)
+
     async def ping(self) -> bool:
         try:
             await self.db.command("ping")

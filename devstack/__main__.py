@@ -1,0 +1,126 @@
+"""`python -m devstack up`: the whole platform on this machine, under honcho; Ctrl-C stops it all.
+
+`python -m devstack ready` is the stack's last process: it waits for every /readyz, seeds the demo
+catalog and prints where the gateway listens, then stays up (honcho stops the stack when any of
+its processes ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import subprocess
+import sys
+
+import httpx
+
+from devstack.stack import (
+    StackConfig,
+    infrastructure,
+    ports_in_use,
+    prepare_run_dir,
+    redis_reachable,
+    redis_server_spec,
+    services,
+    wait_for_catalog,
+    wait_until_ready,
+)
+
+SOLD_OUT_SKU = "SKU-SOLDOUT-1"
+
+
+def up(config: StackConfig) -> int:
+    import honcho.manager
+
+    # Services finish the batch in hand and leave their consumer group on SIGTERM; give them time.
+    honcho.manager.KILL_WAIT = 15
+    specs = infrastructure(config)
+    if not redis_reachable(config.redis_url):
+        redis_spec = redis_server_spec(config.redis_url)
+        if redis_spec is None:
+            print(
+                f"Redis does not answer at {config.redis_url} and no redis-server to start.", file=sys.stderr
+            )
+            print("Install it (apt-get install -y redis-server) or set REDIS_URL.", file=sys.stderr)
+            return 1
+        specs.append(redis_spec)
+    specs += services(config)
+    busy = ports_in_use(config, specs)
+    if busy:
+        print(f"Ports already taken ({', '.join(busy)}): is another stack running?", file=sys.stderr)
+        print("Stop it, or choose other ports (ORDER_PORT=..., KAFKA_PORT=..., see README).", file=sys.stderr)
+        return 1
+    prepare_run_dir(config)
+    manager = honcho.manager.Manager()
+    for spec in specs:
+        manager.add_process(spec.name, "exec " + shlex.join(spec.argv), env=spec.env)
+    manager.add_process(
+        "ready", f"exec {shlex.quote(sys.executable)} -m devstack ready", env=config.service_env()
+    )
+    manager.loop()
+    return int(manager.returncode or 0)
+
+
+def ready(config: StackConfig) -> int:
+    wait_until_ready(services(config))
+    subprocess.run(
+        [sys.executable, "-m", "services.inventory.seed", "--url", config.url("inventory")], check=True
+    )
+    products = httpx.get(f"{config.url('inventory')}/v1/products", timeout=5).json()["items"]
+    wait_for_catalog(config, [product["sku"] for product in products])
+    in_stock = next(p for p in products if p["available"] > 0 and p["kind"] == "physical")
+    print(banner(config, in_stock["sku"]), flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    return 0
+
+
+def banner(config: StackConfig, sku: str) -> str:
+    gateway = config.url("order")
+    body = json.dumps(
+        {
+            "customer_id": "cust-1",
+            "items": [{"sku": sku, "quantity": 1}],
+            "shipping_address": {
+                "name": "Li Lei",
+                "phone": "13800138000",
+                "province": "Zhejiang",
+                "city": "Hangzhou",
+                "district": "Xihu",
+                "line1": "18 Wensan Rd",
+                "postal_code": "310000",
+            },
+            "payment": {"method": "bank_card", "token": "tok_approve"},
+        }
+    )
+    lines = [
+        "",
+        "=" * 72,
+        f"  The order platform is up. Gateway: {gateway}  (API docs: {gateway}/docs)",
+        *(f"    {name:<13} {config.url(name)}" for name in config.ports),
+        f"    kafka         {config.bootstrap}",
+        f"    mongodb       {config.mongo}",
+        "",
+        "  Place a first order:",
+        f"    curl -s -X POST {gateway}/v1/orders -H 'content-type: application/json' \\",
+        f"      -d '{body}'",
+        "  Follow it (status, timeline):",
+        f"    curl -s {gateway}/v1/orders/ORDER_ID",
+        f"  Products: curl -s {gateway}/v1/products   Stock: curl -s {config.url('inventory')}/v1/products",
+        "  Ctrl-C stops everything.",
+        "=" * 72,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    parser.add_argument("command", choices=["up", "ready"], nargs="?", default="up")
+    args = parser.parse_args()
+    config = StackConfig.from_env()
+    return up(config) if args.command == "up" else ready(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

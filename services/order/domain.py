@@ -1,0 +1,338 @@
+"""The order saga as a pure state machine: facts in, new state and the events to emit out.
+
+No I/O here: handlers load an Order, call one of its methods and store what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from shared.contracts import (
+    CURRENCY,
+    Event,
+    FraudDecision,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderLine,
+    OrderPlaced,
+    OrderRejected,
+    PaymentMethod,
+    PaymentRequested,
+    ProductKind,
+    ShippingAddress,
+)
+
+MAX_LINES = 100
+MAX_QUANTITY = 999
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    UNDER_REVIEW = "UNDER_REVIEW"
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
+    CONFIRMED = "CONFIRMED"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    COMPLETED = "COMPLETED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    REFUND_REQUESTED = "REFUND_REQUESTED"
+    REFUNDED = "REFUNDED"
+
+
+# States in which the saga waits for another service and a deadline applies.
+WAITING = frozenset({OrderStatus.PENDING, OrderStatus.UNDER_REVIEW, OrderStatus.AWAITING_PAYMENT})
+
+
+class Reason(StrEnum):
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    FRAUD = "FRAUD"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    STOCK_TIMEOUT = "STOCK_TIMEOUT"
+    FRAUD_TIMEOUT = "FRAUD_TIMEOUT"
+    REVIEW_TIMEOUT = "REVIEW_TIMEOUT"
+    PAYMENT_TIMEOUT = "PAYMENT_TIMEOUT"
+
+
+class Check(StrEnum):
+    """Progress of one of the two parallel checks (stock, fraud) before payment."""
+
+    PENDING = "pending"
+    PASSED = "passed"
+    REVIEW = "review"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long the saga waits at each step before it compensates on its own."""
+
+    checks: timedelta = timedelta(seconds=30)
+    review: timedelta = timedelta(hours=1)
+    payment: timedelta = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    status: OrderStatus
+    at: datetime
+    cause: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """The order service's replica of one product, kept from inventory's ProductUpserted."""
+
+    sku: str
+    name: str
+    merchant_id: str
+    kind: ProductKind
+    price_fen: int
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class RequestedItem:
+    sku: str
+    quantity: int
+
+
+class OrderError(ValueError):
+    """A request the domain refuses; the API maps it to a 4xx problem."""
+
+
+class UnknownProducts(OrderError):
+    def __init__(self, skus: list[str]) -> None:
+        super().__init__(f"unknown or unavailable product(s): {', '.join(skus)}")
+        self.skus = skus
+
+
+def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogItem]) -> list[OrderLine]:
+    """Price each requested item from the catalog replica; the same SKU twice is one line."""
+    quantities: dict[str, int] = {}
+    for item in items:
+        quantities[item.sku] = quantities.get(item.sku, 0) + item.quantity
+    if not quantities:
+        raise OrderError("an order needs at least one item")
+    if len(quantities) > MAX_LINES:
+        raise OrderError(f"an order may have at most {MAX_LINES} distinct products")
+    unknown = sorted(sku for sku in quantities if sku not in catalog or not catalog[sku].active)
+    if unknown:
+        raise UnknownProducts(unknown)
+    too_many = sorted(sku for sku, quantity in quantities.items() if quantity > MAX_QUANTITY)
+    if too_many:
+        raise OrderError(f"at most {MAX_QUANTITY} of one product per order: {', '.join(too_many)}")
+    return [
+        OrderLine(
+            sku=sku,
+            name=catalog[sku].name,
+            merchant_id=catalog[sku].merchant_id,
+            kind=catalog[sku].kind,
+            quantity=quantity,
+            unit_price_fen=catalog[sku].price_fen,
+        )
+        for sku, quantity in quantities.items()
+    ]
+
+
+@dataclass
+class Order:
+    order_id: str
+    order_no: str
+    customer_id: str
+    lines: list[OrderLine]
+    shipping_address: ShippingAddress
+    payment_method: PaymentMethod
+    payment_token: str
+    placed_at: datetime
+    deadline_at: datetime | None
+    status: OrderStatus = OrderStatus.PENDING
+    reason: str | None = None
+    stock: Check = Check.PENDING
+    fraud: Check = Check.PENDING
+    fraud_score: int | None = None
+    payment_id: str | None = None
+    currency: str = CURRENCY
+    # The id the order's events carry end to end, so logs and traces join up across services.
+    correlation_id: str = ""
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    version: int = 0
+
+    @property
+    def total_fen(self) -> int:
+        return sum(line.line_total_fen for line in self.lines)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status not in WAITING
+
+    @classmethod
+    def place(
+        cls,
+        *,
+        order_id: str,
+        order_no: str,
+        customer_id: str,
+        lines: list[OrderLine],
+        shipping_address: ShippingAddress,
+        payment_method: PaymentMethod,
+        payment_token: str,
+        now: datetime,
+        deadlines: Deadlines,
+        correlation_id: str,
+    ) -> tuple[Order, list[Event]]:
+        order = cls(
+            order_id=order_id,
+            order_no=order_no,
+            customer_id=customer_id,
+            lines=lines,
+            shipping_address=shipping_address,
+            payment_method=payment_method,
+            payment_token=payment_token,
+            placed_at=now,
+            deadline_at=now + deadlines.checks,
+            correlation_id=correlation_id,
+        )
+        order._record(now, "order.placed", "order received; reserving stock and scoring risk")
+        placed = OrderPlaced(
+            order_id=order_id,
+            order_no=order_no,
+            customer_id=customer_id,
+            lines=lines,
+            total_fen=order.total_fen,
+            payment_method=payment_method,
+            shipping_address=shipping_address,
+            placed_at=now,
+        )
+        return order, [placed]
+
+    # --- facts from other services -------------------------------------------------------
+
+    def stock_reserved(self, now: datetime, deadlines: Deadlines) -> list[Event]:
+        if self.is_final or self.stock is not Check.PENDING:
+            return []  # late or repeated: inventory releases on the order's own end event
+        self.stock = Check.PASSED
+        self._record(now, "inventory.stock_reserved", "stock reserved")
+        return self._advance(now, deadlines)
+
+    def stock_rejected(self, now: datetime, detail: str) -> list[Event]:
+        if self.is_final or self.stock is not Check.PENDING:
+            return []
+        self.stock = Check.FAILED
+        return self._reject(now, Reason.OUT_OF_STOCK, "inventory.stock_rejected", detail)
+
+    def fraud_scored(
+        self, now: datetime, decision: FraudDecision, score: int, reasons: list[str], deadlines: Deadlines
+    ) -> list[Event]:
+        if self.is_final or self.fraud not in (Check.PENDING, Check.REVIEW):
+            return []
+        self.fraud_score = score
+        why = ", ".join(reasons) or "no risk signals"
+        if decision is FraudDecision.REJECT:
+            self.fraud = Check.FAILED
+            return self._reject(now, Reason.FRAUD, "fraud.scored", f"risk score {score}: {why}")
+        if decision is FraudDecision.REVIEW:
+            if self.fraud is Check.REVIEW:
+                return []
+            self.fraud = Check.REVIEW
+            self.status = OrderStatus.UNDER_REVIEW
+            self.deadline_at = now + deadlines.review
+            self._record(now, "fraud.scored", f"sent to manual review (score {score}: {why})")
+            return []
+        self.fraud = Check.PASSED
+        self._record(now, "fraud.scored", f"risk approved (score {score})")
+        return self._advance(now, deadlines)
+
+    def payment_authorized(self, now: datetime, payment_id: str) -> list[Event]:
+        if self.status is not OrderStatus.AWAITING_PAYMENT:
+            return []  # a cancelled order's authorization is voided by payment on OrderCancelled
+        self.payment_id = payment_id
+        self.status = OrderStatus.CONFIRMED
+        self.deadline_at = None
+        self._record(now, "payment.authorized", f"payment {payment_id} authorized")
+        return [
+            OrderConfirmed(
+                order_id=self.order_id,
+                order_no=self.order_no,
+                customer_id=self.customer_id,
+                lines=self.lines,
+                total_fen=self.total_fen,
+                currency=self.currency,
+                payment_id=payment_id,
+            )
+        ]
+
+    def payment_failed(self, now: datetime, payment_id: str, provider_reason: str) -> list[Event]:
+        if self.status is not OrderStatus.AWAITING_PAYMENT:
+            return []
+        self.payment_id = payment_id
+        return self._cancel(now, Reason.PAYMENT_DECLINED, "payment.failed", provider_reason)
+
+    def deadline_passed(self, now: datetime) -> list[Event]:
+        """Drive an order whose next event is overdue to its compensating end."""
+        if self.is_final or self.deadline_at is None or now < self.deadline_at:
+            return []
+        cause = "deadline"
+        if self.status is OrderStatus.AWAITING_PAYMENT:
+            return self._cancel(now, Reason.PAYMENT_TIMEOUT, cause, "no payment answer in time")
+        if self.status is OrderStatus.UNDER_REVIEW:
+            return self._reject(now, Reason.REVIEW_TIMEOUT, cause, "no review decision in time")
+        if self.stock is Check.PENDING:
+            return self._reject(now, Reason.STOCK_TIMEOUT, cause, "no stock answer in time")
+        return self._reject(now, Reason.FRAUD_TIMEOUT, cause, "no risk score in time")
+
+    # --- transitions ---------------------------------------------------------------------
+
+    def _advance(self, now: datetime, deadlines: Deadlines) -> list[Event]:
+        if self.stock is not Check.PASSED or self.fraud is not Check.PASSED:
+            return []
+        self.status = OrderStatus.AWAITING_PAYMENT
+        self.deadline_at = now + deadlines.payment
+        self._record(now, "order.payment_requested", f"payment requested ({self.payment_method})")
+        return [
+            PaymentRequested(
+                order_id=self.order_id,
+                customer_id=self.customer_id,
+                amount_fen=self.total_fen,
+                currency=self.currency,
+                method=self.payment_method,
+                token=self.payment_token,
+            )
+        ]
+
+    def _reject(self, now: datetime, reason: Reason, cause: str, detail: str) -> list[Event]:
+        self._end(now, OrderStatus.REJECTED, reason, cause, detail)
+        return [
+            OrderRejected(
+                order_id=self.order_id,
+                order_no=self.order_no,
+                customer_id=self.customer_id,
+                reason=reason,
+                detail=detail,
+            )
+        ]
+
+    def _cancel(self, now: datetime, reason: Reason, cause: str, detail: str) -> list[Event]:
+        self._end(now, OrderStatus.CANCELLED, reason, cause, detail)
+        return [
+            OrderCancelled(
+                order_id=self.order_id,
+                order_no=self.order_no,
+                customer_id=self.customer_id,
+                reason=reason,
+                detail=detail,
+            )
+        ]
+
+    def _end(self, now: datetime, status: OrderStatus, reason: Reason, cause: str, detail: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.deadline_at = None
+        self._record(now, cause, f"{reason}: {detail}" if detail else reason)
+
+    def _record(self, now: datetime, cause: str, note: str) -> None:
+        self.timeline.append(TimelineEntry(status=self.status, at=now, cause=cause, note=note))

@@ -1,0 +1,264 @@
+"""Use cases of the order service: place an order, react to the other services, enforce deadlines."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from services.order.domain import (
+    CatalogItem,
+    Deadlines,
+    Order,
+    RequestedItem,
+    price_lines,
+)
+from services.order.numbers import OrderNumbers
+from services.order.store import IdempotencyConflict, OrderNumberTaken, OrderStore
+from shared.contracts import (
+    Envelope,
+    Event,
+    FraudScored,
+    PaymentAuthorized,
+    PaymentFailed,
+    PaymentMethod,
+    ProductUpserted,
+    ShippingAddress,
+    StockRejected,
+    StockReserved,
+)
+from shared.kafka import Delivery, new_envelope, reply_to
+from shared.logging import get_logger
+
+SERVICE = "order"
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class OrderService:
+    store: OrderStore
+    numbers: OrderNumbers
+    deadlines: Deadlines
+    clock: Clock = utc_now
+
+
+class UnknownOrder(LookupError):
+    """An event about an order this service never placed: dead-lettered for a person to look at."""
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    customer_id: str
+    items: list[RequestedItem]
+    shipping_address: ShippingAddress
+    payment_method: PaymentMethod
+    payment_token: str
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two requests "the same" for an Idempotency-Key replay."""
+        body = {
+            "customer_id": self.customer_id,
+            "items": [(item.sku, item.quantity) for item in self.items],
+            "address": self.shipping_address.model_dump(),
+            "payment": [self.payment_method.value, self.payment_token],
+        }
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Placed:
+    order: Order
+    created: bool  # False when an Idempotency-Key replay returned the earlier order
+
+
+class IdempotencyKeyReused(ValueError):
+    """The same Idempotency-Key came with a different request body."""
+
+
+async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
+    """Price the order from the catalog replica, store it PENDING and emit OrderPlaced."""
+    idempotency = None
+    if command.idempotency_key:
+        idempotency = (f"{command.customer_id}:{command.idempotency_key}", command.fingerprint())
+    catalog = await service.store.catalog_items(item.sku for item in command.items)
+    lines = price_lines(command.items, catalog)
+    now = service.clock()
+    order_id = str(uuid.uuid4())
+    for attempt in (1, 2):
+        order, events = Order.place(
+            order_id=order_id,
+            order_no=await service.numbers.next(now),
+            customer_id=command.customer_id,
+            lines=lines,
+            shipping_address=command.shipping_address,
+            payment_method=command.payment_method,
+            payment_token=command.payment_token,
+            now=now,
+            deadlines=service.deadlines,
+            correlation_id=command.correlation_id or order_id,
+        )
+        try:
+            async with service.store.base.transaction(SERVICE) as tx:
+                await service.store.insert_new(tx, order, idempotency)
+                tx.emit([_envelope(order, event) for event in events])
+            return Placed(order, created=True)
+        except OrderNumberTaken:
+            if attempt == 2:
+                raise
+            # Redis lost its counter (it keeps nothing on disk) while Mongo kept the orders.
+            latest = await service.store.latest_order_no(order.order_no.split("-")[0])
+            if latest is not None:
+                await service.numbers.continue_after(latest)
+            log.warning("order_no_sequence_repaired", after=latest)
+        except IdempotencyConflict as conflict:
+            if idempotency is not None and conflict.fingerprint != idempotency[1]:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was already used for a different order request"
+                ) from None
+            earlier = await service.store.get(conflict.order_id)
+            if earlier is None:
+                raise
+            return Placed(earlier, created=False)
+    raise AssertionError("unreachable")
+
+
+def _envelope(order: Order, event: Event) -> Envelope:
+    return new_envelope(event, source=SERVICE, correlation_id=order.correlation_id)
+
+
+# --- reactions to other services' events ---------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """The in-memory view a consumed batch is applied to before one transaction stores it."""
+
+    orders: dict[str, Order]
+    now: datetime
+    deadlines: Deadlines
+    changed: dict[str, Order] = field(default_factory=dict)
+    catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    outgoing: list[Envelope] = field(default_factory=list)
+
+    def order(self, order_id: str) -> Order:
+        try:
+            return self.orders[order_id]
+        except KeyError:
+            raise UnknownOrder(f"no order {order_id}") from None
+
+    def apply(self, order_id: str, cause: Envelope, decide: Callable[[Order], list[Event]]) -> None:
+        order = self.order(order_id)
+        steps_before = len(order.timeline)
+        events = decide(order)
+        if len(order.timeline) != steps_before:  # every state change leaves a timeline entry
+            self.changed[order.order_id] = order
+        self.outgoing.extend(reply_to(cause, event, source=SERVICE) for event in events)
+
+
+def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> None:
+    batch.apply(event.order_id, cause, lambda order: order.stock_reserved(batch.now, batch.deadlines))
+
+
+def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
+    short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
+    batch.apply(event.order_id, cause, lambda order: order.stock_rejected(batch.now, short or event.reason))
+
+
+def on_fraud_scored(batch: Batch, event: FraudScored, cause: Envelope) -> None:
+    batch.apply(
+        event.order_id,
+        cause,
+        lambda order: order.fraud_scored(
+            batch.now, event.decision, event.score, event.reasons, batch.deadlines
+        ),
+    )
+
+
+def on_payment_authorized(batch: Batch, event: PaymentAuthorized, cause: Envelope) -> None:
+    batch.apply(event.order_id, cause, lambda order: order.payment_authorized(batch.now, event.payment_id))
+
+
+def on_payment_failed(batch: Batch, event: PaymentFailed, cause: Envelope) -> None:
+    detail = f"{event.reason} {event.detail}".strip()
+    batch.apply(
+        event.order_id, cause, lambda order: order.payment_failed(batch.now, event.payment_id, detail)
+    )
+
+
+def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) -> None:
+    batch.catalog[event.sku] = CatalogItem(
+        sku=event.sku,
+        name=event.name,
+        merchant_id=event.merchant_id,
+        kind=event.kind,
+        price_fen=event.price_fen,
+        active=event.active,
+    )
+
+
+async def handle_batch(service: OrderService, deliveries: Sequence[Delivery]) -> None:
+    """Apply a consumed batch to the orders it touches and store it all in one transaction."""
+    fresh = await service.store.base.unapplied(SERVICE, deliveries)
+    if not fresh:
+        return
+    order_ids = [oid for d in fresh if (oid := getattr(d.event, "order_id", None))]
+    batch = Batch(
+        orders=await service.store.get_many(order_ids) if order_ids else {},
+        now=service.clock(),
+        deadlines=service.deadlines,
+    )
+    for delivery in fresh:
+        handler = HANDLERS.get(type(delivery.event))
+        if handler is not None:
+            handler(batch, delivery.event, delivery.envelope)
+    async with service.store.base.transaction(SERVICE) as tx:
+        await service.store.save_changed(tx, list(batch.changed.values()))
+        await service.store.upsert_catalog(tx, list(batch.catalog.values()))
+        tx.mark_applied([d.envelope.id for d in fresh])
+        tx.emit(batch.outgoing)
+
+
+async def enforce_deadlines(service: OrderService, limit: int = 200) -> int:
+    """Drive overdue orders to their compensating end; returns how many moved."""
+    now = service.clock()
+    overdue = await service.store.overdue(now, limit)
+    moved: list[Order] = []
+    outgoing: list[Envelope] = []
+    for order in overdue:
+        events = order.deadline_passed(now)
+        if events:
+            moved.append(order)
+            outgoing.extend(_envelope(order, event) for event in events)
+    if moved:
+        async with service.store.base.transaction(SERVICE) as tx:
+            await service.store.save_changed(tx, moved)
+            tx.emit(outgoing)
+        for order in moved:
+            log.info("deadline_passed", order_id=order.order_id, reason=order.reason)
+    return len(moved)
+
+
+# Each handler takes the event type it is registered under.
+Handler = Callable[[Batch, Any, Envelope], None]
+
+HANDLERS: dict[type[Event], Handler] = {
+    StockReserved: on_stock_reserved,
+    StockRejected: on_stock_rejected,
+    FraudScored: on_fraud_scored,
+    PaymentAuthorized: on_payment_authorized,
+    PaymentFailed: on_payment_failed,
+    ProductUpserted: on_product_upserted,
+}

@@ -1,0 +1,84 @@
+"""Wires the order service: settings, Redis, the store, the saga consumer and the deadline sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from pydantic import Field
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.order.api import build_router
+from services.order.domain import Deadlines
+from services.order.handlers import OrderService, enforce_deadlines, handle_batch
+from services.order.numbers import OrderNumbers
+from services.order.store import OrderStore
+from shared.contracts import topics
+from shared.kafka import Delivery
+from shared.logging import get_logger
+from shared.service import Plumbing, Wiring, run_service
+from shared.settings import SharedSettings
+
+log = get_logger(__name__)
+
+
+class OrderSettings(SharedSettings):
+    order_port: int = 8000
+    order_db: str = "orders"
+    # How long the saga waits for each step before it compensates on its own.
+    order_checks_timeout_s: float = Field(default=30.0, gt=0)
+    order_review_timeout_s: float = Field(default=3600.0, gt=0)
+    order_payment_timeout_s: float = Field(default=120.0, gt=0)
+    order_deadline_scan_interval_s: float = Field(default=1.0, gt=0)
+
+    def deadlines(self) -> Deadlines:
+        return Deadlines(
+            checks=timedelta(seconds=self.order_checks_timeout_s),
+            review=timedelta(seconds=self.order_review_timeout_s),
+            payment=timedelta(seconds=self.order_payment_timeout_s),
+        )
+
+
+async def main() -> None:
+    settings = OrderSettings()
+
+    async def wire(plumbing: Plumbing) -> Wiring:
+        redis = Redis.from_url(settings.redis_url)
+        store = OrderStore(plumbing.store)
+        await store.ensure_indexes()
+        service = OrderService(store=store, numbers=OrderNumbers(redis), deadlines=settings.deadlines())
+
+        async def consume(deliveries: Sequence[Delivery]) -> None:
+            await handle_batch(service, deliveries)
+
+        async def sweep_deadlines(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                try:
+                    await enforce_deadlines(service)
+                except Exception as error:  # noqa: BLE001 - a failed sweep is retried on the next tick
+                    log.warning("deadline_sweep_failed", error=f"{type(error).__name__}: {error}")
+                try:
+                    await asyncio.wait_for(stop.wait(), settings.order_deadline_scan_interval_s)
+                except TimeoutError:
+                    pass
+
+        async def redis_ready() -> bool:
+            try:
+                return bool(await redis.ping())
+            except RedisError:
+                return False
+
+        return Wiring(
+            routers=[build_router(service)],
+            handle_batch=consume,
+            subscribe=[topics.INVENTORY_EVENTS, topics.FRAUD_EVENTS, topics.PAYMENT_EVENTS],
+            workers=[sweep_deadlines],
+            readiness={"redis": redis_ready},
+            cleanup=[redis.aclose],
+        )
+
+    await run_service(
+        service="order", settings=settings, port=settings.order_port, db_name=settings.order_db, wire=wire
+    )
