@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -17,11 +16,9 @@ from services.order.numbers import OrderNumbers
 from services.order.store import OrderStore
 from shared.contracts import topics
 from shared.kafka import Delivery
-from shared.logging import get_logger
+from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings
-
-log = get_logger(__name__)
 
 
 class OrderSettings(SharedSettings):
@@ -53,17 +50,6 @@ async def main() -> None:
         async def consume(deliveries: Sequence[Delivery]) -> None:
             await handle_batch(service, deliveries)
 
-        async def sweep_deadlines(stop: asyncio.Event) -> None:
-            while not stop.is_set():
-                try:
-                    await enforce_deadlines(service)
-                except Exception as error:  # noqa: BLE001 - a failed sweep is retried on the next tick
-                    log.warning("deadline_sweep_failed", error=f"{type(error).__name__}: {error}")
-                try:
-                    await asyncio.wait_for(stop.wait(), settings.order_deadline_scan_interval_s)
-                except TimeoutError:
-                    pass
-
         async def redis_ready() -> bool:
             try:
                 return bool(await redis.ping())
@@ -74,7 +60,13 @@ async def main() -> None:
             routers=[build_router(service)],
             handle_batch=consume,
             subscribe=[topics.INVENTORY_EVENTS, topics.FRAUD_EVENTS, topics.PAYMENT_EVENTS],
-            workers=[sweep_deadlines],
+            workers=[
+                every(
+                    settings.order_deadline_scan_interval_s,
+                    lambda: enforce_deadlines(service),
+                    name="deadline_sweeper",
+                )
+            ],
             readiness={"redis": redis_ready},
             cleanup=[redis.aclose],
         )

@@ -1,0 +1,196 @@
+"""Use cases of the inventory service: maintain the catalog, reserve and settle stock for orders."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.inventory.domain import EXPIRED, Ledger, Merchant, Product, Reservation, ReservationStatus
+from services.inventory.store import InventoryStore, StockTransaction
+from shared.contracts import (
+    Envelope,
+    Event,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    OrderRejected,
+    ProductKind,
+)
+from shared.kafka import Delivery, new_envelope, reply_to
+from shared.logging import get_logger
+
+SERVICE = "inventory"
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Inventory:
+    store: InventoryStore
+    reservation_ttl: timedelta
+    clock: Clock = utc_now
+
+
+# --- catalog -------------------------------------------------------------------------------------
+
+
+class UnknownMerchant(LookupError):
+    """A product names a merchant that was never registered."""
+
+
+class MerchantConflict(ValueError):
+    """The merchant id is taken by a merchant with another name."""
+
+
+@dataclass(frozen=True)
+class PutProduct:
+    sku: str
+    name: str
+    merchant_id: str
+    price_fen: int
+    available: int
+    kind: ProductKind = ProductKind.PHYSICAL
+    active: bool = True
+
+
+async def register_merchant(service: Inventory, merchant: Merchant) -> bool:
+    """Register a merchant; False when the very same merchant was already there."""
+    existing = await service.store.add_merchant(merchant)
+    if existing is None:
+        return True
+    if existing.name != merchant.name:
+        raise MerchantConflict(f"merchant {merchant.merchant_id} is already registered as {existing.name!r}")
+    return False
+
+
+async def upsert_product(service: Inventory, command: PutProduct, correlation_id: str | None) -> Product:
+    """Create or replace a product (its `available` is a restock; reserved stays) and announce it."""
+    async with service.store.transaction(SERVICE) as tx:
+        if await tx.merchant(command.merchant_id) is None:
+            raise UnknownMerchant(f"no merchant {command.merchant_id}")
+        product = await tx.put_product(
+            Product(
+                sku=command.sku,
+                name=command.name,
+                merchant_id=command.merchant_id,
+                price_fen=command.price_fen,
+                available=command.available,
+                kind=command.kind,
+                active=command.active,
+            )
+        )
+        tx.emit(
+            [
+                new_envelope(
+                    product.upserted(), source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4())
+                )
+            ]
+        )
+    return product
+
+
+# --- reactions to order events -------------------------------------------------------------------
+
+
+def on_order_placed(ledger: Ledger, event: OrderPlaced, cause: Envelope) -> list[Event]:
+    return ledger.reserve(event.order_id, event.lines, cause.correlation_id)
+
+
+def on_order_ended(ledger: Ledger, event: OrderRejected | OrderCancelled, _cause: Envelope) -> list[Event]:
+    return ledger.release(event.order_id, event.reason)
+
+
+def on_order_confirmed(ledger: Ledger, event: OrderConfirmed, _cause: Envelope) -> list[Event]:
+    return ledger.commit(event.order_id)
+
+
+async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> None:
+    """Decide a consumed batch against the stock it touches and store it all in one transaction."""
+    fresh = await service.store.unapplied(SERVICE, deliveries)
+    if not fresh:
+        return
+    relevant = [d for d in fresh if type(d.event) in HANDLERS]
+    async with service.store.transaction(SERVICE) as tx:
+        if relevant:
+            ledger, outgoing = await _decide(service, tx, relevant)
+            await tx.save(ledger.changes())
+            tx.emit(outgoing)
+        tx.mark_applied([d.envelope.id for d in fresh])
+
+
+async def _decide(
+    service: Inventory, tx: StockTransaction, deliveries: Sequence[Delivery]
+) -> tuple[Ledger, list[Envelope]]:
+    order_ids = {str(getattr(d.event, "order_id", "")) for d in deliveries}
+    reservations = await tx.reservations(order_ids)
+    skus = {line.sku for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines}
+    skus |= {
+        line.sku for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
+    }
+    products = await tx.products(skus)
+    now = service.clock()
+    ledger, outgoing = _apply(deliveries, products, reservations, now, service.reservation_ttl)
+    if ledger.short_merchants:
+        # Substitutes need the short merchants' other products; reading them only when an order
+        # is short keeps the common batch at two reads. The batch is then decided again, with them.
+        candidates = await tx.substitute_candidates(ledger.short_merchants, exclude=set(products))
+        products = {**{p.sku: p for p in candidates}, **products}
+        ledger, outgoing = _apply(deliveries, products, reservations, now, service.reservation_ttl)
+    return ledger, outgoing
+
+
+def _apply(
+    deliveries: Sequence[Delivery],
+    products: dict[str, Product],
+    reservations: dict[str, Reservation],
+    now: datetime,
+    ttl: timedelta,
+) -> tuple[Ledger, list[Envelope]]:
+    ledger = Ledger.open(products, reservations, now=now, ttl=ttl)
+    outgoing: list[Envelope] = []
+    for delivery in deliveries:
+        for event in HANDLERS[type(delivery.event)](ledger, delivery.event, delivery.envelope):
+            outgoing.append(reply_to(delivery.envelope, event, source=SERVICE))
+    return ledger, outgoing
+
+
+async def release_expired(service: Inventory, limit: int = 200) -> int:
+    """Release reservations still held past their deadline; returns how many."""
+    now = service.clock()
+    async with service.store.transaction(SERVICE) as tx:
+        reservations = await tx.expired_reservations(now, limit)
+        if not reservations:
+            return 0
+        products = await tx.products({line.sku for r in reservations.values() for line in r.lines})
+        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl)
+        released = ledger.expire()
+        await tx.save(ledger.changes())
+        tx.emit([_expiry_envelope(reservation, event) for reservation, event in released])
+    for reservation, _ in released:
+        log.info("reservation_expired", order_id=reservation.order_id)
+    return len(released)
+
+
+def _expiry_envelope(reservation: Reservation, event: Event) -> Envelope:
+    # A stable id: if two sweeps ever emitted the same expiry, consumers would apply it once.
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SERVICE}/{EXPIRED}/{reservation.order_id}"))
+    return new_envelope(event, source=SERVICE, correlation_id=reservation.correlation_id, event_id=event_id)
+
+
+# Each handler takes the event type it is registered under.
+Handler = Callable[[Ledger, Any, Envelope], list[Event]]
+
+HANDLERS: dict[type[Event], Handler] = {
+    OrderPlaced: on_order_placed,
+    OrderRejected: on_order_ended,
+    OrderCancelled: on_order_ended,
+    OrderConfirmed: on_order_confirmed,
+}

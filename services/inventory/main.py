@@ -1,0 +1,68 @@
+"""Wires the inventory service: settings, the store, the order-event consumer and the expiry sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from pydantic import Field
+
+from services.inventory.api import build_router
+from services.inventory.handlers import Inventory, handle_batch, release_expired
+from services.inventory.store import MongoInventoryStore
+from shared.contracts import topics
+from shared.kafka import Delivery
+from shared.logging import get_logger
+from shared.service import Plumbing, Wiring, run_service
+from shared.settings import SharedSettings
+
+log = get_logger(__name__)
+
+
+class InventorySettings(SharedSettings):
+    inventory_port: int = 8001
+    inventory_db: str = "inventory"
+    # How long stock stays held for an order that is neither confirmed nor ended.
+    inventory_reservation_ttl_s: float = Field(default=900.0, gt=0)
+    inventory_expiry_scan_interval_s: float = Field(default=5.0, gt=0)
+
+
+async def main() -> None:
+    settings = InventorySettings()
+
+    async def wire(plumbing: Plumbing) -> Wiring:
+        store = MongoInventoryStore(plumbing.store)
+        await store.ensure_indexes()
+        service = Inventory(
+            store=store, reservation_ttl=timedelta(seconds=settings.inventory_reservation_ttl_s)
+        )
+
+        async def consume(deliveries: Sequence[Delivery]) -> None:
+            await handle_batch(service, deliveries)
+
+        async def sweep_expired(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                try:
+                    await release_expired(service)
+                except Exception as error:  # noqa: BLE001 - a failed sweep is retried on the next tick
+                    log.warning("expiry_sweep_failed", error=f"{type(error).__name__}: {error}")
+                try:
+                    await asyncio.wait_for(stop.wait(), settings.inventory_expiry_scan_interval_s)
+                except TimeoutError:
+                    pass
+
+        return Wiring(
+            routers=[build_router(service)],
+            handle_batch=consume,
+            subscribe=[topics.ORDER_EVENTS],
+            workers=[sweep_expired],
+        )
+
+    await run_service(
+        service="inventory",
+        settings=settings,
+        port=settings.inventory_port,
+        db_name=settings.inventory_db,
+        wire=wire,
+    )

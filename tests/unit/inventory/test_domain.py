@@ -1,0 +1,232 @@
+"""Reservation decisions on an in-memory view of stock, event by event."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.inventory.domain import (
+    EXPIRED,
+    Ledger,
+    Product,
+    Reservation,
+    ReservationStatus,
+    StockDelta,
+    stock_lines,
+)
+from shared.contracts import (
+    Shortage,
+    StockCommitted,
+    StockLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from tests.unit.inventory.factories import T0, line
+
+pytestmark = pytest.mark.unit
+
+TTL = timedelta(minutes=15)
+
+
+def catalog() -> dict[str, Product]:
+    return {
+        p.sku: p
+        for p in [
+            Product("TEA", "Longjing", "m-1", 8800, available=5),
+            Product("CUP", "Celadon cup", "m-1", 3900, available=2),
+            Product("POT", "Teapot", "m-1", 25800, available=9),
+            Product("BOWL", "Bowl", "m-1", 2800, available=1),
+            Product("JAR", "Jar", "m-1", 1200, available=30, active=False),
+            Product("SPOON", "Spoon", "m-1", 500, available=0),
+            Product("SAUCE", "Bean paste", "m-2", 1590, available=50),
+        ]
+    }
+
+
+def ledger(
+    products: dict[str, Product] | None = None, reservations: dict[str, Reservation] | None = None
+) -> Ledger:
+    return Ledger.open(products or catalog(), reservations or {}, now=T0, ttl=TTL)
+
+
+def held(order_id: str, *lines: StockLine) -> Reservation:
+    return Reservation(order_id, list(lines), ReservationStatus.HELD, "corr", expires_at=T0 + TTL)
+
+
+def test_reserving_holds_every_line_until_the_deadline() -> None:
+    book = ledger()
+
+    events = book.reserve("o-1", [line("TEA", 2), line("CUP", 1), line("TEA", 1)], "corr-1")
+
+    assert events == [
+        StockReserved(
+            order_id="o-1",
+            lines=[StockLine(sku="TEA", quantity=3), StockLine(sku="CUP", quantity=1)],
+            expires_at=T0 + TTL,
+        )
+    ]
+    changes = book.changes()
+    assert changes.stock == {"TEA": StockDelta(-3, 3), "CUP": StockDelta(-1, 1)}
+    [reservation] = changes.created
+    assert (reservation.status, reservation.correlation_id) == (ReservationStatus.HELD, "corr-1")
+    assert changes.moved_from_held == []
+
+
+def test_a_short_line_holds_nothing_and_names_shortages_and_substitutes() -> None:
+    book = ledger()
+
+    [event] = book.reserve("o-1", [line("TEA", 1), line("CUP", 3), line("GHOST", 1)], "corr")
+
+    assert isinstance(event, StockRejected)
+    assert event.shortages == [
+        Shortage(sku="CUP", quantity=3, available=2),
+        Shortage(sku="GHOST", quantity=1, available=0),
+    ]
+    # Same merchant, active, in stock, not already in the order; most stock first, at most three.
+    assert event.substitutes == ["POT", "BOWL"]
+    assert book.short_merchants == {"m-1"}
+    changes = book.changes()
+    assert changes.stock == {}
+    assert [r.status for r in changes.created] == [ReservationStatus.REJECTED]
+
+
+def test_inactive_products_are_not_sellable() -> None:
+    [event] = ledger().reserve("o-1", [line("JAR", 1)], "corr")
+
+    assert isinstance(event, StockRejected)
+    assert event.shortages == [Shortage(sku="JAR", quantity=1, available=0)]
+
+
+def test_substitutes_come_from_the_short_lines_merchant_only() -> None:
+    [event] = ledger().reserve("o-1", [line("SPOON", 1, merchant_id="m-1")], "corr")
+
+    assert isinstance(event, StockRejected)
+    assert event.substitutes == ["POT", "TEA", "CUP"]
+    assert "SAUCE" not in event.substitutes
+
+
+def test_two_orders_in_one_batch_compete_for_the_last_unit() -> None:
+    book = ledger()
+
+    first = book.reserve("o-1", [line("BOWL", 1)], "c1")
+    second = book.reserve("o-2", [line("BOWL", 1)], "c2")
+
+    assert isinstance(first[0], StockReserved)
+    assert isinstance(second[0], StockRejected)
+    assert second[0].shortages == [Shortage(sku="BOWL", quantity=1, available=0)]
+    assert book.changes().stock == {"BOWL": StockDelta(-1, 1)}
+
+
+def test_a_release_earlier_in_the_batch_frees_stock_for_a_later_order() -> None:
+    products = catalog()
+    products["BOWL"].available, products["BOWL"].reserved = 0, 1
+    book = ledger(products, {"o-1": held("o-1", StockLine(sku="BOWL", quantity=1))})
+
+    book.release("o-1", "PAYMENT_FAILED")
+    [event] = book.reserve("o-2", [line("BOWL", 1)], "c2")
+
+    assert isinstance(event, StockReserved)
+    assert book.changes().stock == {}  # back and out again: the row is unchanged
+
+
+def test_a_duplicate_order_placed_in_one_batch_reserves_once() -> None:
+    book = ledger()
+
+    first = book.reserve("o-1", [line("TEA", 2)], "c1")
+    again = book.reserve("o-1", [line("TEA", 2)], "c1")
+
+    assert len(first) == 1
+    assert again == []
+    assert book.changes().stock == {"TEA": StockDelta(-2, 2)}
+
+
+def test_an_order_already_decided_earlier_is_not_decided_again() -> None:
+    rejected = Reservation("o-1", [StockLine(sku="TEA", quantity=1)], ReservationStatus.REJECTED, "c")
+    book = ledger(reservations={"o-1": rejected})
+
+    assert book.reserve("o-1", [line("TEA", 1)], "c") == []
+    assert not book.changes()
+
+
+def test_release_gives_held_stock_back() -> None:
+    products = catalog()
+    products["TEA"].available, products["TEA"].reserved = 3, 2
+    book = ledger(products, {"o-1": held("o-1", StockLine(sku="TEA", quantity=2))})
+
+    events = book.release("o-1", "FRAUD_REJECTED")
+
+    assert events == [
+        StockReleased(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)], reason="FRAUD_REJECTED")
+    ]
+    changes = book.changes()
+    assert changes.stock == {"TEA": StockDelta(2, -2)}
+    [moved] = changes.moved_from_held
+    assert (moved.status, moved.reason) == (ReservationStatus.RELEASED, "FRAUD_REJECTED")
+
+
+@pytest.mark.parametrize(
+    "status", [ReservationStatus.RELEASED, ReservationStatus.COMMITTED, ReservationStatus.REJECTED]
+)
+def test_release_and_commit_only_touch_held_reservations(status: ReservationStatus) -> None:
+    reservation = Reservation("o-1", [StockLine(sku="TEA", quantity=2)], status, "c")
+
+    book = ledger(reservations={"o-1": reservation})
+
+    assert book.release("o-1", "X") == []
+    assert book.commit("o-1") == []
+    assert book.release("unknown", "X") == []
+    assert book.commit("unknown") == []
+    assert not book.changes()
+
+
+def test_commit_lets_reserved_stock_leave_for_good() -> None:
+    products = catalog()
+    products["TEA"].reserved = 2
+    book = ledger(products, {"o-1": held("o-1", StockLine(sku="TEA", quantity=2))})
+
+    assert book.commit("o-1") == [StockCommitted(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)])]
+    assert book.changes().stock == {"TEA": StockDelta(0, -2)}
+    assert book.release("o-1", "LATE") == []  # committed stock never comes back
+
+
+def test_reserved_then_released_in_one_batch_is_one_new_released_reservation() -> None:
+    book = ledger()
+    book.reserve("o-1", [line("TEA", 1)], "c")
+    book.release("o-1", "FRAUD_REJECTED")
+
+    changes = book.changes()
+    assert [r.status for r in changes.created] == [ReservationStatus.RELEASED]
+    assert changes.moved_from_held == []
+    assert changes.stock == {}
+
+
+def test_expire_releases_only_reservations_past_their_deadline() -> None:
+    products = catalog()
+    products["TEA"].reserved = 3
+    late = held("late", StockLine(sku="TEA", quantity=2))
+    late.expires_at = T0 - timedelta(seconds=1)
+    fresh = held("fresh", StockLine(sku="TEA", quantity=1))
+    book = ledger(products, {"late": late, "fresh": fresh})
+
+    released = book.expire()
+
+    assert [(r.order_id, e) for r, e in released] == [
+        ("late", StockReleased(order_id="late", lines=[StockLine(sku="TEA", quantity=2)], reason=EXPIRED))
+    ]
+    assert book.changes().stock == {"TEA": StockDelta(2, -2)}
+
+
+def test_the_callers_view_is_not_mutated() -> None:
+    products = catalog()
+    ledger(products).reserve("o-1", [line("TEA", 2)], "c")
+
+    assert products["TEA"].available == 5
+
+
+def test_stock_lines_merge_repeated_skus_in_first_seen_order() -> None:
+    assert stock_lines([line("B", 1), line("A", 2), line("B", 3)]) == [
+        StockLine(sku="B", quantity=4),
+        StockLine(sku="A", quantity=2),
+    ]
