@@ -1,0 +1,1 @@
+"""The payment service: authorizes and voids payments through provider adapters."""

@@ -1,0 +1,46 @@
+"""Wires the payment service: settings, the store, the provider adapters and the order-events consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.payment.api import build_router
+from services.payment.handlers import SERVICE, PaymentService, handle_batch
+from services.payment.providers import sandbox_providers
+from services.payment.store import MongoPaymentStore
+from shared.contracts import topics
+from shared.kafka import Delivery
+from shared.service import Plumbing, Wiring, run_service
+from shared.settings import SharedSettings
+
+
+class PaymentSettings(SharedSettings):
+    payment_port: int = 8002
+    payment_db: str = "payments"
+
+
+async def main() -> None:
+    settings = PaymentSettings()
+
+    async def wire(plumbing: Plumbing) -> Wiring:
+        store = MongoPaymentStore(plumbing.store)
+        await store.ensure_indexes()
+        # Only sandbox adapters exist yet; real ones will be chosen here from settings, per method.
+        service = PaymentService(store=store, providers=sandbox_providers())
+
+        async def consume(deliveries: Sequence[Delivery]) -> None:
+            await handle_batch(service, deliveries)
+
+        return Wiring(
+            routers=[build_router(store)],
+            handle_batch=consume,
+            subscribe=[topics.ORDER_EVENTS],
+        )
+
+    await run_service(
+        service=SERVICE,
+        settings=settings,
+        port=settings.payment_port,
+        db_name=settings.payment_db,
+        wire=wire,
+    )
