@@ -1,0 +1,1 @@
+"""The notification service: tells merchants and customers what happened to their orders."""

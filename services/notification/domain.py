@@ -1,0 +1,206 @@
+"""Who is told what about an order, and the words they get: pure decisions, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from shared.contracts import OrderCancelled, OrderConfirmed, OrderLine, OrderRejected, Role
+
+INBOX = "inbox"
+
+# Every role reads its inbox until merchant webhooks and customer SMS exist; then only this changes.
+CHANNEL_BY_ROLE: dict[Role, str] = {Role.MERCHANT: INBOX, Role.CUSTOMER: INBOX}
+
+MERCHANT_NEW_ORDER = "merchant.new_order"
+CUSTOMER_ORDER_CONFIRMED = "customer.order_confirmed"
+CUSTOMER_ORDER_REJECTED = "customer.order_rejected"
+CUSTOMER_ORDER_CANCELLED = "customer.order_cancelled"
+
+# (subject, body) as str.format patterns over the fields each decision below supplies.
+TEMPLATES: dict[str, tuple[str, str]] = {
+    MERCHANT_NEW_ORDER: (
+        "新订单 {order_no}",
+        "您有一笔新订单 {order_no} 已付款，请尽快处理。商品：{items}。您的商品合计 {amount}。",
+    ),
+    CUSTOMER_ORDER_CONFIRMED: (
+        "订单 {order_no} 已确认",
+        "您的订单 {order_no} 已支付成功，实付 {amount}。商家正在为您准备商品。",
+    ),
+    CUSTOMER_ORDER_REJECTED: (
+        "订单 {order_no} 未能受理",
+        "很抱歉，您的订单 {order_no} 未能受理：{reason}。未产生任何扣款。",
+    ),
+    CUSTOMER_ORDER_CANCELLED: (
+        "订单 {order_no} 已取消",
+        "您的订单 {order_no} 已取消：{reason}。如有预授权款项将原路退回。",
+    ),
+}
+
+# The order service's reason codes, in words a customer understands; unknown codes are shown as-is.
+REASONS: dict[str, str] = {
+    "OUT_OF_STOCK": "商品库存不足",
+    "FRAUD": "未通过风险审核",
+    "PAYMENT_DECLINED": "支付未成功",
+    "STOCK_TIMEOUT": "库存确认超时",
+    "FRAUD_TIMEOUT": "风险审核超时",
+    "REVIEW_TIMEOUT": "人工审核超时",
+    "PAYMENT_TIMEOUT": "支付超时",
+}
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass
+class Notification:
+    """One message to one recipient about one order, from its decision to its delivery outcome."""
+
+    notification_id: str
+    order_id: str
+    cause_id: str
+    recipient: str
+    role: Role
+    channel: str
+    template: str
+    subject: str
+    body: str
+    at: datetime
+    status: Status = Status.PENDING
+    attempts: int = 0
+    error: str | None = None
+
+    def delivered(self, at: datetime) -> None:
+        self.attempts += 1
+        self.status = Status.SENT
+        self.error = None
+        self.at = at
+
+    def failed(self, at: datetime, error: str) -> None:
+        self.attempts += 1
+        self.status = Status.FAILED
+        self.error = error
+        self.at = at
+
+
+def notification_id(cause_id: str, recipient: str, template: str) -> str:
+    """The same cause, recipient and template always name the same notification, so a redelivery
+    cannot create a second one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"notification/{cause_id}/{recipient}/{template}"))
+
+
+def format_fen(fen: int, currency: str = "CNY") -> str:
+    """Integer fen as a price a person reads: 1234 → ¥12.34."""
+    symbol = "¥" if currency == "CNY" else f"{currency} "
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{sign}{symbol}{yuan:,}.{cents:02d}"
+
+
+def render(template: str, **fields: str) -> tuple[str, str]:
+    subject, body = TEMPLATES[template]
+    return subject.format(**fields), body.format(**fields)
+
+
+def reason_text(reason: str, detail: str = "") -> str:
+    text = REASONS.get(reason, reason)
+    return f"{text}（{detail}）" if detail else text
+
+
+def _notification(
+    *, order_id: str, cause_id: str, recipient: str, role: Role, template: str, at: datetime, **fields: str
+) -> Notification:
+    subject, body = render(template, **fields)
+    return Notification(
+        notification_id=notification_id(cause_id, recipient, template),
+        order_id=order_id,
+        cause_id=cause_id,
+        recipient=recipient,
+        role=role,
+        channel=CHANNEL_BY_ROLE[role],
+        template=template,
+        subject=subject,
+        body=body,
+        at=at,
+    )
+
+
+def _lines_by_merchant(lines: list[OrderLine]) -> dict[str, list[OrderLine]]:
+    by_merchant: dict[str, list[OrderLine]] = {}
+    for line in lines:
+        by_merchant.setdefault(line.merchant_id, []).append(line)
+    return by_merchant
+
+
+def order_confirmed(event: OrderConfirmed, *, cause_id: str, at: datetime) -> list[Notification]:
+    """One notice to each merchant with lines in the order (about their lines only), one to the customer."""
+    notifications = []
+    for merchant_id, lines in _lines_by_merchant(event.lines).items():
+        items = "；".join(
+            f"{line.name} ×{line.quantity} {format_fen(line.line_total_fen, event.currency)}"
+            for line in lines
+        )
+        subtotal = sum(line.line_total_fen for line in lines)
+        notifications.append(
+            _notification(
+                order_id=event.order_id,
+                cause_id=cause_id,
+                recipient=merchant_id,
+                role=Role.MERCHANT,
+                template=MERCHANT_NEW_ORDER,
+                at=at,
+                order_no=event.order_no,
+                items=items,
+                amount=format_fen(subtotal, event.currency),
+            )
+        )
+    notifications.append(
+        _notification(
+            order_id=event.order_id,
+            cause_id=cause_id,
+            recipient=event.customer_id,
+            role=Role.CUSTOMER,
+            template=CUSTOMER_ORDER_CONFIRMED,
+            at=at,
+            order_no=event.order_no,
+            amount=format_fen(event.total_fen, event.currency),
+        )
+    )
+    return notifications
+
+
+def order_rejected(event: OrderRejected, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The customer learns the order was not accepted, and why."""
+    return [
+        _notification(
+            order_id=event.order_id,
+            cause_id=cause_id,
+            recipient=event.customer_id,
+            role=Role.CUSTOMER,
+            template=CUSTOMER_ORDER_REJECTED,
+            at=at,
+            order_no=event.order_no,
+            reason=reason_text(event.reason, event.detail),
+        )
+    ]
+
+
+def order_cancelled(event: OrderCancelled, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The customer learns the order was cancelled after payment was requested, and why."""
+    return [
+        _notification(
+            order_id=event.order_id,
+            cause_id=cause_id,
+            recipient=event.customer_id,
+            role=Role.CUSTOMER,
+            template=CUSTOMER_ORDER_CANCELLED,
+            at=at,
+            order_no=event.order_no,
+            reason=reason_text(event.reason, event.detail),
+        )
+    ]

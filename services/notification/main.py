@@ -1,0 +1,41 @@
+"""Wires the notification service: settings, the notification log, its channels and the consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.notification.api import build_router
+from services.notification.channels import default_channels
+from services.notification.handlers import SERVICE, NotificationService, handle_batch
+from services.notification.store import MongoNotificationStore
+from shared.contracts import topics
+from shared.kafka import Delivery
+from shared.service import Plumbing, Wiring, run_service
+from shared.settings import SharedSettings
+
+
+class NotificationSettings(SharedSettings):
+    notification_port: int = 8004
+    notification_db: str = "notifications"
+
+
+async def main() -> None:
+    settings = NotificationSettings()
+
+    async def wire(plumbing: Plumbing) -> Wiring:
+        store = MongoNotificationStore(plumbing.store)
+        await store.ensure_indexes()
+        service = NotificationService(store=store, channels=default_channels())
+
+        async def consume(deliveries: Sequence[Delivery]) -> None:
+            await handle_batch(service, deliveries)
+
+        return Wiring(routers=[build_router(service)], handle_batch=consume, subscribe=[topics.ORDER_EVENTS])
+
+    await run_service(
+        service=SERVICE,
+        settings=settings,
+        port=settings.notification_port,
+        db_name=settings.notification_db,
+        wire=wire,
+    )
