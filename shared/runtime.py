@@ -88,3 +88,20 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         asyncio.run(main())
     else:
         uvloop.run(main())
+
+
+def every(interval_s: float, tick: Callable[[], Awaitable[Any]], *, name: str) -> Worker:
+    """A background worker that runs `tick` every `interval_s` until stop; a failed tick is retried
+    on the next one (the work it does is idempotent and re-read from the store)."""
+
+    async def worker(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await tick()
+            except Exception as error:  # noqa: BLE001 - logged; the next tick retries
+                log.warning("periodic_task_failed", task=name, error=f"{type(error).__name__}: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+    worker.__qualname__ = name
+    return worker

@@ -18,6 +18,7 @@ from services.order.domain import (
     price_lines,
 )
 from shared.contracts import (
+    Event,
     FraudDecision,
     OrderCancelled,
     OrderConfirmed,
@@ -32,9 +33,7 @@ from shared.contracts import (
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-DEADLINES = Deadlines(
-    checks=timedelta(seconds=30), review=timedelta(hours=1), payment=timedelta(minutes=2)
-)
+DEADLINES = Deadlines(checks=timedelta(seconds=30), review=timedelta(hours=1), payment=timedelta(minutes=2))
 CATALOG = {
     "TEA-1": CatalogItem("TEA-1", "Longjing tea", "m-1", ProductKind.PHYSICAL, 8800),
     "CUP-1": CatalogItem("CUP-1", "Celadon cup", "m-2", ProductKind.PHYSICAL, 4550),
@@ -51,7 +50,7 @@ ADDRESS = ShippingAddress(
 )
 
 
-def new_order() -> tuple[Order, list[object]]:
+def new_order() -> tuple[Order, list[Event]]:
     lines = price_lines([RequestedItem("TEA-1", 2), RequestedItem("CUP-1", 1)], CATALOG)
     return Order.place(
         order_id="o-1",
@@ -112,7 +111,7 @@ def test_payment_is_requested_only_once_both_checks_passed(stock_first: bool) ->
         if stock_first
         else order.fraud_scored(T0, FraudDecision.APPROVE, 5, [], DEADLINES)
     )
-    assert first == [] and order.status is OrderStatus.PENDING
+    assert (first, order.status) == ([], OrderStatus.PENDING)
     second = (
         order.fraud_scored(T0, FraudDecision.APPROVE, 5, [], DEADLINES)
         if stock_first

@@ -1,0 +1,211 @@
+"""Integration fixtures: one real stack per test run, driven over HTTP and Kafka."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.contracts import Envelope
+from shared.kafka import decode
+from tests.integration.harness import LocalStack, eventually, start_local_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+ADDRESS = {
+    "name": "Han Meimei",
+    "phone": "13912345678",
+    "province": "Guangdong",
+    "city": "Shenzhen",
+    "district": "Nanshan",
+    "line1": "9 Keyuan Rd",
+    "postal_code": "518000",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    running = start_local_stack(ROOT)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+@dataclass
+class Platform:
+    """The running platform as a client sees it: one HTTP client per service and the broker."""
+
+    stack: LocalStack
+    gateway: httpx.AsyncClient
+    inventory: httpx.AsyncClient
+    payment: httpx.AsyncClient
+    fraud: httpx.AsyncClient
+    notification: httpx.AsyncClient
+
+    @property
+    def bootstrap(self) -> str:
+        return self.stack.config.bootstrap
+
+    async def merchant(self) -> str:
+        merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+        response = await self.inventory.post(
+            "/v1/merchants", json={"merchant_id": merchant_id, "name": "Test Teahouse"}
+        )
+        assert response.status_code in (200, 201), response.text
+        return merchant_id
+
+    async def product(self, *, available: int, price_fen: int = 1999, merchant_id: str | None = None) -> str:
+        """A new product with its own stock, once the gateway's catalog replica lists it."""
+        sku = f"SKU-{uuid.uuid4().hex[:10].upper()}"
+        response = await self.inventory.put(
+            f"/v1/products/{sku}",
+            json={
+                "name": f"Test product {sku}",
+                "merchant_id": merchant_id or await self.merchant(),
+                "price_fen": price_fen,
+                "kind": "physical",
+                "available": available,
+            },
+        )
+        assert response.status_code in (200, 201), response.text
+
+        async def replica() -> int:
+            return (await self.gateway.get(f"/v1/products/{sku}")).status_code
+
+        await eventually(replica, lambda code: code == 200, what=f"{sku} in the gateway's catalog")
+        return sku
+
+    async def stock(self, sku: str) -> dict[str, Any]:
+        response = await self.inventory.get(f"/v1/products/{sku}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def place(
+        self,
+        items: list[tuple[str, int]],
+        *,
+        token: str = "tok_approve",
+        customer_id: str | None = None,
+        method: str = "bank_card",
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "customer_id": customer_id or f"cust-{uuid.uuid4().hex[:8]}",
+            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in items],
+            "shipping_address": ADDRESS,
+            "payment": {"method": method, "token": token},
+        }
+        response = await self.gateway.post("/v1/orders", json=body, headers=headers or {})
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        response = await self.gateway.get(f"/v1/orders/{order_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def settled(self, order_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The order once it reached CONFIRMED, REJECTED or CANCELLED."""
+        return await eventually(
+            lambda: self.order(order_id),
+            lambda order: order["status"] in FINAL,
+            what=f"order {order_id} to reach a final status",
+            timeout_s=timeout_s,
+        )
+
+    async def notifications(self, order_id: str) -> list[dict[str, Any]]:
+        response = await self.notification.get("/v1/notifications", params={"order_id": order_id})
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+    async def metric(self, client: httpx.AsyncClient, name: str, **labels: str) -> float:
+        """A Prometheus sample's value (0 when the series does not exist yet)."""
+        text = (await client.get("/metrics")).text
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and line.split(" ")[0] != name:
+                continue
+            series, value = line.rsplit(" ", 1)
+            series_labels = ",".join(sorted(series[len(name) + 1 : -1].split(","))) if "{" in series else ""
+            if all(part in series_labels.split(",") for part in wanted.split(",") if part):
+                total += float(value)
+        return total
+
+    async def events(self, topic: str, subject: str | None = None) -> list[Envelope]:
+        """Every event on `topic` from the beginning (optionally one key's), as a plain consumer sees them."""
+        return [envelope for envelope, _ in await self.records(topic, subject)]
+
+    async def records(self, topic: str, subject: str | None = None) -> list[tuple[Envelope, Any]]:
+        found = []
+        for record in await self.raw_records(topic):
+            try:
+                envelope = decode(record.value)
+            except ValueError:
+                continue  # the dead-letter test's deliberate garbage
+            if subject is None or envelope.subject == subject:
+                found.append((envelope, record))
+        return found
+
+    async def raw_records(self, topic: str) -> list[Any]:
+        """Every record on `topic` up to its current end, read with a plain consumer (no group)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer.topics()
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+            ]
+            assert partitions, f"topic {topic} does not exist"
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            found: list[Any] = []
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    found.extend(batch)
+            return found
+        finally:
+            await consumer.stop()
+
+    async def produce_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[Any]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+        finally:
+            await producer.stop()
+
+
+@pytest.fixture
+async def platform(stack: LocalStack) -> AsyncIterator[Platform]:
+    config = stack.config
+    clients = {
+        name: httpx.AsyncClient(base_url=config.url(name), timeout=10.0)
+        for name in ("order", "inventory", "payment", "fraud", "notification")
+    }
+    try:
+        yield Platform(
+            stack=stack,
+            gateway=clients["order"],
+            inventory=clients["inventory"],
+            payment=clients["payment"],
+            fraud=clients["fraud"],
+            notification=clients["notification"],
+        )
+    finally:
+        for client in clients.values():
+            await client.aclose()

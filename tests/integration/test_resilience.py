@@ -1,0 +1,69 @@
+"""A service killed or down mid-order: nothing is lost, nothing is doubled, no order waits forever."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from tests.integration.conftest import Platform
+from tests.integration.harness import CHECKS_TIMEOUT_S, eventually
+
+
+async def test_payment_killed_mid_order_resumes_after_restart(platform: Platform) -> None:
+    sku = await platform.product(available=5)
+    platform.stack.stop("payment", signal.SIGKILL)
+    try:
+        order_id = (await platform.place([(sku, 1)]))["order_id"]
+        await eventually(
+            lambda: platform.order(order_id),
+            lambda order: order["status"] == "AWAITING_PAYMENT",
+            what="the order to wait for payment while payment is down",
+        )
+    finally:
+        platform.stack.restart("payment")
+
+    order = await platform.settled(order_id, timeout_s=60)
+    assert order["status"] == "CONFIRMED"
+    payments = (await platform.payment.get("/v1/payments", params={"order_id": order_id})).json()["items"]
+    assert len(payments) == 1
+
+
+async def test_fraud_down_drives_the_order_to_its_deadline_and_releases_stock(platform: Platform) -> None:
+    sku = await platform.product(available=3)
+    platform.stack.stop("fraud")
+    try:
+        accepted = await platform.place([(sku, 2)])
+        order = await platform.settled(accepted["order_id"], timeout_s=CHECKS_TIMEOUT_S + 20)
+        assert (order["status"], order["reason"]) == ("REJECTED", "FRAUD_TIMEOUT")
+        await eventually(
+            lambda: platform.stock(sku),
+            lambda s: s["available"] == 3 and s.get("reserved", 0) == 0,
+            what=f"{sku}'s reservation released after the deadline",
+        )
+    finally:
+        platform.stack.restart("fraud")
+
+    # The late score, once fraud is back, changes nothing.
+    await eventually(
+        lambda: platform.events("fraud.events", accepted["order_id"]),
+        lambda events: len(events) >= 1,
+        what="fraud to catch up and score the timed-out order",
+        timeout_s=60,
+    )
+    assert (await platform.order(accepted["order_id"]))["status"] == "REJECTED"
+
+
+async def test_inventory_killed_with_orders_in_flight_keeps_stock_consistent(platform: Platform) -> None:
+    sku = await platform.product(available=100)
+    placed = await asyncio.gather(*(platform.place([(sku, 1)]) for _ in range(10)))
+    platform.stack.stop("inventory", signal.SIGKILL)
+    platform.stack.restart("inventory")
+
+    orders = [await platform.settled(p["order_id"], timeout_s=CHECKS_TIMEOUT_S + 60) for p in placed]
+    confirmed = sum(order["status"] == "CONFIRMED" for order in orders)
+    stock = await eventually(
+        lambda: platform.stock(sku),
+        lambda s: s.get("reserved", 0) == 0,
+        what=f"{sku}: every reservation committed or released",
+    )
+    assert stock["available"] == 100 - confirmed

