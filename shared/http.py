@@ -12,6 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.errors import is_transient
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
 PROBLEM_JSON = "application/problem+json"
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -82,6 +87,27 @@ def create_app(service: str, *, readiness: Mapping[str, ReadinessCheck], version
             title,
             str(error.detail),
             code=title.lower().replace(" ", "-"),
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        if is_transient(error):
+            response = problem_response(
+                503,
+                "Temporarily unavailable",
+                "the request met a concurrent change or a busy datastore; retry it",
+                code="temporarily-unavailable",
+                instance=request.url.path,
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(
+            500,
+            "Internal error",
+            "the request failed on our side; it has been logged",
+            code="internal-error",
             instance=request.url.path,
         )
 

@@ -176,13 +176,20 @@ async def wait_for_broker(settings: SharedSettings, deadline_s: float = 60.0) ->
 
 
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+MAX_TRANSIENT_BACKOFF_S = 5.0
+
+
+class _Stopped(Exception):
+    """Shutdown came while a batch was waiting out a transient failure; it is left uncommitted."""
 
 
 class BatchConsumer:
     """getmany → decode → handle the batch (one store write) → commit; bad events to the DLQ.
 
     A batch that fails is retried with backoff; if it still fails, its events are handled one by
-    one so that a single poison event is dead-lettered without holding back the good ones.
+    one so that a single poison event is dead-lettered without holding back the good ones. A
+    transient failure (a lost write race, the database briefly away) is not the event's fault: it is
+    retried until it passes, never dead-lettered.
     """
 
     def __init__(
@@ -193,8 +200,11 @@ class BatchConsumer:
         producer: AIOKafkaProducer,
         handle: BatchHandler,
         settings: SharedSettings,
+        is_transient: Callable[[BaseException], bool] = lambda _: False,
     ) -> None:
         self._service = service
+        self._is_transient = is_transient
+        self._stop = asyncio.Event()
         self._consumer = consumer
         self._producer = producer
         self._handle = handle
@@ -203,6 +213,7 @@ class BatchConsumer:
         self._max_attempts = settings.handler_max_attempts
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await self._consumer.start()
         try:
             while not stop.is_set():
@@ -212,7 +223,10 @@ class BatchConsumer:
                 records = [record for batch in polled.values() for record in batch]
                 if not records:
                     continue
-                await self._process(records)
+                try:
+                    await self._process(records)
+                except _Stopped:
+                    break  # uncommitted: the next owner of these partitions redelivers the batch
                 await self._commit()
         finally:
             # Leaving the group promptly lets a replica take over our partitions at once.
@@ -275,26 +289,38 @@ class BatchConsumer:
     _last_error: str = ""
 
     async def _attempt(self, deliveries: Sequence[Delivery]) -> bool:
-        for attempt in range(1, self._max_attempts + 1):
+        attempt = 0
+        transient_backoff = 0.05
+        while True:
             try:
                 await self._handle(deliveries)
                 return True
             except Exception as error:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
                 self._last_error = f"{type(error).__name__}: {error}"
                 metrics.HANDLER_RETRIES.labels(self._service).inc()
+                transient = self._is_transient(error)
+                if not transient:
+                    attempt += 1
                 first = deliveries[0].envelope
                 with correlation(first.correlation_id):
                     log.warning(
                         "handler_failed",
                         attempt=attempt,
+                        transient=transient,
                         batch=len(deliveries),
                         event_type=first.type,
-                        error=self._last_error,
+                        error=self._last_error[:500],
                         exc_info=attempt == self._max_attempts,
                     )
-                if attempt < self._max_attempts:
-                    await asyncio.sleep(0.05 * 2**attempt)
-        return False
+                if transient:
+                    if self._stop.is_set():
+                        raise _Stopped from error
+                    await asyncio.sleep(transient_backoff)
+                    transient_backoff = min(transient_backoff * 2, MAX_TRANSIENT_BACKOFF_S)
+                    continue
+                if attempt >= self._max_attempts:
+                    return False
+                await asyncio.sleep(0.05 * 2**attempt)
 
     async def _dead_letter(
         self,

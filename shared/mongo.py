@@ -27,6 +27,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import metrics
 from shared.contracts.base import Envelope
+from shared.errors import ConcurrentWrite
 from shared.kafka import Delivery, encode, headers_for, topic_for
 from shared.logging import get_logger
 from shared.settings import SharedSettings
@@ -116,10 +117,15 @@ class MongoStore:
                 yield tx
                 now = datetime.now(UTC)
                 if tx.applied:
-                    await self.db[PROCESSED].insert_many(
-                        [{"_id": f"{consumer}:{eid}", "at": now} for eid in tx.applied],
-                        session=session,
-                    )
+                    try:
+                        await self.db[PROCESSED].insert_many(
+                            [{"_id": f"{consumer}:{eid}", "at": now} for eid in tx.applied],
+                            session=session,
+                        )
+                    except DuplicateKeyError as error:
+                        # Another consumer (a rebalance's new owner) applied it first; a retry
+                        # filters it out through `unapplied`.
+                        raise ConcurrentWrite(f"event applied concurrently: {error}") from error
                 if tx.outgoing:
                     await self.db[OUTBOX].insert_many(
                         [_outbox_document(env, now) for env in tx.outgoing], session=session

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter
 
 from shared.contracts import topics
+from shared.errors import is_transient
 from shared.http import ReadinessCheck, create_app
 from shared.kafka import (
     BatchConsumer,
@@ -87,6 +88,7 @@ async def run_service(
             producer=producer,
             handle=wiring.handle_batch,
             settings=settings,
+            is_transient=is_transient,
         )
         workers.append(consumer.run)
 

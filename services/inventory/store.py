@@ -20,6 +20,7 @@ from services.inventory.domain import (
     ReservationStatus,
 )
 from shared.contracts import Envelope, ProductKind, StockLine
+from shared.errors import ConcurrentWrite
 from shared.kafka import Delivery
 from shared.mongo import Document, MongoStore, Transaction
 
@@ -29,7 +30,7 @@ RESERVATIONS = "reservations"
 CANDIDATES_PER_MERCHANT = 10
 
 
-class StockConflict(RuntimeError):
+class StockConflict(ConcurrentWrite):
     """Stock or a reservation changed since the batch read it (another replica); retry the batch."""
 
 

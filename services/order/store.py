@@ -18,6 +18,7 @@ from services.order.domain import (
     TimelineEntry,
 )
 from shared.contracts import OrderLine, PaymentMethod, ProductKind, ShippingAddress
+from shared.errors import ConcurrentWrite
 from shared.mongo import Document, MongoStore, Transaction
 
 ORDERS = "orders"
@@ -25,7 +26,7 @@ CATALOG = "catalog"
 IDEMPOTENCY = "idempotency_keys"
 
 
-class ConcurrentUpdate(RuntimeError):
+class ConcurrentUpdate(ConcurrentWrite):
     """Another writer changed an order since it was read; the batch is retried on fresh state."""
 
 

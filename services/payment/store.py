@@ -11,13 +11,14 @@ from pymongo import ASCENDING, ReplaceOne
 
 from services.payment.domain import Payment, PaymentStatus, TimelineEntry
 from shared.contracts import Envelope, PaymentMethod
+from shared.errors import ConcurrentWrite
 from shared.kafka import Delivery
 from shared.mongo import Document, MongoStore, Transaction
 
 PAYMENTS = "payments"
 
 
-class ConcurrentUpdate(RuntimeError):
+class ConcurrentUpdate(ConcurrentWrite):
     """Another writer changed a payment since it was read; the batch is retried on fresh state."""
 
 

@@ -61,9 +61,12 @@ async def test_inventory_killed_with_orders_in_flight_keeps_stock_consistent(pla
 
     orders = [await platform.settled(p["order_id"], timeout_s=CHECKS_TIMEOUT_S + 60) for p in placed]
     confirmed = sum(order["status"] == "CONFIRMED" for order in orders)
+    # A transaction the killed process left open holds its documents until the database reaps it
+    # (60 s, as in mongod); meanwhile the new inventory retries instead of dead-lettering events.
     stock = await eventually(
         lambda: platform.stock(sku),
         lambda s: s.get("reserved", 0) == 0,
         what=f"{sku}: every reservation committed or released",
+        timeout_s=120,
     )
     assert stock["available"] == 100 - confirmed
