@@ -334,17 +334,32 @@ class BatchConsumer:
         error: str,
     ) -> None:
         dlq = dead_letter(topic)
-        dlq_headers = [
-            *headers,
-            ("dlq_error", error.encode()[:4000]),
-            ("dlq_consumer", self._service.encode()),
-            ("dlq_source_topic", topic.encode()),
-            ("dlq_source_partition", str(partition).encode()),
-            ("dlq_source_offset", str(offset).encode()),
-        ]
+        dlq_headers = dead_letter_headers(
+            headers, error=error, consumer=self._service, topic=topic, partition=partition, offset=offset
+        )
         await self._producer.send_and_wait(dlq, value or b"", key=key, headers=dlq_headers)
         metrics.EVENTS_DEAD_LETTERED.labels(self._service, dlq).inc()
         log.error("dead_lettered", topic=dlq, source_offset=offset, error=error)
+
+
+def dead_letter_headers(
+    original: Sequence[tuple[str, bytes]],
+    *,
+    error: str,
+    consumer: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> Headers:
+    """The original headers plus why and where a record failed, so it can be inspected and replayed."""
+    return [
+        *original,
+        ("dlq_error", error.encode()[:4000]),
+        ("dlq_consumer", consumer.encode()),
+        ("dlq_source_topic", topic.encode()),
+        ("dlq_source_partition", str(partition).encode()),
+        ("dlq_source_offset", str(offset).encode()),
+    ]
 
 
 def _ce_type(record: Any) -> str:

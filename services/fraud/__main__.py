@@ -1,0 +1,3 @@
+from services.fraud.main import main
+
+main()
