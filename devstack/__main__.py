@@ -16,6 +16,7 @@ import sys
 
 import httpx
 
+from devstack.hold import hold
 from devstack.stack import (
     StackConfig,
     infrastructure,
@@ -54,13 +55,18 @@ def up(config: StackConfig) -> int:
         return 1
     prepare_run_dir(config)
     manager = honcho.manager.Manager()
+    service_ports = ",".join(str(spec.port) for spec in specs if spec.ready_url)
     for spec in specs:
-        manager.add_process(spec.name, "exec " + shlex.join(spec.argv), env=spec.env)
+        argv = spec.argv
+        if spec.ready_url is None:  # infrastructure outlives the services on Ctrl-C
+            argv = [sys.executable, "-m", "devstack", "hold", "--ports", service_ports, "--", *argv]
+        manager.add_process(spec.name, "exec " + shlex.join(argv), env=spec.env)
     manager.add_process(
         "ready", f"exec {shlex.quote(sys.executable)} -m devstack ready", env=config.service_env()
     )
     manager.loop()
-    return int(manager.returncode or 0)
+    stopped_on_request = manager.returncode in (130, 143)  # Ctrl-C or SIGTERM
+    return 0 if stopped_on_request else int(manager.returncode or 0)
 
 
 def ready(config: StackConfig) -> int:
@@ -116,9 +122,14 @@ def banner(config: StackConfig, sku: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack")
-    parser.add_argument("command", choices=["up", "ready"], nargs="?", default="up")
+    parser.add_argument("command", choices=["up", "ready", "hold"], nargs="?", default="up")
+    parser.add_argument("--ports", default="", help="hold: service ports to outlive")
+    parser.add_argument("argv", nargs="*", help="hold: the command to run")
     args = parser.parse_args()
     config = StackConfig.from_env()
+    if args.command == "hold":
+        ports = [int(port) for port in args.ports.split(",") if port]
+        return hold(args.argv, host=config.host, service_ports=ports)
     return up(config) if args.command == "up" else ready(config)
 
 

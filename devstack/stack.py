@@ -157,12 +157,12 @@ def prepare_run_dir(config: StackConfig) -> None:
 def ports_in_use(config: StackConfig, specs: list[ProcessSpec]) -> list[str]:
     busy = []
     for spec in specs:
-        if spec.port is not None and _port_open(config.host, spec.port):
+        if spec.port is not None and port_open(config.host, spec.port):
             busy.append(f"{spec.name} port {spec.port}")
     return busy
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
