@@ -122,15 +122,19 @@ def banner(config: StackConfig, sku: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack")
-    parser.add_argument("command", choices=["up", "ready", "hold"], nargs="?", default="up")
-    parser.add_argument("--ports", default="", help="hold: service ports to outlive")
-    parser.add_argument("argv", nargs="*", help="hold: the command to run")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("up", help="start the whole stack under honcho (the default)")
+    commands.add_parser("ready", help="wait for the services, seed, print the banner")
+    holder = commands.add_parser("hold", help="run infrastructure until the services have stopped")
+    holder.add_argument("--ports", default="", help="service ports to outlive, comma-separated")
+    holder.add_argument("argv", nargs=argparse.REMAINDER, help="-- the command to run")
     args = parser.parse_args()
     config = StackConfig.from_env()
     if args.command == "hold":
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         ports = [int(port) for port in args.ports.split(",") if port]
-        return hold(args.argv, host=config.host, service_ports=ports)
-    return up(config) if args.command == "up" else ready(config)
+        return hold(argv, host=config.host, service_ports=ports)
+    return ready(config) if args.command == "ready" else up(config)
 
 
 if __name__ == "__main__":
