@@ -114,6 +114,22 @@ class Delivery:
     raw_headers: tuple[tuple[str, bytes], ...] = ()
 
 
+def first_unseen(
+    consumer: str, deliveries: Sequence[Delivery], applied: set[str] | frozenset[str]
+) -> tuple[list[Delivery], list[Delivery]]:
+    """Split deliveries into those `consumer` has not applied (first copy wins) and duplicates.
+
+    `applied` holds "consumer:event id" keys, as the processed-events record stores them."""
+    seen = set(applied)
+    fresh: list[Delivery] = []
+    duplicates: list[Delivery] = []
+    for delivery in deliveries:
+        key = f"{consumer}:{delivery.envelope.id}"
+        (duplicates if key in seen else fresh).append(delivery)
+        seen.add(key)
+    return fresh, duplicates
+
+
 def make_producer(settings: SharedSettings, client_id: str) -> AIOKafkaProducer:
     # No enable_idempotence: the embedded broker refuses InitProducerId, and consumers dedupe
     # by event id anyway, which also covers the outbox relay's republish after a crash.

@@ -28,7 +28,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from shared import metrics
 from shared.contracts.base import Envelope
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery, encode, headers_for, topic_for
+from shared.kafka import Delivery, encode, first_unseen, headers_for, topic_for
 from shared.logging import get_logger
 from shared.settings import SharedSettings
 
@@ -95,13 +95,9 @@ class MongoStore:
         """The deliveries this consumer has not applied yet (redeliveries dropped, first wins)."""
         ids = [f"{consumer}:{d.envelope.id}" for d in deliveries]
         seen = {doc["_id"] async for doc in self.db[PROCESSED].find({"_id": {"$in": ids}}, {"_id": 1})}
-        fresh: list[Delivery] = []
-        for key, delivery in zip(ids, deliveries, strict=True):
-            if key in seen:
-                metrics.EVENTS_DUPLICATE.labels(consumer, delivery.envelope.type).inc()
-                continue
-            seen.add(key)
-            fresh.append(delivery)
+        fresh, duplicates = first_unseen(consumer, deliveries, seen)
+        for delivery in duplicates:
+            metrics.EVENTS_DUPLICATE.labels(consumer, delivery.envelope.type).inc()
         return fresh
 
     @asynccontextmanager

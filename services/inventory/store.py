@@ -21,7 +21,7 @@ from services.inventory.domain import (
 )
 from shared.contracts import Envelope, ProductKind, StockLine
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery
+from shared.kafka import Delivery, first_unseen
 from shared.mongo import Document, MongoStore, Transaction
 
 MERCHANTS = "merchants"
@@ -298,13 +298,7 @@ class InMemoryInventoryStore:
         return self.state.outbox
 
     async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        seen = set(self.state.applied)
-        fresh = []
-        for delivery in deliveries:
-            key = f"{consumer}:{delivery.envelope.id}"
-            if key not in seen:
-                seen.add(key)
-                fresh.append(delivery)
+        fresh, _ = first_unseen(consumer, deliveries, self.state.applied)
         return fresh
 
     @asynccontextmanager
@@ -314,7 +308,7 @@ class InMemoryInventoryStore:
         tx = _MemoryTransaction(draft, consumer)
         yield tx
         if draft.applied & {f"{consumer}:{eid}" for eid in tx.applied}:
-            raise DuplicateKeyError("event applied twice")
+            raise ConcurrentWrite("event applied twice")
         draft.applied.update(f"{consumer}:{eid}" for eid in tx.applied)
         draft.outbox.extend(tx.outgoing)
         self.state = draft

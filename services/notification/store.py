@@ -12,6 +12,7 @@ from pymongo import ASCENDING, UpdateOne
 from services.notification.domain import Notification, Status
 from shared.contracts import Envelope, Role
 from shared.kafka import Delivery
+from shared.memory import AppliedLedger, RecordingTransaction
 from shared.mongo import Document, MongoStore, Transaction
 
 NOTIFICATIONS = "notifications"
@@ -149,21 +150,9 @@ def notification_from_doc(doc: Mapping[str, Any]) -> Notification:
 # --- in memory (unit tests) ----------------------------------------------------------------
 
 
-class AppliedTwice(RuntimeError):
-    """The in-memory twin of the processed-events unique index rolling a transaction back."""
-
-
 @dataclass
-class _MemoryTransaction:
-    applied: list[str] = field(default_factory=list)
-    outgoing: list[Envelope] = field(default_factory=list)
+class _MemoryTransaction(RecordingTransaction):
     saved: list[Notification] = field(default_factory=list)
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.applied.extend(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.outgoing.extend(envelopes)
 
     async def save(self, notifications: Sequence[Notification]) -> None:
         self.saved.extend(notifications)
@@ -174,30 +163,23 @@ class InMemoryNotificationStore:
     """Keeps the Mongo store's guarantees (all-or-nothing, apply once, insert-if-absent) in dicts."""
 
     notifications: dict[str, Notification] = field(default_factory=dict)
-    processed: set[str] = field(default_factory=set)
-    outbox: list[Envelope] = field(default_factory=list)
+    ledger: AppliedLedger = field(default_factory=AppliedLedger)
+
+    @property
+    def outbox(self) -> list[Envelope]:
+        return self.ledger.outbox
 
     async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        seen = set(self.processed)
-        fresh = []
-        for delivery in deliveries:
-            key = f"{consumer}:{delivery.envelope.id}"
-            if key not in seen:
-                seen.add(key)
-                fresh.append(delivery)
-        return fresh
+        return self.ledger.unapplied(consumer, deliveries)
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[NotificationTransaction]:
         tx = _MemoryTransaction()
         yield tx
-        applied = {f"{consumer}:{eid}" for eid in tx.applied}
-        if applied & self.processed or len(applied) != len(tx.applied):
-            raise AppliedTwice("an event was applied twice")
+        applied = self.ledger.claim(consumer, tx)
         for notification in tx.saved:
             self.notifications.setdefault(notification.notification_id, replace(notification))
-        self.processed |= applied
-        self.outbox.extend(tx.outgoing)
+        self.ledger.record(applied, tx)
 
     async def existing(self, notification_ids: Iterable[str]) -> set[str]:
         return set(notification_ids) & self.notifications.keys()

@@ -13,6 +13,7 @@ from services.payment.domain import Payment, PaymentStatus, TimelineEntry
 from shared.contracts import Envelope, PaymentMethod
 from shared.errors import ConcurrentWrite
 from shared.kafka import Delivery
+from shared.memory import AppliedLedger, RecordingTransaction
 from shared.mongo import Document, MongoStore, Transaction
 
 PAYMENTS = "payments"
@@ -147,17 +148,9 @@ def payment_from_doc(doc: Mapping[str, Any]) -> Payment:
 
 
 @dataclass
-class _MemoryTransaction:
-    applied: list[str] = field(default_factory=list)
-    outgoing: list[Envelope] = field(default_factory=list)
+class _MemoryTransaction(RecordingTransaction):
     new: list[Payment] = field(default_factory=list)
     changed: list[Payment] = field(default_factory=list)
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.applied.extend(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.outgoing.extend(envelopes)
 
     async def save(self, *, new: Sequence[Payment], changed: Sequence[Payment]) -> None:
         self.new.extend(new)
@@ -169,26 +162,20 @@ class InMemoryPaymentStore:
     """Keeps the Mongo store's guarantees (all-or-nothing, unique order_id, versions) in dicts."""
 
     payments: dict[str, Payment] = field(default_factory=dict)
-    processed: set[str] = field(default_factory=set)
-    outbox: list[Envelope] = field(default_factory=list)
+    ledger: AppliedLedger = field(default_factory=AppliedLedger)
+
+    @property
+    def outbox(self) -> list[Envelope]:
+        return self.ledger.outbox
 
     async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        seen = set(self.processed)
-        fresh = []
-        for delivery in deliveries:
-            key = f"{consumer}:{delivery.envelope.id}"
-            if key not in seen:
-                seen.add(key)
-                fresh.append(delivery)
-        return fresh
+        return self.ledger.unapplied(consumer, deliveries)
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[PaymentTransaction]:
         tx = _MemoryTransaction()
         yield tx
-        applied = {f"{consumer}:{eid}" for eid in tx.applied}
-        if applied & self.processed or len(applied) != len(tx.applied):
-            raise ConcurrentUpdate("an event was applied twice")
+        applied = self.ledger.claim(consumer, tx)
         taken = {p.order_id for p in self.payments.values()}
         if any(p.order_id in taken or p.payment_id in self.payments for p in tx.new):
             raise ConcurrentUpdate("a payment for this order already exists")
@@ -200,8 +187,7 @@ class InMemoryPaymentStore:
             self.payments[payment.payment_id] = _copy(payment, version=1)
         for payment in tx.changed:
             self.payments[payment.payment_id] = _copy(payment, version=payment.version + 1)
-        self.processed |= applied
-        self.outbox.extend(tx.outgoing)
+        self.ledger.record(applied, tx)
 
     async def for_orders(self, order_ids: Iterable[str]) -> dict[str, Payment]:
         wanted = set(order_ids)

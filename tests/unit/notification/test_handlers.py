@@ -105,7 +105,7 @@ async def test_a_replay_after_the_processed_record_expired_neither_resends_nor_r
     service, store = make_service()
     cause = delivery(CONFIRMED)
     await handle_batch(service, [cause])
-    store.processed.clear()
+    store.ledger.processed.clear()
 
     await handle_batch(service, [cause])
 
@@ -124,7 +124,7 @@ async def test_a_failing_channel_records_the_failure_without_blocking_the_batch(
     assert all(n.status is Status.FAILED and n.attempts == 1 for n in stored)
     assert all("ConnectionError" in (n.error or "") for n in stored)
     assert [e.status for e in sent_events(store)] == ["failed"] * 4
-    assert len(store.processed) == 2
+    assert len(store.ledger.processed) == 2
 
 
 async def test_an_unknown_channel_counts_as_a_failed_delivery() -> None:
@@ -161,7 +161,7 @@ async def test_other_order_events_are_marked_applied_and_ignored() -> None:
     await handle_batch(service, [cause])
 
     assert store.notifications == {} and store.outbox == []
-    assert store.processed == {f"notification:{cause.envelope.id}"}
+    assert store.ledger.processed == {f"notification:{cause.envelope.id}"}
 
 
 async def test_notifications_are_listed_by_recipient_across_orders() -> None:

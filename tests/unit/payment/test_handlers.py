@@ -128,7 +128,7 @@ async def test_an_approved_request_authorizes_once_and_replies_to_the_request(wo
         "ord-1",
         9_900,
     )
-    assert f"{SERVICE}:{delivery.envelope.id}" in world.store.processed
+    assert f"{SERVICE}:{delivery.envelope.id}" in world.store.ledger.processed
 
 
 async def test_a_decline_fails_the_payment_with_its_reason(world: World) -> None:
@@ -144,7 +144,7 @@ async def test_a_duplicate_request_in_the_same_batch_calls_the_provider_once(wor
 
     assert len(world.provider.authorized) == 1
     assert events_of(out) == [PaymentAuthorized.TYPE]
-    assert len(world.store.processed) == 2
+    assert len(world.store.ledger.processed) == 2
 
 
 async def test_a_duplicate_request_in_a_later_batch_calls_no_provider_and_emits_nothing(world: World) -> None:
@@ -186,7 +186,7 @@ async def test_cancelling_an_order_without_payment_does_nothing(world: World) ->
     assert await world.handle(cancelled()) == []
     assert world.provider.voided == []
     assert world.store.payments == {}
-    assert len(world.store.processed) == 1
+    assert len(world.store.ledger.processed) == 1
 
 
 async def test_cancelling_an_order_whose_payment_failed_voids_nothing(world: World) -> None:
@@ -232,7 +232,7 @@ async def test_a_provider_error_propagates_and_writes_nothing(world: World) -> N
 
     assert world.store.payments == {}
     assert world.store.outbox == []
-    assert world.store.processed == set()
+    assert world.store.ledger.processed == set()
 
     world.provider.down = False
     await handle_batch(world.service, [delivery])  # the consumer's retry
@@ -263,5 +263,5 @@ async def test_other_order_events_are_marked_applied_and_ignored(world: World) -
     rejected = OrderRejected(order_id="ord-1", order_no="n", customer_id="cus-1", reason="FRAUD")
 
     assert await world.handle(rejected) == []
-    assert len(world.store.processed) == 1
+    assert len(world.store.ledger.processed) == 1
     assert world.provider.authorized == []

@@ -1,0 +1,51 @@
+"""The in-memory twin of shared.mongo's bookkeeping, for handler unit tests without a database.
+
+Each service's in-memory store keeps its own state; this keeps the part every store shares: which
+events were applied (refusing a second apply as the unique index would) and the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shared.contracts.base import Envelope
+from shared.errors import ConcurrentWrite
+from shared.kafka import Delivery, first_unseen
+
+
+@dataclass
+class RecordingTransaction:
+    """What a handler marks and emits inside `transaction()`, kept until the store commits it."""
+
+    applied: list[str] = field(default_factory=list)
+    outgoing: list[Envelope] = field(default_factory=list)
+
+    def mark_applied(self, event_ids: Sequence[str]) -> None:
+        self.applied.extend(event_ids)
+
+    def emit(self, envelopes: Sequence[Envelope]) -> None:
+        self.outgoing.extend(envelopes)
+
+
+@dataclass
+class AppliedLedger:
+    processed: set[str] = field(default_factory=set)
+    outbox: list[Envelope] = field(default_factory=list)
+
+    def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        fresh, _ = first_unseen(consumer, deliveries, self.processed)
+        return fresh
+
+    def claim(self, consumer: str, tx: RecordingTransaction) -> set[str]:
+        """The processed keys `tx` would add; raises as the unique index would on a second apply.
+
+        Call before changing the store's state, then `record` after."""
+        keys = {f"{consumer}:{event_id}" for event_id in tx.applied}
+        if keys & self.processed or len(keys) != len(tx.applied):
+            raise ConcurrentWrite("an event was applied twice")
+        return keys
+
+    def record(self, keys: set[str], tx: RecordingTransaction) -> None:
+        self.processed |= keys
+        self.outbox.extend(tx.outgoing)
