@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -13,11 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import is_transient
-from shared.logging import get_logger
+from shared.logging import correlation, get_logger
 
 log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+CORRELATION_HEADER = "X-Correlation-ID"
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -53,6 +55,16 @@ def problem_response(
 def create_app(service: str, *, readiness: Mapping[str, ReadinessCheck], version: str = "0.1.0") -> FastAPI:
     """An app with /healthz, /readyz and /metrics; the service adds its routers."""
     app = FastAPI(title=f"{service} service", version=version)
+
+    @app.middleware("http")
+    async def _correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Every log line of the request carries the caller's correlation id (or a fresh one),
+        # and the caller gets it back to quote when asking about it.
+        correlation_id = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
+        with correlation(correlation_id):
+            response = await call_next(request)
+        response.headers[CORRELATION_HEADER] = correlation_id
+        return response
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, error: Problem) -> JSONResponse:

@@ -290,7 +290,9 @@ class BatchConsumer:
         started = time.perf_counter()
         if not await self._attempt(deliveries):
             for delivery in deliveries:
-                if not await self._attempt([delivery]):
+                if await self._attempt([delivery]):
+                    continue
+                with correlation(delivery.envelope.correlation_id):
                     await self._dead_letter(
                         topic=delivery.topic,
                         partition=delivery.partition,
