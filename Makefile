@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test unit integration lint fmt bench clean \
+.PHONY: run test unit integration lint fmt clean \
 	run-order run-inventory run-payment run-fraud run-notification
 
 run: $(INSTALLED) ## start broker, databases and all five services; Ctrl-C stops everything
