@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.inventory.domain import EXPIRED, Ledger, Merchant, Product, Reservation, ReservationStatus
 from services.inventory.store import InventoryStore, StockTransaction
+from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
     Event,
@@ -24,12 +25,6 @@ from shared.logging import get_logger
 
 SERVICE = "inventory"
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -6,13 +6,14 @@ import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from services.notification import domain
 from services.notification.channels import Channel
 from services.notification.domain import Notification
 from services.notification.store import NotificationStore
+from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
     Event,
@@ -26,12 +27,6 @@ from shared.logging import get_logger
 
 SERVICE = "notification"
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from services.order.domain import (
 )
 from services.order.numbers import OrderNumbers
 from services.order.store import IdempotencyConflict, OrderNumberTaken, OrderStore
+from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
     Event,
@@ -37,12 +38,6 @@ from shared.logging import get_logger
 
 SERVICE = "order"
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -5,24 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from services.payment.domain import Payment, ProviderResult, payment_id_for
 from services.payment.providers import PaymentProvider, Providers
 from services.payment.store import PaymentStore
+from shared.clock import Clock, utc_now
 from shared.contracts import Envelope, Event, OrderCancelled, PaymentMethod, PaymentRequested
 from shared.kafka import Delivery, reply_to
 from shared.logging import get_logger
 
 SERVICE = "payment"
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
