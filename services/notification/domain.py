@@ -176,31 +176,24 @@ def order_confirmed(event: OrderConfirmed, *, cause_id: str, at: datetime) -> li
 
 def order_rejected(event: OrderRejected, *, cause_id: str, at: datetime) -> list[Notification]:
     """The customer learns the order was not accepted, and why."""
-    return [
-        _notification(
-            order_id=event.order_id,
-            cause_id=cause_id,
-            recipient=event.customer_id,
-            role=Role.CUSTOMER,
-            template=CUSTOMER_ORDER_REJECTED,
-            at=at,
-            order_no=event.order_no,
-            reason=reason_text(event.reason, event.detail),
-        )
-    ]
+    return [_order_ended(event, CUSTOMER_ORDER_REJECTED, cause_id=cause_id, at=at)]
 
 
 def order_cancelled(event: OrderCancelled, *, cause_id: str, at: datetime) -> list[Notification]:
     """The customer learns the order was cancelled after payment was requested, and why."""
-    return [
-        _notification(
-            order_id=event.order_id,
-            cause_id=cause_id,
-            recipient=event.customer_id,
-            role=Role.CUSTOMER,
-            template=CUSTOMER_ORDER_CANCELLED,
-            at=at,
-            order_no=event.order_no,
-            reason=reason_text(event.reason, event.detail),
-        )
-    ]
+    return [_order_ended(event, CUSTOMER_ORDER_CANCELLED, cause_id=cause_id, at=at)]
+
+
+def _order_ended(
+    event: OrderRejected | OrderCancelled, template: str, *, cause_id: str, at: datetime
+) -> Notification:
+    return _notification(
+        order_id=event.order_id,
+        cause_id=cause_id,
+        recipient=event.customer_id,
+        role=Role.CUSTOMER,
+        template=template,
+        at=at,
+        order_no=event.order_no,
+        reason=reason_text(event.reason, event.detail),
+    )
