@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -15,9 +15,9 @@ from shared.contracts import (
     OrderLine,
     OrderPlaced,
     PaymentMethod,
-    ShippingAddress,
 )
 from shared.kafka import new_envelope
+from tests.unit.samples import ADDRESS, T0
 
 pytestmark = pytest.mark.unit
 
@@ -27,16 +27,6 @@ RULES = Rules(
     velocity_max_orders=5,
     velocity_window_s=600,
     blocked_customers=frozenset({"cust-blocked-demo"}),
-)
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-ADDRESS = ShippingAddress(
-    name="Li Lei",
-    phone="+86 138 0000 0000",
-    province="Zhejiang",
-    city="Hangzhou",
-    district="Xihu",
-    line1="1 West Lake Road",
-    postal_code="310000",
 )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from shared.contracts import (
     OrderCancelled,
     OrderConfirmed,
@@ -11,19 +9,8 @@ from shared.contracts import (
     OrderPlaced,
     OrderRejected,
     PaymentMethod,
-    ShippingAddress,
 )
-
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-ADDRESS = ShippingAddress(
-    name="Li Lei",
-    phone="+86 138 0000 0000",
-    province="Zhejiang",
-    city="Hangzhou",
-    district="Xihu",
-    line1="1 Longjing Road",
-    postal_code="310000",
-)
+from tests.unit.samples import ADDRESS, T0
 
 
 def line(sku: str, quantity: int, merchant_id: str = "m-1", price_fen: int = 1000) -> OrderLine:

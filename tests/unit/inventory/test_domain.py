@@ -23,7 +23,8 @@ from shared.contracts import (
     StockReleased,
     StockReserved,
 )
-from tests.unit.inventory.factories import T0, line
+from tests.unit.inventory.factories import line
+from tests.unit.samples import T0
 
 pytestmark = pytest.mark.unit
 

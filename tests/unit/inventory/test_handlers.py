@@ -28,8 +28,9 @@ from shared.contracts import (
     StockReserved,
     decode_data,
 )
-from shared.kafka import Delivery, new_envelope
-from tests.unit.inventory.factories import T0, cancelled, confirmed, line, placed, rejected
+from tests.unit.inventory.factories import cancelled, confirmed, line, placed, rejected
+from tests.unit.samples import T0
+from tests.unit.samples import delivery as deliver
 
 pytestmark = pytest.mark.unit
 
@@ -43,11 +44,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def deliver(event: Event, correlation_id: str = "corr") -> Delivery:
-    envelope = new_envelope(event, source="order", correlation_id=correlation_id)
-    return Delivery(envelope, event, "order.events", 0, next(_offsets))
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from services.notification.channels import InboxChannel
@@ -11,21 +9,19 @@ from services.notification.domain import INBOX, MERCHANT_NEW_ORDER, Notification
 from services.notification.handlers import NotificationService, handle_batch
 from services.notification.store import InMemoryNotificationStore
 from shared.contracts import (
-    Event,
     NotificationSent,
     OrderConfirmed,
     OrderLine,
     OrderPlaced,
     OrderRejected,
     PaymentMethod,
-    ShippingAddress,
     decode_data,
 )
-from shared.kafka import Delivery, new_envelope
+from shared.kafka import Delivery
+from tests.unit.samples import ADDRESS, T0, delivery
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LINES = [
     OrderLine(sku="TEA-1", name="Longjing tea", merchant_id="m-1", quantity=2, unit_price_fen=8800),
     OrderLine(sku="CUP-1", name="Celadon cup", merchant_id="m-2", quantity=1, unit_price_fen=4550),
@@ -43,11 +39,6 @@ CONFIRMED = OrderConfirmed(
 class BrokenChannel:
     async def send(self, notification: Notification) -> None:
         raise ConnectionError(f"cannot reach {notification.recipient}")
-
-
-def delivery(event: Event, offset: int = 0, event_id: str | None = None) -> Delivery:
-    envelope = new_envelope(event, source="order", correlation_id="corr-1", event_id=event_id)
-    return Delivery(envelope, event, "order.events", 0, offset)
 
 
 def make_service(**channels: object) -> tuple[NotificationService, InMemoryNotificationStore]:
@@ -68,7 +59,7 @@ def sent_events(store: InMemoryNotificationStore) -> list[NotificationSent]:
 
 async def test_order_confirmed_records_and_announces_one_notification_per_recipient() -> None:
     service, store = make_service()
-    cause = delivery(CONFIRMED)
+    cause = delivery(CONFIRMED, correlation_id="corr-1")
 
     await handle_batch(service, [cause])
 
@@ -103,7 +94,7 @@ async def test_a_redelivered_order_confirmed_notifies_once() -> None:
 
 async def test_a_replay_after_the_processed_record_expired_neither_resends_nor_reannounces() -> None:
     service, store = make_service()
-    cause = delivery(CONFIRMED)
+    cause = delivery(CONFIRMED, correlation_id="corr-1")
     await handle_batch(service, [cause])
     store.ledger.processed.clear()
 
@@ -145,15 +136,7 @@ async def test_other_order_events_are_marked_applied_and_ignored() -> None:
         lines=LINES,
         total_fen=22150,
         payment_method=PaymentMethod.ALIPAY,
-        shipping_address=ShippingAddress(
-            name="Li Lei",
-            phone="13800000000",
-            province="Zhejiang",
-            city="Hangzhou",
-            district="Xihu",
-            line1="1 Longjing Rd",
-            postal_code="310000",
-        ),
+        shipping_address=ADDRESS,
         placed_at=T0,
     )
     cause = delivery(placed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -27,27 +27,17 @@ from shared.contracts import (
     PaymentMethod,
     PaymentRequested,
     ProductKind,
-    ShippingAddress,
 )
+from tests.unit.samples import ADDRESS, T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DEADLINES = Deadlines(checks=timedelta(seconds=30), review=timedelta(hours=1), payment=timedelta(minutes=2))
 CATALOG = {
     "TEA-1": CatalogItem("TEA-1", "Longjing tea", "m-1", ProductKind.PHYSICAL, 8800),
     "CUP-1": CatalogItem("CUP-1", "Celadon cup", "m-2", ProductKind.PHYSICAL, 4550),
     "OLD-1": CatalogItem("OLD-1", "Retired", "m-1", ProductKind.PHYSICAL, 100, active=False),
 }
-ADDRESS = ShippingAddress(
-    name="Li Lei",
-    phone="13800000000",
-    province="Zhejiang",
-    city="Hangzhou",
-    district="Xihu",
-    line1="1 Longjing Rd",
-    postal_code="310000",
-)
 
 
 def new_order() -> tuple[Order, list[Event]]:
