@@ -152,6 +152,10 @@ def make_consumer(settings: SharedSettings, group_id: str, topics: Sequence[str]
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
         max_poll_interval_ms=300_000,
+        session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),
+        # A join waits this long for the other members; a dead one is dropped after its session.
+        rebalance_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
     )
 
 

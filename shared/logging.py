@@ -42,6 +42,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("aiokafka", "kafka", "pymongo", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Joins, assignments and rebalances are rare and are what one reads first when a consumer stalls.
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(root.level)
     structlog.contextvars.bind_contextvars(service=service)
 
 

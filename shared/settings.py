@@ -24,6 +24,13 @@ class SharedSettings(BaseSettings):
     # A batch that keeps failing is retried this many times before its events are dead-lettered.
     handler_max_attempts: int = Field(default=3, ge=1)
     outbox_poll_interval_s: float = 0.25
+    # How long the group coordinator waits for a silent consumer before handing its partitions to
+    # another: the stall after a crash. Kafka's floor is 6 s; longer only delays failover.
+    kafka_session_timeout_s: float = Field(default=6.0, ge=1.0)
+
+    @property
+    def kafka_heartbeat_interval_s(self) -> float:
+        return self.kafka_session_timeout_s / 3
 
     @property
     def is_dev(self) -> bool:

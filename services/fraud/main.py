@@ -34,9 +34,6 @@ class FraudSettings(SharedSettings):
     fraud_velocity_max_orders: int = Field(default=5, ge=1)
     fraud_velocity_window_s: float = Field(default=600.0, gt=0)
     fraud_blocked_customers: str = "cust-blocked-demo"
-    # The group coordinator holds a join for up to these; faust's 60 s defaults make every start slow.
-    fraud_broker_session_timeout_s: float = Field(default=10.0, gt=0)
-    fraud_broker_rebalance_timeout_s: float = Field(default=10.0, gt=0)
 
     def rules(self) -> Rules:
         return Rules(
@@ -66,9 +63,10 @@ def build_app(settings: FraudSettings) -> faust.App:
         # Table contents are served only through our own view; faust's /table would expose them all.
         web_tables_enabled=False,
         producer_acks=-1,
-        broker_session_timeout=settings.fraud_broker_session_timeout_s,
-        broker_rebalance_timeout=settings.fraud_broker_rebalance_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.fraud_broker_session_timeout_s / 3),
+        # The group coordinator holds a join for up to these; faust's 60 s defaults make every start slow.
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_rebalance_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
     )
     rules = settings.rules()
