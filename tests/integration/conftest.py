@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contracts import Envelope
 from shared.kafka import decode
@@ -33,6 +34,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test's report carries the services' last log lines: CI keeps no log files."""
+    report: pytest.TestReport = yield
+    platform = getattr(item, "funcargs", {}).get("platform")
+    if report.failed and isinstance(platform, Platform):
+        for name in [*platform.stack.config.ports, "broker"]:
+            report.sections.append((f"{name} log (last lines)", platform.stack.log_tail(name, lines=40)))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -180,6 +194,34 @@ class Platform:
             return found
         finally:
             await consumer.stop()
+
+    async def positions(self, group: str, topic: str) -> dict[int, tuple[int, int]]:
+        """Per partition of `topic`: the consumer group's committed offset and the partition's end."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        await admin.start()
+        try:
+            await consumer.topics()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+            ends = await consumer.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            return {
+                tp.partition: (committed[tp].offset if tp in committed else -1, end)
+                for tp, end in ends.items()
+            }
+        finally:
+            await admin.close()
+            await consumer.stop()
+
+    async def caught_up(self, group: str, topic: str, timeout_s: float = 30.0) -> None:
+        """Wait until `group` has worked through everything on `topic` so far."""
+        await eventually(
+            lambda: self.positions(group, topic),
+            lambda positions: all(committed >= end for committed, end in positions.values()),
+            what=f"consumer group {group} to commit all of {topic} (partition: (committed, end))",
+            timeout_s=timeout_s,
+        )
 
     async def produce_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[Any]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")

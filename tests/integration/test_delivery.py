@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.integration.conftest import Platform
+import httpx
+
+from tests.integration.conftest import ADDRESS, Platform
 from tests.integration.harness import eventually
 
 
@@ -15,23 +17,9 @@ async def test_redelivered_order_placed_is_applied_once(platform: Platform) -> N
     await eventually(
         lambda: platform.stock(sku), lambda s: s.get("reserved", 0) == 0, what="the sale committed"
     )
-    [(placed, record)] = [
-        (env, rec)
-        for env, rec in await platform.records("order.events", order_id)
-        if env.type == "order.placed"
-    ]
-    duplicates_before = await platform.metric(
-        platform.inventory, "events_duplicate_total", type="order.placed"
-    )
 
-    # The same record again, byte for byte, as a producer retry or a relay restart would send it.
-    await platform.produce_raw("order.events", record.value, record.key, list(record.headers))
+    await redeliver(platform, "order.events", order_id, "order.placed", seen_by=platform.inventory)
 
-    await eventually(
-        lambda: platform.metric(platform.inventory, "events_duplicate_total", type="order.placed"),
-        lambda count: count >= duplicates_before + 1,
-        what="inventory to see the redelivered OrderPlaced as a duplicate",
-    )
     assert (await platform.stock(sku))["available"] == 8
     reserved = [
         e for e in await platform.events("inventory.events", order_id) if e.type == "inventory.stock_reserved"
@@ -46,22 +34,9 @@ async def test_redelivered_payment_authorized_confirms_once(platform: Platform) 
     sku = await platform.product(available=10)
     order_id = (await platform.place([(sku, 1)]))["order_id"]
     before = await platform.settled(order_id)
-    [(_, record)] = [
-        (env, rec)
-        for env, rec in await platform.records("payment.events", order_id)
-        if env.type == "payment.authorized"
-    ]
-    duplicates_before = await platform.metric(
-        platform.gateway, "events_duplicate_total", type="payment.authorized"
-    )
 
-    await platform.produce_raw("payment.events", record.value, record.key, list(record.headers))
+    await redeliver(platform, "payment.events", order_id, "payment.authorized", seen_by=platform.gateway)
 
-    await eventually(
-        lambda: platform.metric(platform.gateway, "events_duplicate_total", type="payment.authorized"),
-        lambda count: count >= duplicates_before + 1,
-        what="the order service to see the redelivered PaymentAuthorized as a duplicate",
-    )
     after = await platform.order(order_id)
     assert after["timeline"] == before["timeline"]
     confirmed = [e for e in await platform.events("order.events", order_id) if e.type == "order.confirmed"]
@@ -88,15 +63,7 @@ async def test_same_idempotency_key_gives_the_same_order(platform: Platform) -> 
         json={
             "customer_id": customer_id,
             "items": [{"sku": sku, "quantity": 2}],
-            "shipping_address": {
-                "name": "Han Meimei",
-                "phone": "13912345678",
-                "province": "Guangdong",
-                "city": "Shenzhen",
-                "district": "Nanshan",
-                "line1": "9 Keyuan Rd",
-                "postal_code": "518000",
-            },
+            "shipping_address": ADDRESS,
             "payment": {"method": "bank_card", "token": "tok_approve"},
         },
     )
@@ -126,3 +93,18 @@ async def test_poison_event_is_dead_lettered_with_its_error_and_does_not_block(p
     sku = await platform.product(available=2)
     order = await platform.settled((await platform.place([(sku, 1)]))["order_id"])
     assert order["status"] == "CONFIRMED"
+
+
+async def redeliver(
+    platform: Platform, topic: str, order_id: str, event_type: str, *, seen_by: httpx.AsyncClient
+) -> None:
+    """Send an order's event again, byte for byte, as a producer retry or a relay restart would,
+    and wait until the consuming service counts it as a duplicate."""
+    [record] = [rec for env, rec in await platform.records(topic, order_id) if env.type == event_type]
+    before = await platform.metric(seen_by, "events_duplicate_total", type=event_type)
+    await platform.produce_raw(topic, record.value, record.key, list(record.headers))
+    await eventually(
+        lambda: platform.metric(seen_by, "events_duplicate_total", type=event_type),
+        lambda count: count >= before + 1,
+        what=f"{seen_by.base_url} to count the redelivered {event_type} as a duplicate",
+    )
