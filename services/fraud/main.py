@@ -116,10 +116,14 @@ def build_app(settings: FraudSettings) -> faust.App:
         """Score each order against its customer's history, once."""
         async for event in stream.events():
             message = event.message
-            envelope = decode(message.value)
-            order = decode_data(envelope)
-            with correlation(envelope.correlation_id, order_id=order.subject()):
+            try:
+                envelope = decode(message.value)
+                order = decode_data(envelope)
                 scored = HANDLERS[type(order)](envelope, order, scores=scores, history=history, rules=rules)
+            except Exception as error:  # noqa: BLE001 - one unscorable record must not stop scoring for all
+                await dead_letter(message, f"cannot score: {type(error).__name__}: {error}")
+                continue
+            with correlation(envelope.correlation_id, order_id=order.subject()):
                 out = scored.envelope
                 # Wait for the broker's ack so the offset is never committed ahead of the output.
                 await (

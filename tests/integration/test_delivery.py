@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import orjson
 
 from tests.integration.conftest import ADDRESS, Platform
 from tests.integration.harness import eventually
@@ -108,3 +109,38 @@ async def redeliver(
         lambda count: count >= before + 1,
         what=f"{seen_by.base_url} to count the redelivered {event_type} as a duplicate",
     )
+
+
+async def test_unscorable_order_is_dead_lettered_and_fraud_keeps_scoring(platform: Platform) -> None:
+    order_id = f"unscorable-{uuid.uuid4().hex[:8]}"
+    # A well-formed envelope whose order cannot be read, on fraud's own re-keyed topic.
+    poison = {
+        "id": str(uuid.uuid4()),
+        "type": "order.placed",
+        "version": 1,
+        "source": "order",
+        "time": "2026-11-25T12:00:00Z",
+        "subject": order_id,
+        "correlation_id": order_id,
+        "causation_id": None,
+        "data": {"order_id": order_id},
+    }
+    await platform.produce_raw("fraud-orders-by-customer", orjson.dumps(poison), order_id.encode(), [])
+
+    async def fraud_dead_letters() -> list[dict[str, bytes]]:
+        return [
+            dict(r.headers)
+            for r in await platform.raw_records("order.events.dlq")
+            if r.key == order_id.encode()
+        ]
+
+    [letter] = await eventually(
+        fraud_dead_letters, lambda found: len(found) == 1, what=f"fraud to dead-letter {order_id}"
+    )
+    assert letter["dlq_consumer"] == b"fraud"
+    assert letter["dlq_source_topic"] == b"fraud-orders-by-customer"
+    assert b"cannot score" in letter["dlq_error"]
+
+    sku = await platform.product(available=1)
+    order = await platform.settled((await platform.place([(sku, 1)]))["order_id"])
+    assert order["status"] == "CONFIRMED", "fraud still scores the orders after the poison one"
