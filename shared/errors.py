@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from pymongo.errors import AutoReconnect, ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+T = TypeVar("T")
 
 
 class ConcurrentWrite(RuntimeError):
@@ -27,3 +33,21 @@ def is_transient(error: BaseException) -> bool:
     ):
         return True
     return isinstance(error, RedisConnectionError | RedisTimeoutError)
+
+
+async def retry_transient(
+    unit: Callable[[], Awaitable[T]], *, attempts: int = 5, backoff_s: float = 0.02
+) -> T:
+    """Run `unit` again after a transient failure, a few times, for a caller who waits for the answer.
+
+    An HTTP write that lost a race with the event consumers should not hand the client a 503 that
+    a retry a few milliseconds later would have avoided; past `attempts`, the error goes up.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await unit()
+        except Exception as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")

@@ -20,6 +20,7 @@ from shared.contracts import (
     OrderRejected,
     ProductKind,
 )
+from shared.errors import retry_transient
 from shared.kafka import Delivery, new_envelope, reply_to
 from shared.logging import get_logger
 
@@ -68,28 +69,30 @@ async def register_merchant(service: Inventory, merchant: Merchant) -> bool:
 
 async def upsert_product(service: Inventory, command: PutProduct, correlation_id: str | None) -> Product:
     """Create or replace a product (its `available` is a restock; reserved stays) and announce it."""
-    async with service.store.transaction(SERVICE) as tx:
-        if await tx.merchant(command.merchant_id) is None:
-            raise UnknownMerchant(f"no merchant {command.merchant_id}")
-        product = await tx.put_product(
-            Product(
-                sku=command.sku,
-                name=command.name,
-                merchant_id=command.merchant_id,
-                price_fen=command.price_fen,
-                available=command.available,
-                kind=command.kind,
-                active=command.active,
-            )
-        )
-        tx.emit(
-            [
-                new_envelope(
-                    product.upserted(), source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4())
+
+    async def write() -> Product:
+        async with service.store.transaction(SERVICE) as tx:
+            if await tx.merchant(command.merchant_id) is None:
+                raise UnknownMerchant(f"no merchant {command.merchant_id}")
+            product = await tx.put_product(
+                Product(
+                    sku=command.sku,
+                    name=command.name,
+                    merchant_id=command.merchant_id,
+                    price_fen=command.price_fen,
+                    available=command.available,
+                    kind=command.kind,
+                    active=command.active,
                 )
-            ]
-        )
-    return product
+            )
+            envelope = new_envelope(
+                product.upserted(), source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4())
+            )
+            tx.emit([envelope])
+        return product
+
+    # A restock races the reservations on the same product document.
+    return await retry_transient(write)
 
 
 # --- reactions to order events -------------------------------------------------------------------

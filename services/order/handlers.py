@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ from shared.contracts import (
     StockRejected,
     StockReserved,
 )
+from shared.errors import retry_transient
 from shared.kafka import Delivery, new_envelope, reply_to
 from shared.logging import get_logger
 
@@ -106,9 +108,7 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
             correlation_id=command.correlation_id or order_id,
         )
         try:
-            async with service.store.base.transaction(SERVICE) as tx:
-                await service.store.insert_new(tx, order, idempotency)
-                tx.emit([_envelope(order, event) for event in events])
+            await retry_transient(partial(_insert, service, order, events, idempotency))
             return Placed(order, created=True)
         except OrderNumberTaken:
             if attempt == 2:
@@ -128,6 +128,14 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
                 raise
             return Placed(earlier, created=False)
     raise AssertionError("unreachable")
+
+
+async def _insert(
+    service: OrderService, order: Order, events: Sequence[Event], idempotency: tuple[str, str] | None
+) -> None:
+    async with service.store.base.transaction(SERVICE) as tx:
+        await service.store.insert_new(tx, order, idempotency)
+        tx.emit([_envelope(order, event) for event in events])
 
 
 def _envelope(order: Order, event: Event) -> Envelope:
