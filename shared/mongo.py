@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from shared.contracts.base import Envelope
 from shared.errors import ConcurrentWrite
 from shared.kafka import Delivery, encode, first_unseen, headers_for, topic_for
 from shared.logging import get_logger
+from shared.memory import RecordingTransaction
 from shared.settings import SharedSettings
 
 log = get_logger(__name__)
@@ -47,21 +48,13 @@ def make_client(settings: SharedSettings) -> AsyncMongoClient[Document]:
     )
 
 
-@dataclass
-class Transaction:
+@dataclass(kw_only=True)
+class Transaction(RecordingTransaction):
     """What one handler writes atomically: its own collections, applied event ids, the outbox."""
 
     db: AsyncDatabase[Document]
     session: AsyncClientSession
     consumer: str
-    applied: list[str] = field(default_factory=list)
-    outgoing: list[Envelope] = field(default_factory=list)
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.applied.extend(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.outgoing.extend(envelopes)
 
 
 class MongoStore:
