@@ -4,16 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test unit integration lint fmt clean \
+.PHONY: run test unit contract integration lint fmt clean \
 	run-order run-inventory run-payment run-fraud run-notification
 
 run: $(INSTALLED) ## start broker, databases and all five services; Ctrl-C stops everything
 	$(PY) -m devstack up
 
-test: lint unit integration ## lint, type-check, unit and integration tests
+test: lint unit contract integration ## lint, type-check, unit, store contract and integration tests
 
 unit: $(INSTALLED)
 	$(PY) -m pytest -m unit tests/unit
+
+contract: $(INSTALLED)
+	$(PY) -m pytest -m contract tests/contract
 
 integration: $(INSTALLED)
 	$(PY) -m pytest -m integration tests/integration

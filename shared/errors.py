@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -15,6 +16,35 @@ T = TypeVar("T")
 
 class ConcurrentWrite(RuntimeError):
     """Another writer changed what this unit of work read; running it again on fresh state succeeds."""
+
+
+class DependencyLost(RuntimeError):
+    """The broker or a datastore kept failing for longer than allowed: the process exits so that its
+    supervisor restarts it, rather than wait forever with its work uncommitted."""
+
+
+class Outage:
+    """How long a run of transient failures of one dependency has lasted; past the limit, give up."""
+
+    def __init__(self, what: str, limit_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._what = what
+        self._limit_s = limit_s
+        self._clock = clock
+        self._since: float | None = None
+
+    def failed(self, error: BaseException) -> None:
+        """Note one more failure; raises DependencyLost once the failures have lasted past the limit."""
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        if now - self._since > self._limit_s:
+            raise DependencyLost(
+                f"{self._what} kept failing for {now - self._since:.0f}s "
+                f"(DEPENDENCY_OUTAGE_LIMIT_S={self._limit_s:g}): {type(error).__name__}: {error}"
+            ) from error
+
+    def recovered(self) -> None:
+        self._since = None
 
 
 def is_transient(error: BaseException) -> bool:

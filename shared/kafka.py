@@ -7,9 +7,10 @@ consumer sees everything), and the `ce_*` headers repeat the attributes for rout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,17 +19,21 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from pydantic import ValidationError
 
 from shared import metrics
 from shared.contracts.base import Envelope, Event, decode_data
 from shared.contracts.topics import dead_letter
+from shared.errors import Outage
 from shared.logging import correlation, get_logger
 from shared.settings import SharedSettings
 
 log = get_logger(__name__)
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
 CONTENT_TYPE = b"application/cloudevents+json"
+# The metrics label of records whose type cannot be read: label values never come from the wire.
+UNKNOWN_TYPE = "unknown"
 
 
 def new_envelope(
@@ -111,7 +116,53 @@ class Delivery:
     # The record as consumed, so a dead letter carries the original bytes and headers.
     raw_key: bytes | None = None
     raw_value: bytes | None = None
-    raw_headers: tuple[tuple[str, bytes], ...] = ()
+    raw_headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+class PoisonRecord(ValueError):
+    """A consumed record that is not a valid event of a known type and version."""
+
+
+def record_headers(record: Any) -> tuple[tuple[str, bytes | None], ...]:
+    """A record's headers as (name, value) pairs, whether the client gave a list or a mapping."""
+    headers = record.headers or ()
+    if isinstance(headers, Mapping):
+        return tuple(headers.items())
+    return tuple(headers)
+
+
+def decode_record(record: Any) -> Delivery:
+    """The typed event in a consumed record (aiokafka's or faust's), or PoisonRecord saying why not.
+
+    Whatever its bytes, this raises nothing else: a record must never be able to stop a consumer.
+    """
+    try:
+        envelope = decode(record.value)
+        event = decode_data(envelope)
+        return Delivery(
+            envelope,
+            event,
+            record.topic,
+            record.partition,
+            record.offset,
+            raw_key=record.key,
+            raw_value=record.value,
+            raw_headers=record_headers(record),
+        )
+    except Exception as error:  # noqa: BLE001 - any failure to read a record makes it poison
+        raise PoisonRecord(describe(error)) from error
+
+
+def describe(error: BaseException) -> str:
+    """A short account of an error, without the input values pydantic would quote (personal data)."""
+    if isinstance(error, ValidationError):
+        problems = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        ]
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        return f"invalid {error.title}: {'; '.join(problems[:5])}{more}"
+    return f"{type(error).__name__}: {error}"[:1000]
 
 
 def first_unseen(
@@ -204,12 +255,14 @@ class _Stopped(Exception):
 
 
 class BatchConsumer:
-    """getmany → decode → handle the batch (one store write) → commit; bad events to the DLQ.
+    """getmany → decode → handle the batch (one store write) → commit; bad records to the DLQ.
 
-    A batch that fails is retried with backoff; if it still fails, its events are handled one by
-    one so that a single poison event is dead-lettered without holding back the good ones. A
-    transient failure (a lost write race, the database briefly away) is not the event's fault: it is
-    retried until it passes, never dead-lettered.
+    A record that is not a valid event is dead-lettered at once. A batch that fails is retried with
+    backoff; if it still fails, its events are handled one by one so that a single poison event is
+    dead-lettered without holding back the good ones. A transient failure (a lost write race, the
+    database briefly away) is not the event's fault: it is retried, never dead-lettered, until it
+    has lasted `dependency_outage_limit_s`; then the process gives up (DependencyLost) so that its
+    supervisor restarts it, and the uncommitted batch is redelivered.
     """
 
     def __init__(
@@ -231,6 +284,8 @@ class BatchConsumer:
         self._max_records = settings.consumer_max_records
         self._poll_timeout_ms = settings.consumer_poll_timeout_ms
         self._max_attempts = settings.handler_max_attempts
+        self._store_outage = Outage("the handler's datastore", settings.dependency_outage_limit_s)
+        self._broker_outage = Outage("the Kafka broker", settings.dependency_outage_limit_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
@@ -253,72 +308,70 @@ class BatchConsumer:
             await self._consumer.stop()
 
     async def _commit(self) -> None:
-        try:
-            await self._consumer.commit()
-        except CommitFailedError as error:
-            # A rebalance took the partitions away; the new owner redelivers and dedupes by id.
-            log.warning("commit_failed", error=str(error))
+        while True:
+            try:
+                await self._consumer.commit()
+                self._broker_outage.recovered()
+                return
+            except CommitFailedError as error:
+                # A rebalance took the partitions away; the new owner redelivers and dedupes by id.
+                log.warning("commit_failed", error=str(error))
+                return
+            except KafkaError as error:
+                self._broker_outage.failed(error)
+                log.warning("commit_retry", error=describe(error))
+                await self._pause(1.0, error)
 
     async def _process(self, records: Sequence[Any]) -> None:
         deliveries: list[Delivery] = []
         for record in records:
-            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, _ce_type(record)).inc()
             try:
-                envelope = decode(record.value)
-                event = decode_data(envelope)
-            except ValueError as error:
-                await self._dead_letter(
+                delivery = decode_record(record)
+            except PoisonRecord as poison:
+                metrics.EVENTS_CONSUMED.labels(self._service, record.topic, UNKNOWN_TYPE).inc()
+                await self.dead_letter(
                     topic=record.topic,
                     partition=record.partition,
                     offset=record.offset,
                     key=record.key,
                     value=record.value,
-                    headers=tuple(record.headers or ()),
-                    error=f"undecodable event: {error}",
+                    headers=record_headers(record),
+                    error=f"undecodable record: {poison}",
                 )
                 continue
-            deliveries.append(
-                Delivery(
-                    envelope,
-                    event,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    raw_key=record.key,
-                    raw_value=record.value,
-                    raw_headers=tuple(record.headers or ()),
-                )
-            )
+            metrics.EVENTS_CONSUMED.labels(self._service, record.topic, delivery.envelope.type).inc()
+            deliveries.append(delivery)
         if not deliveries:
             return
         started = time.perf_counter()
-        if not await self._attempt(deliveries):
+        if await self._attempt(deliveries) is not None:
             for delivery in deliveries:
-                if await self._attempt([delivery]):
+                error = await self._attempt([delivery])
+                if error is None:
                     continue
                 with correlation(delivery.envelope.correlation_id):
-                    await self._dead_letter(
+                    await self.dead_letter(
                         topic=delivery.topic,
                         partition=delivery.partition,
                         offset=delivery.offset,
                         key=delivery.raw_key,
                         value=delivery.raw_value,
                         headers=delivery.raw_headers,
-                        error=self._last_error,
+                        error=error,
                     )
         metrics.BATCH_SECONDS.labels(self._service).observe(time.perf_counter() - started)
 
-    _last_error: str = ""
-
-    async def _attempt(self, deliveries: Sequence[Delivery]) -> bool:
+    async def _attempt(self, deliveries: Sequence[Delivery]) -> str | None:
+        """Handle the deliveries; None once they are applied, else the last error after every retry."""
         attempt = 0
         transient_backoff = 0.05
         while True:
             try:
                 await self._handle(deliveries)
-                return True
+                self._store_outage.recovered()
+                return None
             except Exception as error:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-                self._last_error = f"{type(error).__name__}: {error}"
+                error_text = describe(error)
                 metrics.HANDLER_RETRIES.labels(self._service).inc()
                 transient = self._is_transient(error)
                 if not transient:
@@ -331,20 +384,28 @@ class BatchConsumer:
                         transient=transient,
                         batch=len(deliveries),
                         event_type=first.type,
-                        error=self._last_error[:500],
+                        error=error_text[:500],
                         exc_info=attempt == self._max_attempts,
                     )
                 if transient:
-                    if self._stop.is_set():
-                        raise _Stopped from error
-                    await asyncio.sleep(transient_backoff)
+                    self._store_outage.failed(error)
+                    await self._pause(transient_backoff, error)
                     transient_backoff = min(transient_backoff * 2, MAX_TRANSIENT_BACKOFF_S)
                     continue
                 if attempt >= self._max_attempts:
-                    return False
+                    return error_text
                 await asyncio.sleep(0.05 * 2**attempt)
 
-    async def _dead_letter(
+    async def _pause(self, seconds: float, error: BaseException) -> None:
+        """Wait before a retry; a stop request ends the wait and leaves the batch uncommitted."""
+        if self._stop.is_set():
+            raise _Stopped from error
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        if self._stop.is_set():
+            raise _Stopped from error
+
+    async def dead_letter(
         self,
         *,
         topic: str,
@@ -352,20 +413,29 @@ class BatchConsumer:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes]],
+        headers: Sequence[tuple[str, bytes | None]],
         error: str,
     ) -> None:
+        """Send a record to `<topic>.dlq`; the batch waits until the broker has it."""
         dlq = dead_letter(topic)
         dlq_headers = dead_letter_headers(
             headers, error=error, consumer=self._service, topic=topic, partition=partition, offset=offset
         )
-        await self._producer.send_and_wait(dlq, value or b"", key=key, headers=dlq_headers)
+        while True:
+            try:
+                await self._producer.send_and_wait(dlq, value or b"", key=key, headers=dlq_headers)
+                self._broker_outage.recovered()
+                break
+            except KafkaError as send_error:
+                self._broker_outage.failed(send_error)
+                log.warning("dead_letter_retry", topic=dlq, error=describe(send_error))
+                await self._pause(1.0, send_error)
         metrics.EVENTS_DEAD_LETTERED.labels(self._service, dlq).inc()
-        log.error("dead_lettered", topic=dlq, source_offset=offset, error=error)
+        log.error("dead_lettered", topic=dlq, source_offset=offset, error=error[:500])
 
 
 def dead_letter_headers(
-    original: Sequence[tuple[str, bytes]],
+    original: Sequence[tuple[str, bytes | None]],
     *,
     error: str,
     consumer: str,
@@ -382,20 +452,3 @@ def dead_letter_headers(
         ("dlq_source_partition", str(partition).encode()),
         ("dlq_source_offset", str(offset).encode()),
     ]
-
-
-def _ce_type(record: Any) -> str:
-    for name, value in record.headers or ():
-        if name == "ce_type":
-            return str(value.decode(errors="replace"))
-    return "unknown"
-
-
-async def publish(producer: AIOKafkaProducer, envelopes: Sequence[Envelope]) -> None:
-    """Send envelopes in order and wait until the broker has them all (acks=all)."""
-    futures = [
-        await producer.send(topic_for(env), encode(env), key=env.subject.encode(), headers=headers_for(env))
-        for env in envelopes
-    ]
-    if futures:
-        await asyncio.gather(*futures)

@@ -1,10 +1,11 @@
 """MongoDB plumbing: idempotent apply and the transactional outbox, written once for every service.
 
 A handler opens `store.transaction(consumer)`, makes its state change through `tx.session`, marks
-the events it applied and emits the events it caused. All of it commits in one transaction, so a
-crash leaves either everything or nothing. The relay then publishes the outbox in insertion order,
-which keeps each key's events in order; a crash between publish and delete republishes the same
-envelopes (same ids), which consumers skip as already applied.
+the events it applied and emits the events it caused. All of it commits in one transaction with
+write concern majority, so a crash or a failover leaves either everything or nothing. The relay
+then publishes the outbox in insertion order, which keeps each key's events in order; a crash
+between publish and delete republishes the same envelopes (same ids), which consumers skip as
+already applied. Applied ids expire through a TTL index after `processed_event_ttl_s`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from shared import metrics
 from shared.contracts.base import Envelope
-from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery, encode, first_unseen, headers_for, topic_for
+from shared.errors import ConcurrentWrite, Outage
+from shared.kafka import Delivery, describe, encode, first_unseen, headers_for, topic_for
 from shared.logging import get_logger
-from shared.memory import RecordingTransaction
 from shared.settings import SharedSettings
+from shared.store import PendingWrites
 
 log = get_logger(__name__)
 
@@ -39,17 +43,44 @@ Document = dict[str, Any]
 OUTBOX = "outbox"
 PROCESSED = "processed_events"
 LEASES = "leases"
-PROCESSED_RETENTION = timedelta(days=7)
+DUPLICATE_KEY = 11000
+# A write acknowledged by a majority survives a failover; a w:1 write may be rolled back after its
+# event's offset was committed, and that event would be lost.
+MAJORITY = WriteConcern("majority")
 
 
 def make_client(settings: SharedSettings) -> AsyncMongoClient[Document]:
     return AsyncMongoClient(
-        settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000, appname="order-platform"
+        settings.mongo_url.get_secret_value(),
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        appname="order-platform",
+        w="majority",
     )
 
 
+def is_duplicate_key(error: PyMongoError) -> bool:
+    """A unique index refused a write: DuplicateKeyError from single writes, BulkWriteError from bulk."""
+    if isinstance(error, DuplicateKeyError):
+        return True
+    if isinstance(error, BulkWriteError):
+        return any(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
+    return False
+
+
+async def ensure_ttl_index(collection: AsyncCollection[Document], field: str, ttl_s: float) -> None:
+    """Documents expire `ttl_s` after their `field`; an index there with another lifetime is replaced."""
+    expire_after = int(ttl_s)
+    async for index in await collection.list_indexes():
+        if dict(index["key"]) == {field: ASCENDING}:
+            if index.get("expireAfterSeconds") == expire_after:
+                return
+            await collection.drop_index(index["name"])
+    await collection.create_index([(field, ASCENDING)], expireAfterSeconds=expire_after)
+
+
 @dataclass(kw_only=True)
-class Transaction(RecordingTransaction):
+class Transaction(PendingWrites):
     """What one handler writes atomically: its own collections, applied event ids, the outbox."""
 
     db: AsyncDatabase[Document]
@@ -65,8 +96,8 @@ class MongoStore:
         self.db: AsyncDatabase[Document] = client[db_name]
         self.outbox_written = asyncio.Event()
 
-    async def ensure_plumbing_indexes(self) -> None:
-        await self.db[PROCESSED].create_index([("at", ASCENDING)])
+    async def ensure_plumbing_indexes(self, settings: SharedSettings) -> None:
+        await ensure_ttl_index(self.db[PROCESSED], "at", settings.processed_event_ttl_s)
 
     async def wait_until_reachable(self, deadline_s: float = 60.0) -> None:
         """Services may start before their database; wait for it rather than crash-loop."""
@@ -101,7 +132,9 @@ class MongoStore:
         transaction rolls back, so nothing is applied twice.
         """
         async with self.client.start_session() as session:
-            async with await session.start_transaction():
+            async with await session.start_transaction(
+                read_concern=ReadConcern("snapshot"), write_concern=MAJORITY
+            ):
                 tx = Transaction(db=self.db, session=session, consumer=consumer)
                 yield tx
                 now = datetime.now(UTC)
@@ -111,20 +144,18 @@ class MongoStore:
                             [{"_id": f"{consumer}:{eid}", "at": now} for eid in tx.applied],
                             session=session,
                         )
-                    except DuplicateKeyError as error:
+                    except PyMongoError as error:
+                        if not is_duplicate_key(error):
+                            raise
                         # Another consumer (a rebalance's new owner) applied it first; a retry
                         # filters it out through `unapplied`.
-                        raise ConcurrentWrite(f"event applied concurrently: {error}") from error
+                        raise ConcurrentWrite(f"event applied concurrently: {describe(error)}") from error
                 if tx.outgoing:
                     await self.db[OUTBOX].insert_many(
                         [_outbox_document(env, now) for env in tx.outgoing], session=session
                     )
         if tx.outgoing:
             self.outbox_written.set()
-
-    async def forget_processed_before(self, cutoff: datetime) -> int:
-        result = await self.db[PROCESSED].delete_many({"at": {"$lt": cutoff}})
-        return int(result.deleted_count)
 
 
 def _outbox_document(envelope: Envelope, now: datetime) -> Document:
@@ -135,6 +166,23 @@ def _outbox_document(envelope: Envelope, now: datetime) -> Document:
         "headers": [[name, value] for name, value in headers_for(envelope)],
         "created_at": now,
     }
+
+
+def per_key_waves(docs: Sequence[Document]) -> list[list[Document]]:
+    """Split outbox entries into waves holding at most one entry per (topic, key), in outbox order.
+
+    A wave is sent only once the one before it is acknowledged whole, so an entry never reaches the
+    broker before an earlier entry of its key, even when a send fails part-way."""
+    waves: list[list[Document]] = []
+    depth: dict[tuple[str, str], int] = {}
+    for doc in docs:
+        key = (doc["topic"], doc["key"])
+        index = depth.get(key, 0)
+        depth[key] = index + 1
+        if index == len(waves):
+            waves.append([])
+        waves[index].append(doc)
+    return waves
 
 
 class OutboxRelay:
@@ -159,6 +207,7 @@ class OutboxRelay:
         self._lease = timedelta(seconds=lease_s)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._lease_until = datetime.min.replace(tzinfo=UTC)
+        self._outage = Outage("the outbox relay (broker or datastore)", settings.dependency_outage_limit_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -166,8 +215,10 @@ class OutboxRelay:
             try:
                 if await self._hold_lease():
                     published = await self.publish_pending()
+                self._outage.recovered()
             except (PyMongoError, KafkaError) as error:
-                log.warning("outbox_relay_error", error=str(error))
+                self._outage.failed(error)
+                log.warning("outbox_relay_error", error=describe(error))
             if published < self._batch_size:
                 await self._wait(stop)
         # Drain what the last handled batch emitted before the process goes.
@@ -186,25 +237,51 @@ class OutboxRelay:
         written.clear()
 
     async def publish_pending(self) -> int:
+        """Publish the oldest outbox entries and delete what the broker acknowledged.
+
+        Stops at the first failed send: the entries from there on stay in the outbox and are sent
+        again, in order, on the next pass. Raises what failed, after deleting what was published."""
         outbox = self._store.db[OUTBOX]
         docs = await outbox.find().sort("_id", ASCENDING).limit(self._batch_size).to_list()
         metrics.OUTBOX_BACKLOG.labels(self._service).set(len(docs))
-        if not docs:
-            return 0
-        futures = [
-            await self._producer.send(
-                doc["topic"],
-                doc["value"],
-                key=doc["key"].encode(),
-                headers=[(name, bytes(value)) for name, value in doc["headers"]],
-            )
-            for doc in docs
-        ]
-        await asyncio.gather(*futures)
-        await outbox.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
-        for doc in docs:
-            metrics.EVENTS_PUBLISHED.labels(self._service, doc["topic"]).inc()
-        return len(docs)
+        published: list[Document] = []
+        try:
+            for wave in per_key_waves(docs):
+                sent, failure = await self._send(wave)
+                published.extend(sent)
+                if failure is not None:
+                    raise failure
+        finally:
+            if published:
+                await outbox.delete_many({"_id": {"$in": [doc["_id"] for doc in published]}})
+                for doc in published:
+                    metrics.EVENTS_PUBLISHED.labels(self._service, doc["topic"]).inc()
+        return len(published)
+
+    async def _send(self, wave: Sequence[Document]) -> tuple[list[Document], BaseException | None]:
+        """Send a wave; the entries the broker acknowledged, and the first failure if any."""
+        futures: list[tuple[Document, asyncio.Future[Any]]] = []
+        failure: BaseException | None = None
+        for doc in wave:
+            try:
+                future = await self._producer.send(
+                    doc["topic"],
+                    doc["value"],
+                    key=doc["key"].encode(),
+                    headers=[(name, bytes(value)) for name, value in doc["headers"]],
+                )
+            except KafkaError as error:
+                failure = error
+                break
+            futures.append((doc, future))
+        outcomes = await asyncio.gather(*(future for _, future in futures), return_exceptions=True)
+        sent = []
+        for (doc, _), outcome in zip(futures, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+            else:
+                sent.append(doc)
+        return sent, failure
 
     async def _hold_lease(self) -> bool:
         now = datetime.now(UTC)
@@ -220,8 +297,10 @@ class OutboxRelay:
                 {"$set": {"owner": self._owner, "expires_at": now + self._lease}},
                 upsert=True,
             )
-        except DuplicateKeyError:
-            return False  # another replica holds it
+        except PyMongoError as error:
+            if is_duplicate_key(error):
+                return False  # another replica holds it
+            raise
         self._lease_until = now + self._lease
         return True
 

@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from shared.errors import DependencyLost
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -72,10 +73,15 @@ async def serve(
 
 async def _guard(worker: Worker, stop: asyncio.Event, request_stop: Callable[[], None]) -> None:
     """A worker that dies takes the process down, so the supervisor restarts it visibly."""
+    name = getattr(worker, "__qualname__", repr(worker))
     try:
         await worker(stop)
+    except DependencyLost as error:
+        log.critical("giving_up", worker=name, reason=str(error))
+        request_stop()
+        raise
     except Exception:
-        log.exception("worker_crashed", worker=getattr(worker, "__qualname__", repr(worker)))
+        log.exception("worker_crashed", worker=name)
         request_stop()
         raise
 

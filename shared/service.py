@@ -65,7 +65,7 @@ async def run_service(
     client = make_client(settings)
     store = MongoStore(client, db_name)
     await store.wait_until_reachable()
-    await store.ensure_plumbing_indexes()
+    await store.ensure_plumbing_indexes(settings)
     wiring = await wire(Plumbing(settings=settings, producer=producer, store=store))
 
     async def kafka_ready() -> bool:

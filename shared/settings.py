@@ -1,19 +1,36 @@
-"""Settings every service reads from the environment; each service subclasses with its own."""
+"""Settings every service reads from the environment; each service subclasses with its own.
+
+Secrets are the fields typed `SecretStr`. In dev and test they may keep their sandbox defaults; with
+`ENVIRONMENT=prod` each must be given in the environment and must not be a placeholder, or the
+service refuses to start and names the variables to set.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import sys
+from enum import StrEnum
+from typing import Self, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret"}
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev-secret", "placeholder", "todo"})
+DAY_S = 24 * 3600.0
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PROD = "prod"
 
 
 class SharedSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
-    environment: str = Field(default="dev", description="dev | test | prod")
+    environment: Environment = Environment.DEV
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    mongo_url: str = "mongodb://127.0.0.1:27017"
+    # A secret: in production the URL carries the service's database credentials.
+    mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"
@@ -27,6 +44,13 @@ class SharedSettings(BaseSettings):
     # How long the group coordinator waits for a silent consumer before handing its partitions to
     # another: the stall after a crash. Kafka's floor is 6 s; longer only delays failover.
     kafka_session_timeout_s: float = Field(default=6.0, ge=1.0)
+    # How long the broker or the datastore may keep failing before the process exits for a restart.
+    # Above the 60 s a crashed peer's transaction may hold its documents locked.
+    dependency_outage_limit_s: float = Field(default=180.0, gt=0)
+    # The event topics' retention (deploy/k8s/base/topics.yaml): a redelivery can come this late.
+    topic_retention_s: float = Field(default=7 * DAY_S, gt=0)
+    # How long the ids of applied events are kept (a TTL index), so a redelivery is recognised.
+    processed_event_ttl_s: float = Field(default=8 * DAY_S, gt=0)
 
     @property
     def kafka_heartbeat_interval_s(self) -> float:
@@ -34,15 +58,55 @@ class SharedSettings(BaseSettings):
 
     @property
     def is_dev(self) -> bool:
-        return self.environment in {"dev", "test"}
-
-    def require_secret(self, name: str, value: str) -> str:
-        """A secret must be real outside dev; dev may run on the documented sandbox value."""
-        if not self.is_dev and value.strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError(f"{name} must be set to a real secret when ENVIRONMENT={self.environment}")
-        return value
+        return self.environment is not Environment.PROD
 
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @model_validator(mode="after")
+    def _processed_ids_outlive_the_topics(self) -> Self:
+        if self.processed_event_ttl_s < self.topic_retention_s:
+            raise ValueError(
+                f"PROCESSED_EVENT_TTL_S ({self.processed_event_ttl_s:g}) must be at least "
+                f"TOPIC_RETENTION_S ({self.topic_retention_s:g}): an event redelivered after its id "
+                "expired would be applied twice"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _real_secrets_in_prod(self) -> Self:
+        if self.is_dev:
+            return self
+        unset = [
+            name.upper()
+            for name, field in type(self).model_fields.items()
+            if field.annotation is SecretStr
+            and (
+                name not in self.model_fields_set
+                or getattr(self, name).get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+            )
+        ]
+        if unset:
+            raise ValueError(
+                f"ENVIRONMENT={self.environment.value} needs real values for {', '.join(unset)} "
+                "(missing or a placeholder)"
+            )
+        return self
+
+
+S = TypeVar("S", bound=SharedSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """The service's settings from the environment, or exit naming what is wrong with them."""
+    try:
+        return cls()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']).upper() or 'settings'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        )
+        sys.stderr.write(f"refusing to start {cls.__name__}: {problems}\n")
+        raise SystemExit(2) from None

@@ -5,24 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.contracts import FraudDecision, OrderPlaced, PaymentMethod, ShippingAddress
-
-
-class Reason:
-    """Stable reason codes: clients and analysts match on them, so never rename one."""
-
-    BLOCKED_CUSTOMER = "BLOCKED_CUSTOMER"
-    AMOUNT_OVER_LIMIT = "AMOUNT_OVER_LIMIT"
-    AMOUNT_HIGH = "AMOUNT_HIGH"
-    VELOCITY = "VELOCITY"
+from shared.contracts import FraudDecision, FraudReason, OrderPlaced, PaymentMethod, ShippingAddress
 
 
 # What each reason adds to the score, and the decision it forces on its own.
-_WEIGHTS: dict[str, tuple[int, FraudDecision]] = {
-    Reason.BLOCKED_CUSTOMER: (100, FraudDecision.REJECT),
-    Reason.AMOUNT_OVER_LIMIT: (90, FraudDecision.REJECT),
-    Reason.VELOCITY: (80, FraudDecision.REJECT),
-    Reason.AMOUNT_HIGH: (50, FraudDecision.REVIEW),
+_WEIGHTS: dict[FraudReason, tuple[int, FraudDecision]] = {
+    FraudReason.BLOCKED_CUSTOMER: (100, FraudDecision.REJECT),
+    FraudReason.AMOUNT_OVER_LIMIT: (90, FraudDecision.REJECT),
+    FraudReason.VELOCITY: (80, FraudDecision.REJECT),
+    FraudReason.AMOUNT_HIGH: (50, FraudDecision.REVIEW),
 }
 _SEVERITY = {FraudDecision.APPROVE: 0, FraudDecision.REVIEW: 1, FraudDecision.REJECT: 2}
 # An order with no reason still carries a little risk in proportion to its amount, capped well
@@ -70,20 +61,20 @@ class OrderFacts:
 class Assessment:
     decision: FraudDecision
     score: int
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[FraudReason] = field(default_factory=list)
 
 
 def assess(order: OrderFacts, recent_orders: int, rules: Rules) -> Assessment:
     """Score one order; `recent_orders` counts the customer's other orders inside the window."""
-    reasons: list[str] = []
+    reasons: list[FraudReason] = []
     if order.customer_id in rules.blocked_customers:
-        reasons.append(Reason.BLOCKED_CUSTOMER)
+        reasons.append(FraudReason.BLOCKED_CUSTOMER)
     if order.total_fen > rules.reject_above_fen:
-        reasons.append(Reason.AMOUNT_OVER_LIMIT)
+        reasons.append(FraudReason.AMOUNT_OVER_LIMIT)
     elif order.total_fen > rules.review_above_fen:
-        reasons.append(Reason.AMOUNT_HIGH)
+        reasons.append(FraudReason.AMOUNT_HIGH)
     if recent_orders >= rules.velocity_max_orders:
-        reasons.append(Reason.VELOCITY)
+        reasons.append(FraudReason.VELOCITY)
 
     decision = max(
         (_WEIGHTS[reason][1] for reason in reasons),

@@ -17,7 +17,7 @@ from shared import metrics
 from shared.contracts import decode_data, topics
 from shared.kafka import dead_letter_headers, decode, encode, ensure_topics, headers_for, wait_for_broker
 from shared.logging import configure_logging, correlation, get_logger
-from shared.settings import SharedSettings
+from shared.settings import SharedSettings, load_settings
 
 log = get_logger(__name__)
 
@@ -172,7 +172,7 @@ async def prepare(settings: FraudSettings) -> None:
 
 
 def main() -> None:
-    settings = FraudSettings()
+    settings = load_settings(FraudSettings)
     configure_logging(SERVICE, settings.log_level)
     asyncio.run(prepare(settings))
     # asyncio.run closed its loop; faust's worker runs on a fresh one.

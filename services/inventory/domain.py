@@ -17,7 +17,9 @@ from shared.contracts import (
     Event,
     OrderLine,
     ProductKind,
+    OrderEndReason,
     ProductUpserted,
+    ReservationEndReason,
     Shortage,
     StockCommitted,
     StockLine,
@@ -27,7 +29,6 @@ from shared.contracts import (
 )
 
 MAX_SUBSTITUTES = 3
-EXPIRED = "EXPIRED"
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class Ledger:
         self._add(Reservation(order_id, wanted, ReservationStatus.HELD, correlation_id, expires_at))
         return [StockReserved(order_id=order_id, lines=wanted, expires_at=expires_at)]
 
-    def release(self, order_id: str, reason: str) -> list[Event]:
+    def release(self, order_id: str, reason: OrderEndReason | ReservationEndReason) -> list[Event]:
         """Give held stock back; anything else (none held, already ended) is a no-op."""
         reservation = self._held(order_id)
         if reservation is None:
@@ -193,7 +194,7 @@ class Ledger:
             for r in self.reservations.values()
             if r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= self.now
         ]
-        return [(r, event) for r in expired for event in self.release(r.order_id, EXPIRED)]
+        return [(r, event) for r in expired for event in self.release(r.order_id, ReservationEndReason.EXPIRED)]
 
     def changes(self) -> Changes:
         stock = {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.inventory.domain import EXPIRED, Ledger, Merchant, Product, Reservation, ReservationStatus
+from services.inventory.domain import Ledger, Merchant, Product, Reservation, ReservationStatus
 from services.inventory.store import InventoryStore, StockTransaction
 from shared.clock import Clock, utc_now
 from shared.contracts import (
@@ -19,6 +19,7 @@ from shared.contracts import (
     OrderPlaced,
     OrderRejected,
     ProductKind,
+    ReservationEndReason,
 )
 from shared.errors import retry_transient
 from shared.kafka import Delivery, new_envelope, reply_to
@@ -179,7 +180,7 @@ async def release_expired(service: Inventory, limit: int = 200) -> int:
 
 def _expiry_envelope(reservation: Reservation, event: Event) -> Envelope:
     # A stable id: if two sweeps ever emitted the same expiry, consumers would apply it once.
-    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SERVICE}/{EXPIRED}/{reservation.order_id}"))
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SERVICE}/{ReservationEndReason.EXPIRED}/{reservation.order_id}"))
     return new_envelope(event, source=SERVICE, correlation_id=reservation.correlation_id, event_id=event_id)
 
 

@@ -15,7 +15,7 @@ from shared.contracts import topics
 from shared.kafka import Delivery
 from shared.logging import get_logger
 from shared.service import Plumbing, Wiring, run_service
-from shared.settings import SharedSettings
+from shared.settings import SharedSettings, load_settings
 
 log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ class InventorySettings(SharedSettings):
 
 
 async def main() -> None:
-    settings = InventorySettings()
+    settings = load_settings(InventorySettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
         store = MongoInventoryStore(plumbing.store)

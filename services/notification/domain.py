@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shared.contracts import OrderCancelled, OrderConfirmed, OrderLine, OrderRejected, Role
+from shared.contracts import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderEndReason,
+    OrderLine,
+    OrderRejected,
+    Role,
+)
 
 INBOX = "inbox"
 
@@ -39,15 +46,15 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
 }
 
-# The order service's reason codes, in words a customer understands; unknown codes are shown as-is.
-REASONS: dict[str, str] = {
-    "OUT_OF_STOCK": "商品库存不足",
-    "FRAUD": "未通过风险审核",
-    "PAYMENT_DECLINED": "支付未成功",
-    "STOCK_TIMEOUT": "库存确认超时",
-    "FRAUD_TIMEOUT": "风险审核超时",
-    "REVIEW_TIMEOUT": "人工审核超时",
-    "PAYMENT_TIMEOUT": "支付超时",
+# Why an order ended, in words a customer understands; a test keeps every code covered.
+REASONS: dict[OrderEndReason, str] = {
+    OrderEndReason.OUT_OF_STOCK: "商品库存不足",
+    OrderEndReason.FRAUD: "未通过风险审核",
+    OrderEndReason.PAYMENT_DECLINED: "支付未成功",
+    OrderEndReason.STOCK_TIMEOUT: "库存确认超时",
+    OrderEndReason.FRAUD_TIMEOUT: "风险审核超时",
+    OrderEndReason.REVIEW_TIMEOUT: "人工审核超时",
+    OrderEndReason.PAYMENT_TIMEOUT: "支付超时",
 }
 
 
@@ -107,8 +114,8 @@ def render(template: str, **fields: str) -> tuple[str, str]:
     return subject.format(**fields), body.format(**fields)
 
 
-def reason_text(reason: str, detail: str = "") -> str:
-    text = REASONS.get(reason, reason)
+def reason_text(reason: OrderEndReason, detail: str = "") -> str:
+    text = REASONS[reason]
     return f"{text}（{detail}）" if detail else text
 
 

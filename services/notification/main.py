@@ -11,7 +11,7 @@ from services.notification.store import MongoNotificationStore
 from shared.contracts import topics
 from shared.kafka import Delivery
 from shared.service import Plumbing, Wiring, run_service
-from shared.settings import SharedSettings
+from shared.settings import SharedSettings, load_settings
 
 
 class NotificationSettings(SharedSettings):
@@ -20,7 +20,7 @@ class NotificationSettings(SharedSettings):
 
 
 async def main() -> None:
-    settings = NotificationSettings()
+    settings = load_settings(NotificationSettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
         store = MongoNotificationStore(plumbing.store)

@@ -16,6 +16,7 @@ from shared.contracts import (
     FraudDecision,
     OrderCancelled,
     OrderConfirmed,
+    OrderEndReason,
     OrderLine,
     OrderPlaced,
     OrderRejected,
@@ -45,16 +46,6 @@ class OrderStatus(StrEnum):
 
 # States in which the saga waits for another service and a deadline applies.
 WAITING = frozenset({OrderStatus.PENDING, OrderStatus.UNDER_REVIEW, OrderStatus.AWAITING_PAYMENT})
-
-
-class Reason(StrEnum):
-    OUT_OF_STOCK = "OUT_OF_STOCK"
-    FRAUD = "FRAUD"
-    PAYMENT_DECLINED = "PAYMENT_DECLINED"
-    STOCK_TIMEOUT = "STOCK_TIMEOUT"
-    FRAUD_TIMEOUT = "FRAUD_TIMEOUT"
-    REVIEW_TIMEOUT = "REVIEW_TIMEOUT"
-    PAYMENT_TIMEOUT = "PAYMENT_TIMEOUT"
 
 
 class Check(StrEnum):
@@ -151,7 +142,7 @@ class Order:
     placed_at: datetime
     deadline_at: datetime | None
     status: OrderStatus = OrderStatus.PENDING
-    reason: str | None = None
+    reason: OrderEndReason | None = None
     stock: Check = Check.PENDING
     fraud: Check = Check.PENDING
     fraud_score: int | None = None
@@ -223,7 +214,7 @@ class Order:
         if self.is_final or self.stock is not Check.PENDING:
             return []
         self.stock = Check.FAILED
-        return self._reject(now, Reason.OUT_OF_STOCK, "inventory.stock_rejected", detail)
+        return self._reject(now, OrderEndReason.OUT_OF_STOCK, "inventory.stock_rejected", detail)
 
     def fraud_scored(
         self, now: datetime, decision: FraudDecision, score: int, reasons: list[str], deadlines: Deadlines
@@ -234,7 +225,7 @@ class Order:
         why = ", ".join(reasons) or "no risk signals"
         if decision is FraudDecision.REJECT:
             self.fraud = Check.FAILED
-            return self._reject(now, Reason.FRAUD, "fraud.scored", f"risk score {score}: {why}")
+            return self._reject(now, OrderEndReason.FRAUD, "fraud.scored", f"risk score {score}: {why}")
         if decision is FraudDecision.REVIEW:
             if self.fraud is Check.REVIEW:
                 return []
@@ -270,7 +261,7 @@ class Order:
         if self.status is not OrderStatus.AWAITING_PAYMENT:
             return []
         self.payment_id = payment_id
-        return self._cancel(now, Reason.PAYMENT_DECLINED, "payment.failed", provider_reason)
+        return self._cancel(now, OrderEndReason.PAYMENT_DECLINED, "payment.failed", provider_reason)
 
     def deadline_passed(self, now: datetime) -> list[Event]:
         """Drive an order whose next event is overdue to its compensating end."""
@@ -278,12 +269,12 @@ class Order:
             return []
         cause = "deadline"
         if self.status is OrderStatus.AWAITING_PAYMENT:
-            return self._cancel(now, Reason.PAYMENT_TIMEOUT, cause, "no payment answer in time")
+            return self._cancel(now, OrderEndReason.PAYMENT_TIMEOUT, cause, "no payment answer in time")
         if self.status is OrderStatus.UNDER_REVIEW:
-            return self._reject(now, Reason.REVIEW_TIMEOUT, cause, "no review decision in time")
+            return self._reject(now, OrderEndReason.REVIEW_TIMEOUT, cause, "no review decision in time")
         if self.stock is Check.PENDING:
-            return self._reject(now, Reason.STOCK_TIMEOUT, cause, "no stock answer in time")
-        return self._reject(now, Reason.FRAUD_TIMEOUT, cause, "no risk score in time")
+            return self._reject(now, OrderEndReason.STOCK_TIMEOUT, cause, "no stock answer in time")
+        return self._reject(now, OrderEndReason.FRAUD_TIMEOUT, cause, "no risk score in time")
 
     # --- transitions ---------------------------------------------------------------------
 
@@ -304,7 +295,7 @@ class Order:
             )
         ]
 
-    def _reject(self, now: datetime, reason: Reason, cause: str, detail: str) -> list[Event]:
+    def _reject(self, now: datetime, reason: OrderEndReason, cause: str, detail: str) -> list[Event]:
         self._end(now, OrderStatus.REJECTED, reason, cause, detail)
         return [
             OrderRejected(
@@ -316,7 +307,7 @@ class Order:
             )
         ]
 
-    def _cancel(self, now: datetime, reason: Reason, cause: str, detail: str) -> list[Event]:
+    def _cancel(self, now: datetime, reason: OrderEndReason, cause: str, detail: str) -> list[Event]:
         self._end(now, OrderStatus.CANCELLED, reason, cause, detail)
         return [
             OrderCancelled(
@@ -328,7 +319,7 @@ class Order:
             )
         ]
 
-    def _end(self, now: datetime, status: OrderStatus, reason: Reason, cause: str, detail: str) -> None:
+    def _end(self, now: datetime, status: OrderStatus, reason: OrderEndReason, cause: str, detail: str) -> None:
         self.status = status
         self.reason = reason
         self.deadline_at = None

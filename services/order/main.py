@@ -18,7 +18,7 @@ from shared.contracts import topics
 from shared.kafka import Delivery
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
-from shared.settings import SharedSettings
+from shared.settings import SharedSettings, load_settings
 
 
 class OrderSettings(SharedSettings):
@@ -39,7 +39,7 @@ class OrderSettings(SharedSettings):
 
 
 async def main() -> None:
-    settings = OrderSettings()
+    settings = load_settings(OrderSettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
         redis = Redis.from_url(settings.redis_url)

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.contracts import (
+    DeclineReason,
     Event,
     PaymentAuthorized,
     PaymentFailed,
@@ -32,18 +33,6 @@ class PaymentStatus(StrEnum):
     AUTHORIZED = "authorized"
     FAILED = "failed"
     VOIDED = "voided"
-
-
-class Reason(StrEnum):
-    """Stable codes in PaymentFailed.reason: consumers branch on them, so never rename one."""
-
-    CARD_DECLINED = "CARD_DECLINED"
-    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
-    INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 - a decline code, not a secret
-    # A decline code this service does not know yet; the provider's own code goes in `detail`.
-    PROVIDER_DECLINED = "PROVIDER_DECLINED"
-    # The provider said yes but gave no reference: without one the authorization cannot be voided.
-    PROVIDER_ERROR = "PROVIDER_ERROR"
 
 
 @dataclass(frozen=True)
@@ -118,7 +107,7 @@ class Payment:
                 order_id=payment.order_id,
                 payment_id=payment_id,
                 method=payment.method,
-                reason=reason or Reason.PROVIDER_ERROR.value,
+                reason=reason or DeclineReason.PROVIDER_ERROR.value,
                 detail=detail,
             )
         return payment, event
@@ -143,16 +132,16 @@ class Payment:
 
 
 # Provider decline codes passed through as they are; anything else is PROVIDER_DECLINED.
-_PASSED_THROUGH = frozenset({Reason.CARD_DECLINED, Reason.INSUFFICIENT_FUNDS, Reason.INVALID_TOKEN})
+_PASSED_THROUGH = frozenset({DeclineReason.CARD_DECLINED, DeclineReason.INSUFFICIENT_FUNDS, DeclineReason.INVALID_TOKEN})
 
 
 def _interpret(result: ProviderResult) -> tuple[PaymentStatus, str | None, str]:
     """(status, stable reason code, human detail) for a provider's answer."""
     if result.approved:
         if not result.provider_ref:
-            return PaymentStatus.FAILED, Reason.PROVIDER_ERROR.value, "approved without a provider reference"
+            return PaymentStatus.FAILED, DeclineReason.PROVIDER_ERROR.value, "approved without a provider reference"
         return PaymentStatus.AUTHORIZED, None, ""
     if result.decline_code in _PASSED_THROUGH:
         return PaymentStatus.FAILED, result.decline_code, result.message
     detail = " ".join(part for part in (result.decline_code, result.message) if part)
-    return PaymentStatus.FAILED, Reason.PROVIDER_DECLINED.value, detail
+    return PaymentStatus.FAILED, DeclineReason.PROVIDER_DECLINED.value, detail

@@ -11,7 +11,7 @@ from services.payment.store import MongoPaymentStore
 from shared.contracts import topics
 from shared.kafka import Delivery
 from shared.service import Plumbing, Wiring, run_service
-from shared.settings import SharedSettings
+from shared.settings import SharedSettings, load_settings
 
 
 class PaymentSettings(SharedSettings):
@@ -20,7 +20,7 @@ class PaymentSettings(SharedSettings):
 
 
 async def main() -> None:
-    settings = PaymentSettings()
+    settings = load_settings(PaymentSettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
         store = MongoPaymentStore(plumbing.store)

@@ -11,8 +11,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Protocol
 
-from services.payment.domain import ProviderResult, Reason
-from shared.contracts import PaymentMethod
+from services.payment.domain import ProviderResult
+from shared.contracts import DeclineReason, PaymentMethod
 
 
 class PaymentProvider(Protocol):
@@ -33,8 +33,8 @@ Providers = Mapping[PaymentMethod, PaymentProvider]
 # The sandbox's public contract (see the README): these tokens decide the answer.
 SANDBOX_APPROVE = "tok_approve"
 SANDBOX_DECLINES = {
-    "tok_decline": Reason.CARD_DECLINED.value,
-    "tok_insufficient_funds": Reason.INSUFFICIENT_FUNDS.value,
+    "tok_decline": DeclineReason.CARD_DECLINED.value,
+    "tok_insufficient_funds": DeclineReason.INSUFFICIENT_FUNDS.value,
 }
 
 
@@ -57,7 +57,7 @@ class SandboxProvider:
     ) -> ProviderResult:
         if token == SANDBOX_APPROVE:
             return ProviderResult(approved=True, provider_ref=self._reference(payment_id))
-        code = SANDBOX_DECLINES.get(token, Reason.INVALID_TOKEN.value)
+        code = SANDBOX_DECLINES.get(token, DeclineReason.INVALID_TOKEN.value)
         return ProviderResult(approved=False, decline_code=code, message=f"sandbox {self.method.value}")
 
     async def void(self, payment_id: str, provider_ref: str) -> None:  # noqa: ARG002 - nothing is held

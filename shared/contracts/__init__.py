@@ -1,7 +1,15 @@
 """Event contracts: the only code that crosses service boundaries."""
 
 from shared.contracts import fraud, inventory, notification, order, payment, topics
-from shared.contracts.base import REGISTRY, Envelope, Event, UnknownEventType, decode_data
+from shared.contracts.base import (
+    REGISTRY,
+    Envelope,
+    Event,
+    OrderEvent,
+    UndecodableEvent,
+    UnknownEventType,
+    decode_data,
+)
 from shared.contracts.common import (
     CURRENCY,
     OrderLine,
@@ -10,12 +18,14 @@ from shared.contracts.common import (
     ShippingAddress,
     StockLine,
 )
-from shared.contracts.fraud import FraudDecision, FraudScored
+from shared.contracts.fraud import FraudDecision, FraudReason, FraudScored
 from shared.contracts.inventory import (
     ProductUpserted,
+    ReservationEndReason,
     Shortage,
     StockCommitted,
     StockRejected,
+    StockRejectReason,
     StockReleased,
     StockReserved,
 )
@@ -23,22 +33,26 @@ from shared.contracts.notification import NotificationSent, Role
 from shared.contracts.order import (
     OrderCancelled,
     OrderConfirmed,
+    OrderEndReason,
     OrderPlaced,
     OrderRejected,
     PaymentRequested,
 )
-from shared.contracts.payment import PaymentAuthorized, PaymentFailed, PaymentVoided
+from shared.contracts.payment import DeclineReason, PaymentAuthorized, PaymentFailed, PaymentVoided
 
 __all__ = [
     "CURRENCY",
-    "REGISTRY",
+    "DeclineReason",
     "Envelope",
     "Event",
     "FraudDecision",
+    "FraudReason",
     "FraudScored",
     "NotificationSent",
     "OrderCancelled",
     "OrderConfirmed",
+    "OrderEndReason",
+    "OrderEvent",
     "OrderLine",
     "OrderPlaced",
     "OrderRejected",
@@ -49,14 +63,18 @@ __all__ = [
     "PaymentVoided",
     "ProductKind",
     "ProductUpserted",
+    "REGISTRY",
+    "ReservationEndReason",
     "Role",
     "ShippingAddress",
     "Shortage",
     "StockCommitted",
     "StockLine",
+    "StockRejectReason",
     "StockRejected",
     "StockReleased",
     "StockReserved",
+    "UndecodableEvent",
     "UnknownEventType",
     "decode_data",
     "fraud",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 JsonDict = dict[str, Any]
 Upcaster = Callable[[JsonDict], JsonDict]
+NO_UPCASTERS: Mapping[int, Upcaster] = MappingProxyType({})
 
 
 class Event(BaseModel):
@@ -21,12 +24,22 @@ class Event(BaseModel):
     TYPE: ClassVar[str]
     VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str]
-    # Upcasters keyed by the version they upgrade *from*: {1: upcast_v1_v2}.
-    UPCASTERS: ClassVar[dict[int, Upcaster]] = {}
+    # Upcasters keyed by the version they upgrade *from*: {1: upcast_v1_v2}. Read-only, so a class
+    # that needs some assigns its own mapping instead of adding to one every event shares.
+    UPCASTERS: ClassVar[Mapping[int, Upcaster]] = NO_UPCASTERS
+
+    @abstractmethod
+    def subject(self) -> str:
+        """The Kafka key, which keeps one subject's events in order."""
+
+
+class OrderEvent(Event):
+    """An event about one order: keyed by its id, so all of an order's events stay in order."""
+
+    order_id: str
 
     def subject(self) -> str:
-        """The Kafka key: the order id for order-scoped events."""
-        return str(self.order_id)  # type: ignore[attr-defined]
+        return self.order_id
 
 
 class Envelope(BaseModel):
@@ -54,21 +67,34 @@ def register(cls: E) -> E:
     """Class decorator: makes an event type decodable by its wire name."""
     if cls.TYPE in REGISTRY and REGISTRY[cls.TYPE] is not cls:
         raise ValueError(f"event type {cls.TYPE!r} registered twice")
+    missing = [v for v in range(1, cls.VERSION) if v not in cls.UPCASTERS]
+    if missing:
+        raise ValueError(f"{cls.TYPE} v{cls.VERSION} has no upcaster from version(s) {missing}")
     REGISTRY[cls.TYPE] = cls
     return cls
 
 
-class UnknownEventType(ValueError):
+class UndecodableEvent(ValueError):
+    """An envelope whose data cannot become a current typed event: it goes to the dead-letter topic."""
+
+
+class UnknownEventType(UndecodableEvent):
     """An envelope whose type no contract describes."""
 
 
 def decode_data(envelope: Envelope) -> Event:
-    """The typed event inside an envelope, upcast to the current version."""
+    """The typed event inside an envelope, upcast to the current version.
+
+    Raises UndecodableEvent (or pydantic's ValidationError, also a ValueError) for anything that is
+    not a valid event of a known type and version.
+    """
     cls = REGISTRY.get(envelope.type)
     if cls is None:
         raise UnknownEventType(f"unknown event type {envelope.type!r}")
+    if envelope.version < 1:
+        raise UndecodableEvent(f"{envelope.type} has version {envelope.version}; versions start at 1")
     if envelope.version > cls.VERSION:
-        raise ValueError(
+        raise UndecodableEvent(
             f"{envelope.type} v{envelope.version} is newer than this service knows (v{cls.VERSION})"
         )
     payload = dict(envelope.data)

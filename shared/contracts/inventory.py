@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import Field
 
-from shared.contracts.base import Event, register
+from shared.contracts.base import Event, OrderEvent, register
 from shared.contracts.common import CURRENCY, Fen, ProductKind, StockLine
+from shared.contracts.order import OrderEndReason
 from shared.contracts.topics import INVENTORY_EVENTS
 
 
-class _InventoryEvent(Event):
+class StockRejectReason(StrEnum):
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+
+
+class ReservationEndReason(StrEnum):
+    """Why held stock went back on inventory's own account, not because its order ended."""
+
+    EXPIRED = "EXPIRED"
+
+
+class _StockEvent(OrderEvent):
     TOPIC = INVENTORY_EVENTS
 
 
 @register
-class ProductUpserted(_InventoryEvent):
+class ProductUpserted(Event):
     """A product was created or changed; key = sku. Other services keep catalog replicas from it."""
 
+    TOPIC = INVENTORY_EVENTS
     TYPE = "inventory.product_upserted"
     sku: str
     name: str
@@ -33,11 +46,10 @@ class ProductUpserted(_InventoryEvent):
 
 
 @register
-class StockReserved(_InventoryEvent):
+class StockReserved(_StockEvent):
     """Every line of the order is held until `expires_at`."""
 
     TYPE = "inventory.stock_reserved"
-    order_id: str
     lines: list[StockLine]
     expires_at: datetime
 
@@ -49,30 +61,28 @@ class Shortage(StockLine):
 
 
 @register
-class StockRejected(_InventoryEvent):
+class StockRejected(_StockEvent):
     """Nothing was held: at least one line is short. Substitutes are in-stock SKUs of the same merchant."""
 
     TYPE = "inventory.stock_rejected"
-    order_id: str
-    reason: str = "OUT_OF_STOCK"
+    reason: StockRejectReason = StockRejectReason.OUT_OF_STOCK
     shortages: list[Shortage] = []
     substitutes: list[str] = []
 
 
 @register
-class StockReleased(_InventoryEvent):
+class StockReleased(_StockEvent):
     """A reservation went back to available stock (order rejected, cancelled, or expired)."""
 
     TYPE = "inventory.stock_released"
-    order_id: str
     lines: list[StockLine]
-    reason: str
+    # The order's end reason when it ended, or EXPIRED when the reservation ran out on its own.
+    reason: OrderEndReason | ReservationEndReason
 
 
 @register
-class StockCommitted(_InventoryEvent):
+class StockCommitted(_StockEvent):
     """A reservation became a sale: the stock has left for good."""
 
     TYPE = "inventory.stock_committed"
-    order_id: str
     lines: list[StockLine]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from shared.contracts.base import Event, register
+from shared.contracts.base import OrderEvent, register
 from shared.contracts.topics import NOTIFICATION_EVENTS
 
 
@@ -14,12 +14,11 @@ class Role(StrEnum):
 
 
 @register
-class NotificationSent(Event):
+class NotificationSent(OrderEvent):
     """One notification was delivered (status `sent`) or gave up (status `failed`)."""
 
     TOPIC = NOTIFICATION_EVENTS
     TYPE = "notification.sent"
-    order_id: str
     notification_id: str
     recipient: str
     role: Role

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import Field
 
-from shared.contracts.base import Event, register
+from shared.contracts.base import OrderEvent, register
 from shared.contracts.common import (
     CURRENCY,
     Fen,
@@ -17,9 +18,20 @@ from shared.contracts.common import (
 from shared.contracts.topics import ORDER_EVENTS
 
 
-class _OrderEvent(Event):
+class OrderEndReason(StrEnum):
+    """Why an order ended before completing: stable codes that clients and analysts match on."""
+
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    FRAUD = "FRAUD"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    STOCK_TIMEOUT = "STOCK_TIMEOUT"
+    FRAUD_TIMEOUT = "FRAUD_TIMEOUT"
+    REVIEW_TIMEOUT = "REVIEW_TIMEOUT"
+    PAYMENT_TIMEOUT = "PAYMENT_TIMEOUT"
+
+
+class _OrderEvent(OrderEvent):
     TOPIC = ORDER_EVENTS
-    order_id: str
 
 
 @register
@@ -69,7 +81,7 @@ class OrderRejected(_OrderEvent):
     TYPE = "order.rejected"
     order_no: str
     customer_id: str
-    reason: str
+    reason: OrderEndReason
     detail: str = ""
 
 
@@ -80,5 +92,5 @@ class OrderCancelled(_OrderEvent):
     TYPE = "order.cancelled"
     order_no: str
     customer_id: str
-    reason: str
+    reason: OrderEndReason
     detail: str = ""

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from shared.contracts.base import Event, register
+from enum import StrEnum
+
+from shared.contracts.base import OrderEvent, register
 from shared.contracts.common import CURRENCY, Fen, PaymentMethod
+from shared.contracts.order import OrderEndReason
 from shared.contracts.topics import PAYMENT_EVENTS
 
 
-class _PaymentEvent(Event):
+class DeclineReason(StrEnum):
+    """Stable codes in PaymentFailed.reason: consumers branch on them, so never rename one."""
+
+    CARD_DECLINED = "CARD_DECLINED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 - a decline code, not a secret
+    # A decline code this platform does not know yet; the provider's own code goes in `detail`.
+    PROVIDER_DECLINED = "PROVIDER_DECLINED"
+    # The provider said yes but gave no reference: without one the authorization cannot be voided.
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+
+
+class _PaymentEvent(OrderEvent):
     TOPIC = PAYMENT_EVENTS
-    order_id: str
     payment_id: str
 
 
@@ -28,7 +42,7 @@ class PaymentFailed(_PaymentEvent):
 
     TYPE = "payment.failed"
     method: PaymentMethod
-    reason: str
+    reason: DeclineReason
     detail: str = ""
 
 
@@ -39,4 +53,4 @@ class PaymentVoided(_PaymentEvent):
     TYPE = "payment.voided"
     amount_fen: Fen
     currency: str = CURRENCY
-    reason: str
+    reason: OrderEndReason

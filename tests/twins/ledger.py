@@ -12,20 +12,7 @@ from dataclasses import dataclass, field
 from shared.contracts.base import Envelope
 from shared.errors import ConcurrentWrite
 from shared.kafka import Delivery, first_unseen
-
-
-@dataclass
-class RecordingTransaction:
-    """What a handler marks and emits inside `transaction()`, kept until the store commits it."""
-
-    applied: list[str] = field(default_factory=list)
-    outgoing: list[Envelope] = field(default_factory=list)
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.applied.extend(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.outgoing.extend(envelopes)
+from shared.store import PendingWrites
 
 
 @dataclass
@@ -37,7 +24,7 @@ class AppliedLedger:
         fresh, _ = first_unseen(consumer, deliveries, self.processed)
         return fresh
 
-    def claim(self, consumer: str, tx: RecordingTransaction) -> set[str]:
+    def claim(self, consumer: str, tx: PendingWrites) -> set[str]:
         """The processed keys `tx` would add; raises as the unique index would on a second apply.
 
         Call before changing the store's state, then `record` after."""
@@ -46,6 +33,6 @@ class AppliedLedger:
             raise ConcurrentWrite("an event was applied twice")
         return keys
 
-    def record(self, keys: set[str], tx: RecordingTransaction) -> None:
+    def record(self, keys: set[str], tx: PendingWrites) -> None:
         self.processed |= keys
         self.outbox.extend(tx.outgoing)
