@@ -227,9 +227,12 @@ async def ensure_topics(settings: SharedSettings, topics: Sequence[str]) -> None
         await admin.close()
 
 
-async def wait_for_broker(settings: SharedSettings, deadline_s: float = 60.0) -> None:
-    """Block until the broker answers metadata requests, so services may start before it."""
-    until = time.monotonic() + deadline_s
+async def wait_for_broker(settings: SharedSettings) -> None:
+    """Block until the broker answers metadata requests, so services may start before it; give up
+    (DependencyLost) after `dependency_outage_limit_s`."""
+    outage = Outage(
+        f"the Kafka broker at {settings.kafka_bootstrap_servers}", settings.dependency_outage_limit_s
+    )
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
         try:
@@ -237,10 +240,7 @@ async def wait_for_broker(settings: SharedSettings, deadline_s: float = 60.0) ->
             await admin.list_topics()
             return
         except (KafkaError, OSError) as error:
-            if time.monotonic() > until:
-                raise TimeoutError(
-                    f"Kafka at {settings.kafka_bootstrap_servers} did not answer in {deadline_s}s"
-                ) from error
+            outage.failed(error)
             await asyncio.sleep(0.5)
         finally:
             await admin.close()

@@ -99,14 +99,17 @@ class MongoStore:
     async def ensure_plumbing_indexes(self, settings: SharedSettings) -> None:
         await ensure_ttl_index(self.db[PROCESSED], "at", settings.processed_event_ttl_s)
 
-    async def wait_until_reachable(self, deadline_s: float = 60.0) -> None:
-        """Services may start before their database; wait for it rather than crash-loop."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + deadline_s
-        while not await self.ping():
-            if loop.time() > until:
-                raise TimeoutError(f"MongoDB did not answer within {deadline_s}s")
-            await asyncio.sleep(0.5)
+    async def wait_until_reachable(self, settings: SharedSettings) -> None:
+        """Services may start before their database; wait for it rather than crash-loop, and give up
+        (DependencyLost) after `dependency_outage_limit_s`."""
+        outage = Outage(f"MongoDB database {self.db.name}", settings.dependency_outage_limit_s)
+        while True:
+            try:
+                await self.db.command("ping")
+                return
+            except PyMongoError as error:
+                outage.failed(error)
+                await asyncio.sleep(0.5)
 
     async def ping(self) -> bool:
         try:

@@ -87,13 +87,18 @@ async def _guard(worker: Worker, stop: asyncio.Event, request_stop: Callable[[],
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """`python -m services.NAME`: uvloop when available."""
+    """`python -m services.NAME`: uvloop when available; a lost dependency exits with one clear line."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
-        asyncio.run(main())
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(main())
+        runner = uvloop.run
+    try:
+        runner(main())
+    except DependencyLost as error:
+        log.critical("giving_up", reason=str(error))
+        raise SystemExit(1) from None
 
 
 def every(interval_s: float, tick: Callable[[], Awaitable[Any]], *, name: str) -> Worker:

@@ -64,7 +64,7 @@ async def run_service(
     await producer.start()
     client = make_client(settings)
     store = MongoStore(client, db_name)
-    await store.wait_until_reachable()
+    await store.wait_until_reachable(settings)
     await store.ensure_plumbing_indexes(settings)
     wiring = await wire(Plumbing(settings=settings, producer=producer, store=store))
 

@@ -15,7 +15,7 @@ class Role(StrEnum):
 
 @register
 class NotificationSent(OrderEvent):
-    """One notification was delivered (status `sent`) or gave up (status `failed`)."""
+    """One notification was delivered (status `sent`) or its one delivery attempt failed (status `failed`)."""
 
     TOPIC = NOTIFICATION_EVENTS
     TYPE = "notification.sent"

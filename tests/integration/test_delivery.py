@@ -72,28 +72,72 @@ async def test_same_idempotency_key_gives_the_same_order(platform: Platform) -> 
     assert other_body.json()["title"] == "Idempotency key reused"
 
 
-async def test_poison_event_is_dead_lettered_with_its_error_and_does_not_block(platform: Platform) -> None:
-    key = f"poison-{uuid.uuid4().hex[:8]}".encode()
-    await platform.produce_raw("order.events", b"\x00 this is not an event", key, [("origin", b"test")])
+ORDER_EVENTS_CONSUMERS = {b"inventory", b"payment", b"notification", b"fraud"}
 
-    async def dead_letters() -> list[dict[str, bytes]]:
-        consumer_records = await platform.raw_records("order.events.dlq")
-        return [dict(r.headers) for r in consumer_records if r.key == key]
+
+def envelope(event_type: str, version: int, data: dict[str, object]) -> bytes:
+    return orjson.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "type": event_type,
+            "version": version,
+            "source": "test",
+            "time": "2026-11-26T00:00:00Z",
+            "subject": "poison",
+            "correlation_id": "poison",
+            "data": data,
+        }
+    )
+
+
+async def test_no_bad_record_stops_a_service_each_is_dead_lettered_and_orders_still_confirm(
+    platform: Platform,
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    order = {"order_id": f"o-{run}"}
+    poison = {
+        "version 0": (envelope("order.placed", 0, order), []),
+        "version -5": (envelope("order.confirmed", -5, order), []),
+        "unknown type": (envelope("order.teleported", 1, order), []),
+        "null header": (envelope("order.placed", 1, order), [("ce_type", None), ("origin", b"test")]),
+        "garbage": (b"\x00\xff this is not an event", [("origin", b"test")]),
+        "nested array": (b"[" * 100_000 + b"]" * 100_000, []),
+    }
+    for name, (value, headers) in poison.items():
+        await platform.produce_raw("order.events", value, f"{run}/{name}".encode(), headers)
+
+    async def dead_letters() -> dict[str, list[dict[str, bytes | None]]]:
+        found: dict[str, list[dict[str, bytes | None]]] = {name: [] for name in poison}
+        for record in await platform.raw_records("order.events.dlq"):
+            key = (record.key or b"").decode(errors="replace")
+            if key.startswith(f"{run}/"):
+                found[key.split("/", 1)[1]].append(dict(record.headers))
+        return found
 
     letters = await eventually(
         dead_letters,
-        lambda found: {h.get("dlq_consumer") for h in found} >= {b"inventory", b"payment", b"notification"},
-        what="inventory, payment and notification to dead-letter the poison record",
+        lambda found: all({h["dlq_consumer"] for h in hs} >= ORDER_EVENTS_CONSUMERS for hs in found.values()),
+        what="every order.events consumer to dead-letter every poison record",
+        timeout_s=60,
     )
-    for headers in letters:
-        assert headers["origin"] == b"test", "the original headers travel with the dead letter"
-        assert headers["dlq_error"]
-        assert headers["dlq_source_topic"] == b"order.events"
+    for name, headers in letters.items():
+        for header in headers:
+            assert header["dlq_error"], f"{name}: the dead letter carries its error"
+            assert header["dlq_source_topic"] == b"order.events"
+    assert all(h["ce_type"] is None for h in letters["null header"]), "the original headers travel along"
+    assert b"versions start at 1" in (letters["version -5"][0]["dlq_error"] or b"")
 
-    # The partition is not blocked: a new order still goes through.
+    for client in (
+        platform.gateway,
+        platform.inventory,
+        platform.payment,
+        platform.fraud,
+        platform.notification,
+    ):
+        assert (await client.get("/healthz")).status_code == 200, f"{client.base_url} is still up"
     sku = await platform.product(available=2)
-    order = await platform.settled((await platform.place([(sku, 1)]))["order_id"])
-    assert order["status"] == "CONFIRMED"
+    placed = await platform.settled((await platform.place([(sku, 1)]))["order_id"])
+    assert placed["status"] == "CONFIRMED", "a new order still goes through after the poison"
 
 
 async def redeliver(

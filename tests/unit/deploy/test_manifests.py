@@ -214,6 +214,9 @@ def test_every_topic_and_its_dead_letter_twin_is_declared(overlay: str) -> None:
         # Services and faust create topics with TOPIC_PARTITIONS; it must agree with the declaration.
         assert declared[topic]["spec"]["partitions"] == int(config(overlay)["TOPIC_PARTITIONS"]), topic
         assert declared[topic]["spec"]["replicas"] >= declared[topic]["spec"]["config"]["min.insync.replicas"]
+        # Applied-event ids must outlive every redelivery the topic can still make.
+        retention_s = declared[topic]["spec"]["config"]["retention.ms"] / 1000
+        assert retention_s <= float(config(overlay)["TOPIC_RETENTION_S"]), topic
 
 
 def test_prod_runs_more_of_everything_than_dev() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 import orjson
@@ -13,11 +15,13 @@ from shared.contracts import (
     Event,
     FraudDecision,
     FraudScored,
+    OrderEvent,
     ProductUpserted,
+    UndecodableEvent,
     UnknownEventType,
     decode_data,
 )
-from shared.contracts.base import JsonDict, Upcaster
+from shared.contracts.base import JsonDict, Upcaster, register
 from shared.contracts.topics import ALL, dead_letter
 from shared.kafka import decode, encode, headers_for, new_envelope, reply_to, topic_for
 
@@ -86,12 +90,11 @@ def test_old_versions_are_upcast_on_decode() -> None:
     def upcast_v1_v2(payload: JsonDict) -> JsonDict:
         return {**payload, "label": payload.pop("name").upper()}
 
-    class Renamed(Event):
+    class Renamed(OrderEvent):
         TYPE: ClassVar[str] = "test.renamed"
         VERSION: ClassVar[int] = 2
         TOPIC: ClassVar[str] = "order.events"
-        UPCASTERS: ClassVar[dict[int, Upcaster]] = {1: upcast_v1_v2}
-        order_id: str
+        UPCASTERS: ClassVar[Mapping[int, Upcaster]] = MappingProxyType({1: upcast_v1_v2})
         label: str
 
     REGISTRY[Renamed.TYPE] = Renamed
@@ -107,6 +110,42 @@ def test_old_versions_are_upcast_on_decode() -> None:
         assert decode_data(old) == Renamed(order_id="o", label="TEA")
     finally:
         del REGISTRY[Renamed.TYPE]
+
+
+@pytest.mark.parametrize("version", [0, -5])
+def test_a_version_below_one_is_undecodable_not_a_crash(version: int) -> None:
+    envelope = Envelope(
+        type="fraud.scored", version=version, source="t", subject="o", correlation_id="c", data={}
+    )
+    with pytest.raises(UndecodableEvent, match="versions start at 1"):
+        decode_data(envelope)
+
+
+def test_a_newer_version_without_its_upcasters_cannot_be_registered() -> None:
+    class Unreadable(OrderEvent):
+        TYPE: ClassVar[str] = "test.unreadable"
+        VERSION: ClassVar[int] = 3
+        TOPIC: ClassVar[str] = "order.events"
+        UPCASTERS: ClassVar[Mapping[int, Upcaster]] = MappingProxyType({2: lambda payload: payload})
+
+    with pytest.raises(ValueError, match=r"no upcaster from version\(s\) \[1\]"):
+        register(Unreadable)
+    assert "test.unreadable" not in REGISTRY
+
+
+def test_upcasters_are_not_a_mapping_every_event_shares() -> None:
+    with pytest.raises(TypeError):
+        Event.UPCASTERS[1] = lambda payload: payload  # type: ignore[index]
+    assert all(not cls.UPCASTERS for cls in REGISTRY.values() if cls.VERSION == 1)
+
+
+def test_order_events_are_keyed_by_their_order() -> None:
+    order_scoped = [cls for cls in REGISTRY.values() if issubclass(cls, OrderEvent)]
+    assert {cls.TYPE for cls in REGISTRY.values()} - {cls.TYPE for cls in order_scoped} == {
+        "inventory.product_upserted"
+    }
+    scored = FraudScored(order_id="o-9", decision=FraudDecision.APPROVE, score=0)
+    assert scored.subject() == "o-9"
 
 
 def test_dead_letter_topics_are_twins() -> None:
