@@ -1,4 +1,5 @@
-"""How a notification reaches its recipient; merchant webhooks and customer SMS plug in here later."""
+"""How a notification reaches its recipient. The inbox is the only channel: recipients read the stored
+notification log over the API."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from services.notification.domain import INBOX, Notification
 
 class Channel(Protocol):
     async def send(self, notification: Notification) -> None:
-        """Deliver the notification; raise if it did not get through."""
+        """Deliver the notification; raise if it did not get through (it is then recorded as failed)."""
         ...
 
 

@@ -18,7 +18,7 @@ from shared.contracts import (
 
 INBOX = "inbox"
 
-# Every role reads its inbox until merchant webhooks and customer SMS exist; then only this changes.
+# The channel each role is told through: the inbox, the only channel there is.
 CHANNEL_BY_ROLE: dict[Role, str] = {Role.MERCHANT: INBOX, Role.CUSTOMER: INBOX}
 
 MERCHANT_NEW_ORDER = "merchant.new_order"
@@ -79,6 +79,7 @@ class Notification:
     body: str
     at: datetime
     status: Status = Status.PENDING
+    # Sends made: the handlers send once, so a stored notification shows 1.
     attempts: int = 0
     error: str | None = None
 

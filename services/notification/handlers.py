@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from services.notification import domain
 from services.notification.channels import Channel
@@ -16,12 +15,12 @@ from services.notification.store import NotificationStore
 from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
-    Event,
     NotificationSent,
     OrderCancelled,
     OrderConfirmed,
     OrderRejected,
 )
+from shared.handlers import Handlers
 from shared.kafka import Delivery, new_envelope
 from shared.logging import get_logger
 
@@ -36,23 +35,36 @@ class NotificationService:
     clock: Clock = utc_now
 
 
-def on_order_confirmed(event: OrderConfirmed, cause: Envelope, now: datetime) -> list[Notification]:
+@dataclass
+class Batch:
+    """The notifications a consumed batch decides, each with the event that caused it."""
+
+    now: datetime
+    decided: list[tuple[Notification, Envelope]] = field(default_factory=list)
+
+    def decide(self, cause: Envelope, notifications: Iterable[Notification]) -> None:
+        self.decided.extend((notification, cause) for notification in notifications)
+
+
+def on_order_confirmed(batch: Batch, event: OrderConfirmed, cause: Envelope) -> None:
     """Tell every merchant of the order about their lines, and the customer that it is confirmed."""
-    return domain.order_confirmed(event, cause_id=cause.id, at=now)
+    batch.decide(cause, domain.order_confirmed(event, cause_id=cause.id, at=batch.now))
 
 
-def on_order_rejected(event: OrderRejected, cause: Envelope, now: datetime) -> list[Notification]:
+def on_order_rejected(batch: Batch, event: OrderRejected, cause: Envelope) -> None:
     """Tell the customer the order was not accepted, with the reason."""
-    return domain.order_rejected(event, cause_id=cause.id, at=now)
+    batch.decide(cause, domain.order_rejected(event, cause_id=cause.id, at=batch.now))
 
 
-def on_order_cancelled(event: OrderCancelled, cause: Envelope, now: datetime) -> list[Notification]:
+def on_order_cancelled(batch: Batch, event: OrderCancelled, cause: Envelope) -> None:
     """Tell the customer the order was cancelled, with the reason."""
-    return domain.order_cancelled(event, cause_id=cause.id, at=now)
+    batch.decide(cause, domain.order_cancelled(event, cause_id=cause.id, at=batch.now))
 
 
 async def deliver(channels: Mapping[str, Channel], notification: Notification, clock: Clock) -> None:
-    """Send through the notification's channel; a failure is recorded on it, never raised."""
+    """Send through the notification's channel; a failure is recorded on it, not raised or retried.
+
+    The failed notification is stored and announced with status `failed`, and nothing sends it again."""
     channel = channels.get(notification.channel)
     try:
         if channel is None:
@@ -97,15 +109,11 @@ async def handle_batch(service: NotificationService, deliveries: Sequence[Delive
     fresh = await service.store.unapplied(SERVICE, deliveries)
     if not fresh:
         return
-    now = service.clock()
-    decided: list[tuple[Notification, Envelope]] = []
-    for delivery in fresh:
-        handler = HANDLERS.get(type(delivery.event))
-        if handler is not None:
-            decided.extend((n, delivery.envelope) for n in handler(delivery.event, delivery.envelope, now))
+    batch = Batch(now=service.clock())
+    HANDLERS.dispatch(batch, fresh)
     # A cause replayed after its processed-id record expired must not reach anyone a second time.
-    recorded = await service.store.existing(n.notification_id for n, _ in decided)
-    todo = [(n, cause) for n, cause in decided if n.notification_id not in recorded]
+    recorded = await service.store.existing(n.notification_id for n, _ in batch.decided)
+    todo = [(n, cause) for n, cause in batch.decided if n.notification_id not in recorded]
     await asyncio.gather(*(deliver(service.channels, n, service.clock) for n, _ in todo))
     async with service.store.transaction(SERVICE) as tx:
         await tx.save([n for n, _ in todo])
@@ -113,11 +121,10 @@ async def handle_batch(service: NotificationService, deliveries: Sequence[Delive
         tx.emit([sent_envelope(n, cause) for n, cause in todo])
 
 
-# Each handler takes the event type it is registered under; order events not listed are ignored.
-Handler = Callable[[Any, Envelope, datetime], list[Notification]]
-
-HANDLERS: dict[type[Event], Handler] = {
-    OrderConfirmed: on_order_confirmed,
-    OrderRejected: on_order_rejected,
-    OrderCancelled: on_order_cancelled,
-}
+# Events of other types are marked applied and otherwise passed over.
+HANDLERS = (
+    Handlers[Batch]()
+    .on(OrderConfirmed, on_order_confirmed)
+    .on(OrderRejected, on_order_rejected)
+    .on(OrderCancelled, on_order_cancelled)
+)

@@ -1,46 +1,47 @@
-"""The notification log: the store protocol, its MongoDB implementation and an in-memory twin for tests."""
+"""The notification log: the store protocol and its MongoDB implementation.
+
+The in-memory twin for unit tests is tests/twins/notification.py; tests/contract/
+test_notification_store.py holds both to the same behaviour.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bson import ObjectId
 from pymongo import ASCENDING, UpdateOne
 
 from services.notification.domain import Notification, Status
 from shared.contracts import Envelope, Role
 from shared.kafka import Delivery
-from shared.memory import AppliedLedger, RecordingTransaction
 from shared.mongo import Document, MongoStore, Transaction
+from shared.store import EventStore, UnitOfWork
 
 NOTIFICATIONS = "notifications"
 
 
-class NotificationTransaction(Protocol):
+class NotificationTransaction(UnitOfWork, Protocol):
     """One atomic write: notifications, the ids of the events applied, the events caused."""
 
-    def mark_applied(self, event_ids: Sequence[str]) -> None: ...
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None: ...
-
-    async def save(self, notifications: Sequence[Notification]) -> None: ...
+    async def save(self, notifications: Sequence[Notification]) -> None:
+        """Record each notification whose id is not recorded yet; a recorded one is left as it is."""
+        ...
 
 
-class NotificationStore(Protocol):
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]: ...
-
-    def transaction(self, consumer: str) -> AbstractAsyncContextManager[NotificationTransaction]: ...
-
-    async def existing(self, notification_ids: Iterable[str]) -> set[str]: ...
+class NotificationStore(EventStore[NotificationTransaction], Protocol):
+    async def existing(self, notification_ids: Iterable[str]) -> set[str]:
+        """Which of these notification ids are recorded."""
+        ...
 
     async def find(
         self, *, order_id: str | None = None, recipient: str | None = None, limit: int = 100
-    ) -> list[Notification]: ...
-
-
-# --- MongoDB -------------------------------------------------------------------------------
+    ) -> list[Notification]:
+        """Up to `limit` notifications about the order and/or to the recipient, oldest first; those
+        at the same instant in the order they were recorded."""
+        ...
 
 
 @dataclass
@@ -57,14 +58,15 @@ class _MongoTransaction:
         if not notifications:
             return
         # Insert-if-absent: a notification recorded once is never rewritten by a replay of its cause.
-        # `seq` keeps the decided order among notifications stored at the same instant.
+        # `seq` orders notifications recorded at the same instant: a process's ObjectIds increase,
+        # so it keeps the order of this list and of this process's earlier saves.
         writes = [
             UpdateOne(
                 {"_id": n.notification_id},
-                {"$setOnInsert": {**notification_to_doc(n), "seq": seq}},
+                {"$setOnInsert": {**notification_to_doc(n), "seq": ObjectId()}},
                 upsert=True,
             )
-            for seq, n in enumerate(notifications)
+            for n in notifications
         ]
         await self.tx.db[NOTIFICATIONS].bulk_write(writes, ordered=False, session=self.tx.session)
 
@@ -145,53 +147,3 @@ def notification_from_doc(doc: Mapping[str, Any]) -> Notification:
         attempts=doc["attempts"],
         error=doc.get("error"),
     )
-
-
-# --- in memory (unit tests) ----------------------------------------------------------------
-
-
-@dataclass
-class _MemoryTransaction(RecordingTransaction):
-    saved: list[Notification] = field(default_factory=list)
-
-    async def save(self, notifications: Sequence[Notification]) -> None:
-        self.saved.extend(notifications)
-
-
-@dataclass
-class InMemoryNotificationStore:
-    """Keeps the Mongo store's guarantees (all-or-nothing, apply once, insert-if-absent) in dicts."""
-
-    notifications: dict[str, Notification] = field(default_factory=dict)
-    ledger: AppliedLedger = field(default_factory=AppliedLedger)
-
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.ledger.outbox
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return self.ledger.unapplied(consumer, deliveries)
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[NotificationTransaction]:
-        tx = _MemoryTransaction()
-        yield tx
-        applied = self.ledger.claim(consumer, tx)
-        for notification in tx.saved:
-            self.notifications.setdefault(notification.notification_id, replace(notification))
-        self.ledger.record(applied, tx)
-
-    async def existing(self, notification_ids: Iterable[str]) -> set[str]:
-        return set(notification_ids) & self.notifications.keys()
-
-    async def find(
-        self, *, order_id: str | None = None, recipient: str | None = None, limit: int = 100
-    ) -> list[Notification]:
-        found = [
-            replace(n)
-            for n in self.notifications.values()
-            if (order_id is None or n.order_id == order_id)
-            and (recipient is None or n.recipient == recipient)
-        ]
-        # Stable sort: ties keep insertion order, as `seq` keeps it in Mongo.
-        return sorted(found, key=lambda n: n.at)[:limit]

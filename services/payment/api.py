@@ -62,7 +62,7 @@ def build_router(store: PaymentStore) -> APIRouter:
 
     @router.get("/payments", response_model=PaymentList)
     async def list_payments(order_id: Identifier) -> PaymentList:
-        """The payments of an order (at most one today; a list so refunds and retries fit later)."""
+        """The payments of an order: a list of at most one, as every order has a single payment id."""
         found = await store.for_orders([order_id])
         return PaymentList(items=[payment_out(p) for p in found.values()])
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 from shared.contracts import (
     DeclineReason,
     Event,
+    OrderEndReason,
     PaymentAuthorized,
     PaymentFailed,
     PaymentMethod,
@@ -62,7 +63,8 @@ class Payment:
     currency: str
     status: PaymentStatus
     provider_ref: str | None
-    reason: str | None
+    # Why it failed (a provider's decline) or why it was voided (why its order ended).
+    reason: DeclineReason | OrderEndReason | None
     detail: str
     created_at: datetime
     updated_at: datetime
@@ -107,12 +109,12 @@ class Payment:
                 order_id=payment.order_id,
                 payment_id=payment_id,
                 method=payment.method,
-                reason=reason or DeclineReason.PROVIDER_ERROR.value,
+                reason=reason or DeclineReason.PROVIDER_ERROR,
                 detail=detail,
             )
         return payment, event
 
-    def void(self, reason: str, now: datetime) -> list[Event]:
+    def void(self, reason: OrderEndReason, now: datetime) -> list[Event]:
         """Release the authorization of a cancelled order; only an authorized payment has one."""
         if self.status is not PaymentStatus.AUTHORIZED:
             return []
@@ -132,16 +134,18 @@ class Payment:
 
 
 # Provider decline codes passed through as they are; anything else is PROVIDER_DECLINED.
-_PASSED_THROUGH = frozenset({DeclineReason.CARD_DECLINED, DeclineReason.INSUFFICIENT_FUNDS, DeclineReason.INVALID_TOKEN})
+_PASSED_THROUGH = frozenset(
+    {DeclineReason.CARD_DECLINED, DeclineReason.INSUFFICIENT_FUNDS, DeclineReason.INVALID_TOKEN}
+)
 
 
-def _interpret(result: ProviderResult) -> tuple[PaymentStatus, str | None, str]:
+def _interpret(result: ProviderResult) -> tuple[PaymentStatus, DeclineReason | None, str]:
     """(status, stable reason code, human detail) for a provider's answer."""
     if result.approved:
         if not result.provider_ref:
-            return PaymentStatus.FAILED, DeclineReason.PROVIDER_ERROR.value, "approved without a provider reference"
+            return PaymentStatus.FAILED, DeclineReason.PROVIDER_ERROR, "approved without a provider reference"
         return PaymentStatus.AUTHORIZED, None, ""
     if result.decline_code in _PASSED_THROUGH:
-        return PaymentStatus.FAILED, result.decline_code, result.message
+        return PaymentStatus.FAILED, DeclineReason(result.decline_code), result.message
     detail = " ".join(part for part in (result.decline_code, result.message) if part)
-    return PaymentStatus.FAILED, DeclineReason.PROVIDER_DECLINED.value, detail
+    return PaymentStatus.FAILED, DeclineReason.PROVIDER_DECLINED, detail

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from services.payment.domain import Payment, ProviderResult, payment_id_for
 from services.payment.providers import PaymentProvider, Providers
 from services.payment.store import PaymentStore
 from shared.clock import Clock, utc_now
-from shared.contracts import Envelope, Event, OrderCancelled, PaymentMethod, PaymentRequested
-from shared.kafka import Delivery, reply_to
+from shared.contracts import Envelope, OrderCancelled, OrderEvent, PaymentMethod, PaymentRequested
+from shared.handlers import Handlers, Replies
+from shared.kafka import Delivery
 from shared.logging import get_logger
 
 SERVICE = "payment"
@@ -37,8 +37,8 @@ class UnsupportedMethod(LookupError):
     """No adapter is configured for a payment method: dead-lettered rather than guessed."""
 
 
-@dataclass
-class Batch:
+@dataclass(kw_only=True)
+class Batch(Replies):
     """The in-memory view a consumed batch is applied to before one transaction stores it."""
 
     payments: dict[str, Payment]  # by order id: what is stored plus what this batch creates
@@ -47,7 +47,6 @@ class Batch:
     new: dict[str, Payment] = field(default_factory=dict)
     changed: dict[str, Payment] = field(default_factory=dict)
     to_void: list[Payment] = field(default_factory=list)
-    outgoing: list[Envelope] = field(default_factory=list)
 
 
 def on_payment_requested(batch: Batch, event: PaymentRequested, cause: Envelope) -> None:
@@ -58,7 +57,7 @@ def on_payment_requested(batch: Batch, event: PaymentRequested, cause: Envelope)
         return
     payment, outcome = Payment.authorize(event, batch.answers[event.order_id], batch.now)
     batch.payments[event.order_id] = batch.new[event.order_id] = payment
-    batch.outgoing.append(reply_to(cause, outcome, source=SERVICE))
+    batch.reply(cause, [outcome])
 
 
 def on_order_cancelled(batch: Batch, event: OrderCancelled, cause: Envelope) -> None:
@@ -72,7 +71,7 @@ def on_order_cancelled(batch: Batch, event: OrderCancelled, cause: Envelope) -> 
     if event.order_id not in batch.new:
         batch.changed[event.order_id] = payment
     batch.to_void.append(payment)
-    batch.outgoing.extend(reply_to(cause, e, source=SERVICE) for e in events)
+    batch.reply(cause, events)
 
 
 def requests_to_authorize(fresh: Sequence[Delivery], stored: dict[str, Payment]) -> list[PaymentRequested]:
@@ -106,19 +105,17 @@ async def handle_batch(service: PaymentService, deliveries: Sequence[Delivery]) 
     fresh = await service.store.unapplied(SERVICE, deliveries)
     if not fresh:
         return
-    order_ids = {oid for d in fresh if (oid := getattr(d.event, "order_id", None))}
+    order_ids = {d.event.order_id for d in fresh if isinstance(d.event, OrderEvent)}
     stored = await service.store.for_orders(order_ids) if order_ids else {}
     requests = requests_to_authorize(fresh, stored)
     answers = await asyncio.gather(*(_authorize(service, request) for request in requests))
     batch = Batch(
+        source=SERVICE,
         payments=stored,
         answers={request.order_id: answer for request, answer in zip(requests, answers, strict=True)},
         now=service.clock(),
     )
-    for delivery in fresh:
-        handler = HANDLERS.get(type(delivery.event))
-        if handler is not None:
-            handler(batch, delivery.event, delivery.envelope)
+    HANDLERS.dispatch(batch, fresh)
     await asyncio.gather(*(_void(service, payment) for payment in batch.to_void))
     async with service.store.transaction(SERVICE) as tx:
         await tx.save(new=list(batch.new.values()), changed=list(batch.changed.values()))
@@ -126,10 +123,5 @@ async def handle_batch(service: PaymentService, deliveries: Sequence[Delivery]) 
         tx.emit(batch.outgoing)
 
 
-# Each handler takes the event type it is registered under; other types are marked applied.
-Handler = Callable[[Batch, Any, Envelope], None]
-
-HANDLERS: dict[type[Event], Handler] = {
-    PaymentRequested: on_payment_requested,
-    OrderCancelled: on_order_cancelled,
-}
+# Events of other types are marked applied and otherwise passed over.
+HANDLERS = Handlers[Batch]().on(PaymentRequested, on_payment_requested).on(OrderCancelled, on_order_cancelled)

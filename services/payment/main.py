@@ -25,7 +25,7 @@ async def main() -> None:
     async def wire(plumbing: Plumbing) -> Wiring:
         store = MongoPaymentStore(plumbing.store)
         await store.ensure_indexes()
-        # Only sandbox adapters exist yet; real ones will be chosen here from settings, per method.
+        # Only sandbox adapters exist, so every method is served by the sandbox, in every environment.
         service = PaymentService(store=store, providers=sandbox_providers())
 
         async def consume(deliveries: Sequence[Delivery]) -> None:

@@ -1,8 +1,8 @@
 """Provider adapters: one per payment method, behind the `PaymentProvider` protocol.
 
-Only sandbox adapters exist so far. Real WeChat Pay and Alipay confirm asynchronously through
-signed callbacks; those will be new adapters registered here under their method (and a callback
-route), so the handlers do not change.
+Only sandbox adapters exist. The protocol takes the answer to an authorization from the call
+itself; a provider that confirms later through a callback (as WeChat Pay and Alipay do) does not fit
+it as it stands.
 """
 
 from __future__ import annotations

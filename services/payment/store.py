@@ -1,49 +1,52 @@
-"""Where payments live: the store protocol, its MongoDB implementation and an in-memory twin for tests."""
+"""Where payments live: the store protocol and its MongoDB implementation.
+
+The in-memory twin for unit tests is tests/twins/payment.py; tests/contract/test_payment_store.py
+holds both to the same behaviour.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, ReplaceOne
+from pymongo.errors import PyMongoError
 
 from services.payment.domain import Payment, PaymentStatus, TimelineEntry
-from shared.contracts import Envelope, PaymentMethod
+from shared.contracts import DeclineReason, Envelope, OrderEndReason, PaymentMethod
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery
-from shared.memory import AppliedLedger, RecordingTransaction
-from shared.mongo import Document, MongoStore, Transaction
+from shared.kafka import Delivery, describe
+from shared.mongo import Document, MongoStore, Transaction, is_duplicate_key
+from shared.store import EventStore, UnitOfWork
 
 PAYMENTS = "payments"
 
 
 class ConcurrentUpdate(ConcurrentWrite):
-    """Another writer changed a payment since it was read; the batch is retried on fresh state."""
+    """Another writer changed a payment since it was read, or created the order's payment first;
+    the batch is retried on fresh state."""
 
 
-class PaymentTransaction(Protocol):
+class PaymentTransaction(UnitOfWork, Protocol):
     """One atomic write: payments, the ids of the events applied, the events caused."""
 
-    def mark_applied(self, event_ids: Sequence[str]) -> None: ...
+    async def save(self, *, new: Sequence[Payment], changed: Sequence[Payment]) -> None:
+        """Insert `new` (version 1) and overwrite `changed` over the version each was read at.
 
-    def emit(self, envelopes: Sequence[Envelope]) -> None: ...
+        Raises ConcurrentUpdate when an order already has a payment or a changed payment is stale.
+        The payments passed in are not modified: read them again to see their stored versions.
+        """
+        ...
 
-    async def save(self, *, new: Sequence[Payment], changed: Sequence[Payment]) -> None: ...
 
-
-class PaymentStore(Protocol):
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]: ...
-
-    def transaction(self, consumer: str) -> AbstractAsyncContextManager[PaymentTransaction]: ...
-
-    async def for_orders(self, order_ids: Iterable[str]) -> dict[str, Payment]: ...
+class PaymentStore(EventStore[PaymentTransaction], Protocol):
+    async def for_orders(self, order_ids: Iterable[str]) -> dict[str, Payment]:
+        """The stored payment of each of these orders that has one, by order id."""
+        ...
 
     async def get(self, payment_id: str) -> Payment | None: ...
-
-
-# --- MongoDB -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -59,18 +62,23 @@ class _MongoTransaction:
     async def save(self, *, new: Sequence[Payment], changed: Sequence[Payment]) -> None:
         payments = self.tx.db[PAYMENTS]
         if new:
-            for payment in new:
-                payment.version = 1
-            # A second payment for an order fails on the unique order_id index and rolls it all back.
-            await payments.insert_many([payment_to_doc(p) for p in new], session=self.tx.session)
-        if changed:
-            writes = []
-            for payment in changed:
-                read_version = payment.version
-                payment.version += 1
-                writes.append(
-                    ReplaceOne({"_id": payment.payment_id, "version": read_version}, payment_to_doc(payment))
+            try:
+                await payments.insert_many(
+                    [payment_to_doc(p, version=1) for p in new], session=self.tx.session
                 )
+            except PyMongoError as error:
+                if not is_duplicate_key(error):
+                    raise
+                # The unique order_id index refused a second payment for an order: another consumer
+                # of the same request got there first, and a retry finds its payment.
+                raise ConcurrentUpdate(f"a payment for this order exists: {describe(error)}") from error
+        if changed:
+            writes = [
+                ReplaceOne(
+                    {"_id": p.payment_id, "version": p.version}, payment_to_doc(p, version=p.version + 1)
+                )
+                for p in changed
+            ]
             result = await payments.bulk_write(writes, ordered=False, session=self.tx.session)
             if result.matched_count != len(writes):
                 raise ConcurrentUpdate(
@@ -103,7 +111,7 @@ class MongoPaymentStore:
         return None if doc is None else payment_from_doc(doc)
 
 
-def payment_to_doc(payment: Payment) -> Document:
+def payment_to_doc(payment: Payment, *, version: int) -> Document:
     return {
         "_id": payment.payment_id,
         "order_id": payment.order_id,
@@ -113,16 +121,17 @@ def payment_to_doc(payment: Payment) -> Document:
         "currency": payment.currency,
         "status": payment.status.value,
         "provider_ref": payment.provider_ref,
-        "reason": payment.reason,
+        "reason": None if payment.reason is None else payment.reason.value,
         "detail": payment.detail,
         "created_at": payment.created_at,
         "updated_at": payment.updated_at,
         "timeline": [{"status": e.status.value, "at": e.at, "note": e.note} for e in payment.timeline],
-        "version": payment.version,
+        "version": version,
     }
 
 
 def payment_from_doc(doc: Mapping[str, Any]) -> Payment:
+    status = PaymentStatus(doc["status"])
     return Payment(
         payment_id=doc["_id"],
         order_id=doc["order_id"],
@@ -130,9 +139,9 @@ def payment_from_doc(doc: Mapping[str, Any]) -> Payment:
         method=PaymentMethod(doc["method"]),
         amount_fen=doc["amount_fen"],
         currency=doc["currency"],
-        status=PaymentStatus(doc["status"]),
+        status=status,
         provider_ref=doc.get("provider_ref"),
-        reason=doc.get("reason"),
+        reason=_reason(status, doc.get("reason")),
         detail=doc.get("detail", ""),
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
@@ -144,60 +153,8 @@ def payment_from_doc(doc: Mapping[str, Any]) -> Payment:
     )
 
 
-# --- in memory (unit tests) ----------------------------------------------------------------
-
-
-@dataclass
-class _MemoryTransaction(RecordingTransaction):
-    new: list[Payment] = field(default_factory=list)
-    changed: list[Payment] = field(default_factory=list)
-
-    async def save(self, *, new: Sequence[Payment], changed: Sequence[Payment]) -> None:
-        self.new.extend(new)
-        self.changed.extend(changed)
-
-
-@dataclass
-class InMemoryPaymentStore:
-    """Keeps the Mongo store's guarantees (all-or-nothing, unique order_id, versions) in dicts."""
-
-    payments: dict[str, Payment] = field(default_factory=dict)
-    ledger: AppliedLedger = field(default_factory=AppliedLedger)
-
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.ledger.outbox
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return self.ledger.unapplied(consumer, deliveries)
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[PaymentTransaction]:
-        tx = _MemoryTransaction()
-        yield tx
-        applied = self.ledger.claim(consumer, tx)
-        taken = {p.order_id for p in self.payments.values()}
-        if any(p.order_id in taken or p.payment_id in self.payments for p in tx.new):
-            raise ConcurrentUpdate("a payment for this order already exists")
-        for payment in tx.changed:
-            stored = self.payments.get(payment.payment_id)
-            if stored is None or stored.version != payment.version:
-                raise ConcurrentUpdate(f"payment {payment.payment_id} changed concurrently")
-        for payment in tx.new:
-            self.payments[payment.payment_id] = _copy(payment, version=1)
-        for payment in tx.changed:
-            self.payments[payment.payment_id] = _copy(payment, version=payment.version + 1)
-        self.ledger.record(applied, tx)
-
-    async def for_orders(self, order_ids: Iterable[str]) -> dict[str, Payment]:
-        wanted = set(order_ids)
-        return {p.order_id: _copy(p) for p in self.payments.values() if p.order_id in wanted}
-
-    async def get(self, payment_id: str) -> Payment | None:
-        found = self.payments.get(payment_id)
-        return None if found is None else _copy(found)
-
-
-def _copy(payment: Payment, **changes: Any) -> Payment:
-    # Readers get copies, as they would get fresh documents from Mongo.
-    return replace(payment, timeline=list(payment.timeline), **changes)
+def _reason(status: PaymentStatus, code: str | None) -> DeclineReason | OrderEndReason | None:
+    if code is None:
+        return None
+    # A voided payment keeps why its order ended; a failed one, the provider's decline.
+    return OrderEndReason(code) if status is PaymentStatus.VOIDED else DeclineReason(code)

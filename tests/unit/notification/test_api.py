@@ -10,10 +10,10 @@ import pytest
 from services.notification.api import build_router
 from services.notification.channels import default_channels
 from services.notification.handlers import NotificationService, handle_batch
-from services.notification.store import InMemoryNotificationStore
 from shared.contracts import OrderConfirmed, OrderLine, OrderRejected
 from shared.http import create_app
 from shared.kafka import Delivery, new_envelope
+from tests.twins.notification import InMemoryNotificationStore
 
 pytestmark = pytest.mark.unit
 

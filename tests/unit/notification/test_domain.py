@@ -12,6 +12,7 @@ from services.notification.domain import (
     CUSTOMER_ORDER_REJECTED,
     INBOX,
     MERCHANT_NEW_ORDER,
+    REASONS,
     Status,
     format_fen,
     notification_id,
@@ -19,7 +20,7 @@ from services.notification.domain import (
     order_confirmed,
     order_rejected,
 )
-from shared.contracts import OrderCancelled, OrderConfirmed, OrderLine, OrderRejected, Role
+from shared.contracts import OrderCancelled, OrderConfirmed, OrderEndReason, OrderLine, OrderRejected, Role
 
 pytestmark = pytest.mark.unit
 
@@ -99,14 +100,22 @@ def test_a_rejected_order_tells_only_the_customer_why() -> None:
     assert "20261125-000001" in note.body and "库存不足" in note.body and "TEA-1" in note.body
 
 
-def test_a_cancelled_order_tells_only_the_customer_and_shows_unknown_reasons_as_given() -> None:
+def test_a_cancelled_order_tells_only_the_customer_why() -> None:
     event = OrderCancelled(
-        order_id="o-1", order_no="20261125-000001", customer_id="c-1", reason="SOMETHING_NEW"
+        order_id="o-1",
+        order_no="20261125-000001",
+        customer_id="c-1",
+        reason=OrderEndReason.PAYMENT_TIMEOUT,
     )
     [note] = order_cancelled(event, cause_id="e-1", at=T0)
 
     assert (note.role, note.recipient, note.template) == (Role.CUSTOMER, "c-1", CUSTOMER_ORDER_CANCELLED)
-    assert "SOMETHING_NEW" in note.body and "20261125-000001" in note.subject
+    assert "支付超时" in note.body and "20261125-000001" in note.subject
+
+
+def test_every_reason_an_order_ends_for_has_words_for_the_customer() -> None:
+    assert set(REASONS) == set(OrderEndReason)
+    assert all(text.strip() for text in REASONS.values())
 
 
 def test_delivery_outcome_counts_attempts() -> None:

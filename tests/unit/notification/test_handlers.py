@@ -7,7 +7,6 @@ import pytest
 from services.notification.channels import InboxChannel
 from services.notification.domain import INBOX, MERCHANT_NEW_ORDER, Notification, Status
 from services.notification.handlers import NotificationService, handle_batch
-from services.notification.store import InMemoryNotificationStore
 from shared.contracts import (
     NotificationSent,
     OrderConfirmed,
@@ -18,6 +17,7 @@ from shared.contracts import (
     decode_data,
 )
 from shared.kafka import Delivery
+from tests.twins.notification import InMemoryNotificationStore
 from tests.unit.samples import ADDRESS, T0, delivery
 
 pytestmark = pytest.mark.unit

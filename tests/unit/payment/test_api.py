@@ -6,9 +6,9 @@ import pytest
 
 from services.payment.api import build_router
 from services.payment.domain import Payment, ProviderResult
-from services.payment.store import InMemoryPaymentStore
 from shared.contracts import PaymentMethod, PaymentRequested
 from shared.http import create_app
+from tests.twins.payment import InMemoryPaymentStore
 
 pytestmark = pytest.mark.unit
 

@@ -6,10 +6,11 @@ from services.payment.domain import (
     Payment,
     PaymentStatus,
     ProviderResult,
-    Reason,
     payment_id_for,
 )
 from shared.contracts import (
+    DeclineReason,
+    OrderEndReason,
     PaymentAuthorized,
     PaymentFailed,
     PaymentMethod,
@@ -70,7 +71,7 @@ def test_an_unknown_decline_code_maps_to_provider_declined_keeping_the_raw_code(
     )
 
     assert isinstance(event, PaymentFailed)
-    assert event.reason == Reason.PROVIDER_DECLINED
+    assert event.reason == DeclineReason.PROVIDER_DECLINED
     assert event.detail == "E4711 risk"
 
 
@@ -79,14 +80,14 @@ def test_an_approval_without_reference_fails_because_it_could_never_be_voided() 
 
     assert payment.status is PaymentStatus.FAILED
     assert isinstance(event, PaymentFailed)
-    assert event.reason == Reason.PROVIDER_ERROR
+    assert event.reason == DeclineReason.PROVIDER_ERROR
 
 
 def test_void_releases_an_authorized_payment() -> None:
     payment, _ = Payment.authorize(request(), ProviderResult(approved=True, provider_ref="ref-9"), NOW)
     later = NOW + timedelta(minutes=1)
 
-    events = payment.void("CUSTOMER_CANCELLED", later)
+    events = payment.void(OrderEndReason.PAYMENT_TIMEOUT, later)
 
     assert events == [
         PaymentVoided(
@@ -94,7 +95,7 @@ def test_void_releases_an_authorized_payment() -> None:
             payment_id=payment.payment_id,
             amount_fen=12_345,
             currency="CNY",
-            reason="CUSTOMER_CANCELLED",
+            reason=OrderEndReason.PAYMENT_TIMEOUT,
         )
     ]
     assert payment.status is PaymentStatus.VOIDED
@@ -107,9 +108,9 @@ def test_void_does_nothing_unless_authorized() -> None:
         request(), ProviderResult(approved=False, decline_code="CARD_DECLINED"), NOW
     )
     authorized, _ = Payment.authorize(request(), ProviderResult(approved=True, provider_ref="r"), NOW)
-    authorized.void("X", NOW)
+    authorized.void(OrderEndReason.PAYMENT_TIMEOUT, NOW)
 
-    assert failed.void("X", NOW) == []
+    assert failed.void(OrderEndReason.PAYMENT_TIMEOUT, NOW) == []
     assert failed.status is PaymentStatus.FAILED
-    assert authorized.void("Y", NOW) == []
-    assert authorized.reason == "X"
+    assert authorized.void(OrderEndReason.PAYMENT_DECLINED, NOW) == []
+    assert authorized.reason == OrderEndReason.PAYMENT_TIMEOUT

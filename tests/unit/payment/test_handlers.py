@@ -4,14 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.payment.domain import PaymentStatus, ProviderResult, Reason, payment_id_for
+from services.payment.domain import PaymentStatus, ProviderResult, payment_id_for
 from services.payment.handlers import SERVICE, PaymentService, UnsupportedMethod, handle_batch
 from services.payment.providers import PaymentProvider
-from services.payment.store import InMemoryPaymentStore
 from shared.contracts import (
+    DeclineReason,
     Envelope,
     Event,
     OrderCancelled,
+    OrderEndReason,
     OrderRejected,
     PaymentAuthorized,
     PaymentFailed,
@@ -20,6 +21,7 @@ from shared.contracts import (
     PaymentVoided,
 )
 from shared.kafka import Delivery, new_envelope
+from tests.twins.payment import InMemoryPaymentStore
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +101,9 @@ def requested(order_id: str = "ord-1", token: str = APPROVE, amount_fen: int = 9
     )
 
 
-def cancelled(order_id: str = "ord-1", reason: str = "CUSTOMER_CANCELLED") -> OrderCancelled:
+def cancelled(
+    order_id: str = "ord-1", reason: OrderEndReason = OrderEndReason.PAYMENT_TIMEOUT
+) -> OrderCancelled:
     return OrderCancelled(order_id=order_id, order_no="20261125-000001", customer_id="cus-1", reason=reason)
 
 
@@ -135,7 +139,7 @@ async def test_a_decline_fails_the_payment_with_its_reason(world: World) -> None
     [out] = await world.handle(requested(token="tok_bad"))
 
     assert out.type == PaymentFailed.TYPE
-    assert out.data["reason"] == Reason.CARD_DECLINED
+    assert out.data["reason"] == DeclineReason.CARD_DECLINED
     assert world.store.payments[payment_id_for("ord-1")].status is PaymentStatus.FAILED
 
 
@@ -167,7 +171,7 @@ async def test_a_redelivered_envelope_is_skipped(world: World) -> None:
 async def test_cancelling_an_authorized_order_voids_its_payment(world: World) -> None:
     await world.handle(requested())
 
-    [out] = await world.handle(cancelled(reason="PAYMENT_TIMEOUT"))
+    [out] = await world.handle(cancelled(reason=OrderEndReason.PAYMENT_TIMEOUT))
 
     pay_id = payment_id_for("ord-1")
     assert out.type == PaymentVoided.TYPE

@@ -2,9 +2,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.payment.domain import Payment, PaymentStatus, Reason
+from services.payment.domain import Payment, PaymentStatus
 from services.payment.providers import SandboxProvider, sandbox_providers
-from shared.contracts import PaymentMethod, PaymentRequested
+from shared.contracts import DeclineReason, PaymentMethod, PaymentRequested
 
 pytestmark = pytest.mark.unit
 
@@ -17,13 +17,13 @@ async def test_every_method_has_a_sandbox_adapter() -> None:
     ("token", "status", "reason"),
     [
         ("tok_approve", PaymentStatus.AUTHORIZED, None),
-        ("tok_decline", PaymentStatus.FAILED, Reason.CARD_DECLINED),
-        ("tok_insufficient_funds", PaymentStatus.FAILED, Reason.INSUFFICIENT_FUNDS),
-        ("tok_something_else", PaymentStatus.FAILED, Reason.INVALID_TOKEN),
+        ("tok_decline", PaymentStatus.FAILED, DeclineReason.CARD_DECLINED),
+        ("tok_insufficient_funds", PaymentStatus.FAILED, DeclineReason.INSUFFICIENT_FUNDS),
+        ("tok_something_else", PaymentStatus.FAILED, DeclineReason.INVALID_TOKEN),
     ],
 )
 async def test_sandbox_tokens_are_the_documented_contract(
-    token: str, status: PaymentStatus, reason: Reason | None
+    token: str, status: PaymentStatus, reason: DeclineReason | None
 ) -> None:
     provider = SandboxProvider(PaymentMethod.WECHAT_PAY)
     result = await provider.authorize("pay_1", 100, "CNY", token)
