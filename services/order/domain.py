@@ -5,7 +5,7 @@ No I/O here: handlers load an Order, call one of its methods and store what it r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -217,7 +217,7 @@ class Order:
         return self._reject(now, OrderEndReason.OUT_OF_STOCK, "inventory.stock_rejected", detail)
 
     def fraud_scored(
-        self, now: datetime, decision: FraudDecision, score: int, reasons: list[str], deadlines: Deadlines
+        self, now: datetime, decision: FraudDecision, score: int, reasons: Sequence[str], deadlines: Deadlines
     ) -> list[Event]:
         if self.is_final or self.fraud not in (Check.PENDING, Check.REVIEW):
             return []
@@ -319,7 +319,9 @@ class Order:
             )
         ]
 
-    def _end(self, now: datetime, status: OrderStatus, reason: OrderEndReason, cause: str, detail: str) -> None:
+    def _end(
+        self, now: datetime, status: OrderStatus, reason: OrderEndReason, cause: str, detail: str
+    ) -> None:
         self.status = status
         self.reason = reason
         self.deadline_at = None

@@ -6,9 +6,8 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
 
 import orjson
 
@@ -19,13 +18,14 @@ from services.order.domain import (
     RequestedItem,
     price_lines,
 )
-from services.order.numbers import OrderNumbers
-from services.order.store import IdempotencyConflict, OrderNumberTaken, OrderStore
+from services.order.numbers import OrderNumbers, parse_order_no
+from services.order.store import IdempotencyConflict, IdempotencyKey, OrderNumberTaken, OrderStore
 from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
     Event,
     FraudScored,
+    OrderEvent,
     PaymentAuthorized,
     PaymentFailed,
     PaymentMethod,
@@ -34,8 +34,9 @@ from shared.contracts import (
     StockRejected,
     StockReserved,
 )
-from shared.errors import retry_transient
-from shared.kafka import Delivery, new_envelope, reply_to
+from shared.errors import ConcurrentWrite, retry_transient
+from shared.handlers import Handlers, Replies
+from shared.kafka import Delivery, describe, new_envelope
 from shared.logging import get_logger
 
 SERVICE = "order"
@@ -47,6 +48,10 @@ class OrderService:
     store: OrderStore
     numbers: OrderNumbers
     deadlines: Deadlines
+    # Who this replica's deadline sweeper claims overdue orders as: unique per process.
+    sweeper_id: str
+    # How long a claim keeps other sweepers off an order: past it, a crashed sweeper's orders are free.
+    sweep_lease: timedelta = timedelta(seconds=30)
     clock: Clock = utc_now
 
 
@@ -89,7 +94,9 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
     """Price the order from the catalog replica, store it PENDING and emit OrderPlaced."""
     idempotency = None
     if command.idempotency_key:
-        idempotency = (f"{command.customer_id}:{command.idempotency_key}", command.fingerprint())
+        idempotency = IdempotencyKey(
+            f"{command.customer_id}:{command.idempotency_key}", command.fingerprint()
+        )
     catalog = await service.store.catalog_items(item.sku for item in command.items)
     lines = price_lines(command.items, catalog)
     now = service.clock()
@@ -114,12 +121,13 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
             if attempt == 2:
                 raise
             # Redis lost its counter (it keeps nothing on disk) while Mongo kept the orders.
-            latest = await service.store.latest_order_no(order.order_no.split("-")[0])
+            day, _ = parse_order_no(order.order_no)
+            latest = await service.store.latest_order_no(day)
             if latest is not None:
                 await service.numbers.continue_after(latest)
             log.warning("order_no_sequence_repaired", after=latest)
         except IdempotencyConflict as conflict:
-            if idempotency is not None and conflict.fingerprint != idempotency[1]:
+            if idempotency is not None and conflict.fingerprint != idempotency.fingerprint:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was already used for a different order request"
                 ) from None
@@ -131,10 +139,10 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
 
 
 async def _insert(
-    service: OrderService, order: Order, events: Sequence[Event], idempotency: tuple[str, str] | None
+    service: OrderService, order: Order, events: Sequence[Event], idempotency: IdempotencyKey | None
 ) -> None:
-    async with service.store.base.transaction(SERVICE) as tx:
-        await service.store.insert_new(tx, order, idempotency)
+    async with service.store.transaction(SERVICE) as tx:
+        await tx.insert_new(order, idempotency)
         tx.emit([_envelope(order, event) for event in events])
 
 
@@ -145,8 +153,8 @@ def _envelope(order: Order, event: Event) -> Envelope:
 # --- reactions to other services' events ---------------------------------------------------
 
 
-@dataclass
-class Batch:
+@dataclass(kw_only=True)
+class Batch(Replies):
     """The in-memory view a consumed batch is applied to before one transaction stores it."""
 
     orders: dict[str, Order]
@@ -154,7 +162,6 @@ class Batch:
     deadlines: Deadlines
     changed: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
-    outgoing: list[Envelope] = field(default_factory=list)
 
     def order(self, order_id: str) -> Order:
         try:
@@ -168,7 +175,7 @@ class Batch:
         events = decide(order)
         if len(order.timeline) != steps_before:  # every state change leaves a timeline entry
             self.changed[order.order_id] = order
-        self.outgoing.extend(reply_to(cause, event, source=SERVICE) for event in events)
+        self.reply(cause, events)
 
 
 def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> None:
@@ -214,54 +221,61 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
 
 async def handle_batch(service: OrderService, deliveries: Sequence[Delivery]) -> None:
     """Apply a consumed batch to the orders it touches and store it all in one transaction."""
-    fresh = await service.store.base.unapplied(SERVICE, deliveries)
+    fresh = await service.store.unapplied(SERVICE, deliveries)
     if not fresh:
         return
-    order_ids = [oid for d in fresh if (oid := getattr(d.event, "order_id", None))]
+    order_ids = {d.event.order_id for d in fresh if HANDLERS.handles(d) and isinstance(d.event, OrderEvent)}
     batch = Batch(
+        source=SERVICE,
         orders=await service.store.get_many(order_ids) if order_ids else {},
         now=service.clock(),
         deadlines=service.deadlines,
     )
-    for delivery in fresh:
-        handler = HANDLERS.get(type(delivery.event))
-        if handler is not None:
-            handler(batch, delivery.event, delivery.envelope)
-    async with service.store.base.transaction(SERVICE) as tx:
-        await service.store.save_changed(tx, list(batch.changed.values()))
-        await service.store.upsert_catalog(tx, list(batch.catalog.values()))
+    HANDLERS.dispatch(batch, fresh)
+    async with service.store.transaction(SERVICE) as tx:
+        await tx.save_changed(list(batch.changed.values()))
+        await tx.upsert_catalog(list(batch.catalog.values()))
         tx.mark_applied([d.envelope.id for d in fresh])
         tx.emit(batch.outgoing)
 
 
+# --- deadlines -----------------------------------------------------------------------------
+
+
 async def enforce_deadlines(service: OrderService, limit: int = 200) -> int:
-    """Drive overdue orders to their compensating end; returns how many moved."""
+    """Drive overdue orders to their compensating end, each on its own; returns how many moved.
+
+    Orders are claimed first, so replicas sweeping at once share the work instead of racing for
+    the same orders. An order that changed since it was claimed is left to the next tick."""
     now = service.clock()
-    overdue = await service.store.overdue(now, limit)
-    moved: list[Order] = []
-    outgoing: list[Envelope] = []
-    for order in overdue:
-        events = order.deadline_passed(now)
-        if events:
-            moved.append(order)
-            outgoing.extend(_envelope(order, event) for event in events)
-    if moved:
-        async with service.store.base.transaction(SERVICE) as tx:
-            await service.store.save_changed(tx, moved)
-            tx.emit(outgoing)
-        for order in moved:
-            log.info("deadline_passed", order_id=order.order_id, reason=order.reason)
-    return len(moved)
+    claimed = await service.store.claim_overdue(now, limit, service.sweeper_id, service.sweep_lease)
+    moved = 0
+    for order in claimed:
+        try:
+            if await _end_overdue(service, order, now):
+                moved += 1
+        except ConcurrentWrite as error:
+            log.info("deadline_deferred", order_id=order.order_id, error=describe(error))
+    return moved
 
 
-# Each handler takes the event type it is registered under.
-Handler = Callable[[Batch, Any, Envelope], None]
+async def _end_overdue(service: OrderService, order: Order, now: datetime) -> bool:
+    events = order.deadline_passed(now)
+    if not events:
+        return False
+    async with service.store.transaction(SERVICE) as tx:
+        await tx.save_changed([order])
+        tx.emit([_envelope(order, event) for event in events])
+    log.info("deadline_passed", order_id=order.order_id, reason=order.reason)
+    return True
 
-HANDLERS: dict[type[Event], Handler] = {
-    StockReserved: on_stock_reserved,
-    StockRejected: on_stock_rejected,
-    FraudScored: on_fraud_scored,
-    PaymentAuthorized: on_payment_authorized,
-    PaymentFailed: on_payment_failed,
-    ProductUpserted: on_product_upserted,
-}
+
+HANDLERS = (
+    Handlers[Batch]()
+    .on(StockReserved, on_stock_reserved)
+    .on(StockRejected, on_stock_rejected)
+    .on(FraudScored, on_fraud_scored)
+    .on(PaymentAuthorized, on_payment_authorized)
+    .on(PaymentFailed, on_payment_failed)
+    .on(ProductUpserted, on_product_upserted)
+)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -12,8 +15,8 @@ from redis.exceptions import RedisError
 from services.order.api import build_router
 from services.order.domain import Deadlines
 from services.order.handlers import OrderService, enforce_deadlines, handle_batch
-from services.order.numbers import OrderNumbers
-from services.order.store import OrderStore
+from services.order.numbers import RedisOrderNumbers
+from services.order.store import MongoOrderStore
 from shared.contracts import topics
 from shared.kafka import Delivery
 from shared.runtime import every
@@ -29,6 +32,10 @@ class OrderSettings(SharedSettings):
     order_review_timeout_s: float = Field(default=3600.0, gt=0)
     order_payment_timeout_s: float = Field(default=120.0, gt=0)
     order_deadline_scan_interval_s: float = Field(default=1.0, gt=0)
+    # How long a sweeper's claim keeps other replicas off the overdue orders it took.
+    order_deadline_claim_s: float = Field(default=30.0, gt=0)
+    # A retry with the same Idempotency-Key within this long returns the first order.
+    order_idempotency_key_ttl_s: float = Field(default=24 * 3600.0, gt=0)
 
     def deadlines(self) -> Deadlines:
         return Deadlines(
@@ -43,9 +50,15 @@ async def main() -> None:
 
     async def wire(plumbing: Plumbing) -> Wiring:
         redis = Redis.from_url(settings.redis_url)
-        store = OrderStore(plumbing.store)
-        await store.ensure_indexes()
-        service = OrderService(store=store, numbers=OrderNumbers(redis), deadlines=settings.deadlines())
+        store = MongoOrderStore(plumbing.store)
+        await store.ensure_indexes(idempotency_key_ttl_s=settings.order_idempotency_key_ttl_s)
+        service = OrderService(
+            store=store,
+            numbers=RedisOrderNumbers(redis),
+            deadlines=settings.deadlines(),
+            sweeper_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            sweep_lease=timedelta(seconds=settings.order_deadline_claim_s),
+        )
 
         async def consume(deliveries: Sequence[Delivery]) -> None:
             await handle_batch(service, deliveries)

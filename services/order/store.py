@@ -1,12 +1,15 @@
-"""Where orders and the catalog replica live: the Mongo implementation and its document mapping."""
+"""Where orders and the catalog replica live: the store protocol, its MongoDB implementation, the
+document mapping. The in-memory twin for tests is tests/twins/order.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from services.order.domain import (
@@ -17,9 +20,18 @@ from services.order.domain import (
     OrderStatus,
     TimelineEntry,
 )
-from shared.contracts import OrderLine, PaymentMethod, ProductKind, ShippingAddress
+from shared.contracts import (
+    Envelope,
+    OrderEndReason,
+    OrderLine,
+    PaymentMethod,
+    ProductKind,
+    ShippingAddress,
+)
 from shared.errors import ConcurrentWrite
-from shared.mongo import Document, MongoStore, Transaction
+from shared.kafka import Delivery
+from shared.mongo import Document, MongoStore, Transaction, ensure_ttl_index
+from shared.store import EventStore, UnitOfWork
 
 ORDERS = "orders"
 CATALOG = "catalog"
@@ -27,7 +39,7 @@ IDEMPOTENCY = "idempotency_keys"
 
 
 class ConcurrentUpdate(ConcurrentWrite):
-    """Another writer changed an order since it was read; the batch is retried on fresh state."""
+    """Another writer changed an order since it was read; the work is retried on fresh state."""
 
 
 class OrderNumberTaken(RuntimeError):
@@ -43,19 +55,146 @@ class IdempotencyConflict(RuntimeError):
         self.fingerprint = fingerprint
 
 
-class OrderStore:
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key (scoped to the customer) and the fingerprint of its request."""
+
+    key: str
+    fingerprint: str
+
+
+class OrderTransaction(UnitOfWork, Protocol):
+    """One atomic write: orders, the catalog replica, the ids of the events applied, the events caused."""
+
+    async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
+        """Store a new order at version 1. Raises OrderNumberTaken when its number is used, and
+        IdempotencyConflict when its key already created an order."""
+        ...
+
+    async def save_changed(self, orders: Sequence[Order]) -> None:
+        """Store each order if it is still at the version it was read at, and bump its version;
+        raises ConcurrentUpdate (and nothing is stored) when another writer changed one."""
+        ...
+
+    async def upsert_catalog(self, items: Sequence[CatalogItem]) -> None: ...
+
+
+class OrderStore(EventStore[OrderTransaction], Protocol):
+    async def get(self, order_id: str) -> Order | None: ...
+
+    async def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        """The orders found among `order_ids`, by id."""
+        ...
+
+    async def for_customer(self, customer_id: str, limit: int) -> list[Order]:
+        """A customer's most recent orders, newest first."""
+        ...
+
+    async def claim_overdue(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Order]:
+        """Claim for `owner`, until `now + lease`, up to `limit` waiting orders whose deadline has
+        passed (earliest deadline first), and return them. An order another owner holds a live claim
+        on is left out, so two sweepers never get the same order while a claim lasts; an owner may
+        claim again what it claimed before."""
+        ...
+
+    async def latest_order_no(self, day: str) -> str | None:
+        """The highest order number used on `day` (`20261126`), if any."""
+        ...
+
+    async def catalog_items(self, skus: Iterable[str]) -> dict[str, CatalogItem]:
+        """The replica's products among `skus`, inactive ones included."""
+        ...
+
+    async def catalog_page(self, limit: int) -> list[CatalogItem]:
+        """Active products, by SKU."""
+        ...
+
+
+# --- MongoDB -------------------------------------------------------------------------------
+
+
+@dataclass
+class MongoOrderTransaction:
+    tx: Transaction
+
+    def mark_applied(self, event_ids: Sequence[str]) -> None:
+        self.tx.mark_applied(event_ids)
+
+    def emit(self, envelopes: Sequence[Envelope]) -> None:
+        self.tx.emit(envelopes)
+
+    async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
+        db, session = self.tx.db, self.tx.session
+        if idempotency is not None:
+            try:
+                await db[IDEMPOTENCY].insert_one(
+                    {
+                        "_id": idempotency.key,
+                        "order_id": order.order_id,
+                        "fingerprint": idempotency.fingerprint,
+                        "created_at": order.placed_at,
+                    },
+                    session=session,
+                )
+            except DuplicateKeyError:
+                existing = await db[IDEMPOTENCY].find_one({"_id": idempotency.key})
+                if existing is None:  # lost a race with a writer that rolled back
+                    raise
+                raise IdempotencyConflict(existing["order_id"], existing["fingerprint"]) from None
+        order.version = 1
+        try:
+            await db[ORDERS].insert_one(order_to_doc(order), session=session)
+        except DuplicateKeyError as error:
+            if "order_no" in str(error.details):
+                raise OrderNumberTaken(order.order_no) from error
+            raise
+
+    async def save_changed(self, orders: Sequence[Order]) -> None:
+        if not orders:
+            return
+        writes = []
+        for order in orders:
+            read_version = order.version
+            order.version += 1
+            # $set rather than a replace, so a sweeper's claim on the order outlives the change.
+            fields = {name: value for name, value in order_to_doc(order).items() if name != "_id"}
+            writes.append(UpdateOne({"_id": order.order_id, "version": read_version}, {"$set": fields}))
+        result = await self.tx.db[ORDERS].bulk_write(writes, ordered=False, session=self.tx.session)
+        if result.matched_count != len(writes):
+            raise ConcurrentUpdate(
+                f"{len(writes) - result.matched_count} of {len(writes)} orders changed concurrently"
+            )
+
+    async def upsert_catalog(self, items: Sequence[CatalogItem]) -> None:
+        if not items:
+            return
+        await self.tx.db[CATALOG].bulk_write(
+            [UpdateOne({"_id": item.sku}, {"$set": catalog_to_doc(item)}, upsert=True) for item in items],
+            ordered=True,
+            session=self.tx.session,
+        )
+
+
+class MongoOrderStore:
     def __init__(self, store: MongoStore) -> None:
-        self.base = store
+        self._store = store
         self._orders = store.db[ORDERS]
         self._catalog = store.db[CATALOG]
         self._idempotency = store.db[IDEMPOTENCY]
 
-    async def ensure_indexes(self) -> None:
+    async def ensure_indexes(self, *, idempotency_key_ttl_s: float) -> None:
         await self._orders.create_index([("order_no", ASCENDING)], unique=True)
         await self._orders.create_index([("customer_id", ASCENDING), ("placed_at", DESCENDING)])
         await self._orders.create_index([("deadline_at", ASCENDING)])
+        await ensure_ttl_index(self._idempotency, "created_at", idempotency_key_ttl_s)
 
-    # --- reads ---------------------------------------------------------------------------
+    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        return await self._store.unapplied(consumer, deliveries)
+
+    @asynccontextmanager
+    async def transaction(self, consumer: str) -> AsyncIterator[OrderTransaction]:
+        async with self._store.transaction(consumer) as tx:
+            yield MongoOrderTransaction(tx)
 
     async def get(self, order_id: str) -> Order | None:
         doc = await self._orders.find_one({"_id": order_id})
@@ -69,11 +208,21 @@ class OrderStore:
         cursor = self._orders.find({"customer_id": customer_id}).sort("placed_at", DESCENDING).limit(limit)
         return [order_from_doc(doc) async for doc in cursor]
 
-    async def overdue(self, now: datetime, limit: int) -> list[Order]:
-        cursor = self._orders.find(
-            {"deadline_at": {"$lte": now}, "status": {"$in": [s.value for s in WAITING]}}
-        ).limit(limit)
-        return [order_from_doc(doc) async for doc in cursor]
+    async def claim_overdue(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Order]:
+        due = {"deadline_at": {"$lte": now}, "status": {"$in": [status.value for status in WAITING]}}
+        claimable = {"$or": [{"sweep_until": None}, {"sweep_until": {"$lte": now}}, {"sweep_owner": owner}]}
+        candidates = self._orders.find({**due, **claimable}, {"_id": 1}).sort("deadline_at", ASCENDING)
+        ids = [doc["_id"] async for doc in candidates.limit(limit)]
+        if not ids:
+            return []
+        # Each document's filter and update are atomic: of two sweepers racing for an order, the
+        # second no longer finds it claimable.
+        await self._orders.update_many(
+            {"_id": {"$in": ids}, **due, **claimable},
+            {"$set": {"sweep_owner": owner, "sweep_until": now + lease}},
+        )
+        claimed = self._orders.find({"_id": {"$in": ids}, **due, "sweep_owner": owner})
+        return [order_from_doc(doc) async for doc in claimed.sort("deadline_at", ASCENDING)]
 
     async def latest_order_no(self, day: str) -> str | None:
         doc = await self._orders.find_one(
@@ -90,54 +239,6 @@ class OrderStore:
     async def catalog_page(self, limit: int) -> list[CatalogItem]:
         cursor = self._catalog.find({"active": True}).sort("_id", ASCENDING).limit(limit)
         return [catalog_from_doc(doc) async for doc in cursor]
-
-    # --- writes (inside a shared.mongo transaction) --------------------------------------
-
-    async def insert_new(self, tx: Transaction, order: Order, idempotency: tuple[str, str] | None) -> None:
-        """Store a new order; with (key, fingerprint), refuse a second order for the same key."""
-        if idempotency is not None:
-            key, fingerprint = idempotency
-            try:
-                await self._idempotency.insert_one(
-                    {"_id": key, "order_id": order.order_id, "fingerprint": fingerprint},
-                    session=tx.session,
-                )
-            except DuplicateKeyError:
-                existing = await self._idempotency.find_one({"_id": key})
-                if existing is None:  # lost a race with a writer that rolled back
-                    raise
-                raise IdempotencyConflict(existing["order_id"], existing["fingerprint"]) from None
-        order.version = 1
-        try:
-            await self._orders.insert_one(order_to_doc(order), session=tx.session)
-        except DuplicateKeyError as error:
-            if "order_no" in str(error.details):
-                raise OrderNumberTaken(order.order_no) from error
-            raise
-
-    async def save_changed(self, tx: Transaction, changed: Sequence[Order]) -> None:
-        """Replace each order guarded by the version it was read at (optimistic concurrency)."""
-        if not changed:
-            return
-        writes = []
-        for order in changed:
-            read_version = order.version
-            order.version += 1
-            writes.append(ReplaceOne({"_id": order.order_id, "version": read_version}, order_to_doc(order)))
-        result = await self._orders.bulk_write(writes, ordered=False, session=tx.session)
-        if result.matched_count != len(writes):
-            raise ConcurrentUpdate(
-                f"{len(writes) - result.matched_count} of {len(writes)} orders changed concurrently"
-            )
-
-    async def upsert_catalog(self, tx: Transaction, items: Sequence[CatalogItem]) -> None:
-        if not items:
-            return
-        await self._catalog.bulk_write(
-            [UpdateOne({"_id": item.sku}, {"$set": catalog_to_doc(item)}, upsert=True) for item in items],
-            ordered=True,
-            session=tx.session,
-        )
 
 
 # --- document mapping ----------------------------------------------------------------------
@@ -157,7 +258,7 @@ def order_to_doc(order: Order) -> Document:
         "placed_at": order.placed_at,
         "deadline_at": order.deadline_at,
         "status": order.status.value,
-        "reason": order.reason,
+        "reason": None if order.reason is None else order.reason.value,
         "stock": order.stock.value,
         "fraud": order.fraud.value,
         "fraud_score": order.fraud_score,
@@ -171,6 +272,7 @@ def order_to_doc(order: Order) -> Document:
 
 
 def order_from_doc(doc: Mapping[str, Any]) -> Order:
+    reason = doc.get("reason")
     return Order(
         order_id=doc["_id"],
         order_no=doc["order_no"],
@@ -182,7 +284,7 @@ def order_from_doc(doc: Mapping[str, Any]) -> Order:
         placed_at=doc["placed_at"],
         deadline_at=doc.get("deadline_at"),
         status=OrderStatus(doc["status"]),
-        reason=doc.get("reason"),
+        reason=None if reason is None else OrderEndReason(reason),
         stock=Check(doc["stock"]),
         fraud=Check(doc["fraud"]),
         fraud_score=doc.get("fraud_score"),

@@ -12,7 +12,6 @@ from services.order.domain import (
     Order,
     OrderError,
     OrderStatus,
-    Reason,
     RequestedItem,
     UnknownProducts,
     price_lines,
@@ -22,6 +21,7 @@ from shared.contracts import (
     FraudDecision,
     OrderCancelled,
     OrderConfirmed,
+    OrderEndReason,
     OrderPlaced,
     OrderRejected,
     PaymentMethod,
@@ -131,7 +131,7 @@ def test_happy_path_confirms_and_records_every_step() -> None:
 def test_out_of_stock_rejects_without_payment() -> None:
     order, _ = new_order()
     [rejected] = order.stock_rejected(T0, "TEA-1 (asked 2, 0 left)")
-    assert isinstance(rejected, OrderRejected) and rejected.reason == Reason.OUT_OF_STOCK
+    assert isinstance(rejected, OrderRejected) and rejected.reason == OrderEndReason.OUT_OF_STOCK
     assert order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES) == []
     assert order.status is OrderStatus.REJECTED
 
@@ -140,7 +140,7 @@ def test_fraud_reject_rejects_even_with_stock_held() -> None:
     order, _ = new_order()
     order.stock_reserved(T0, DEADLINES)
     [rejected] = order.fraud_scored(T0, FraudDecision.REJECT, 97, ["BLOCKED_CUSTOMER"], DEADLINES)
-    assert isinstance(rejected, OrderRejected) and rejected.reason == Reason.FRAUD
+    assert isinstance(rejected, OrderRejected) and rejected.reason == OrderEndReason.FRAUD
     assert "BLOCKED_CUSTOMER" in rejected.detail
 
 
@@ -158,7 +158,7 @@ def test_payment_decline_cancels() -> None:
     order = approved_and_reserved()
     [cancelled] = order.payment_failed(T0, "pay-1", "CARD_DECLINED")
     assert isinstance(cancelled, OrderCancelled)
-    assert (order.status, order.reason) == (OrderStatus.CANCELLED, Reason.PAYMENT_DECLINED)
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, OrderEndReason.PAYMENT_DECLINED)
 
 
 def test_repeated_and_late_facts_change_nothing() -> None:
@@ -175,14 +175,14 @@ def test_repeated_and_late_facts_change_nothing() -> None:
 @pytest.mark.parametrize(
     ("prepare", "reason", "status"),
     [
-        (lambda o: None, Reason.STOCK_TIMEOUT, OrderStatus.REJECTED),
-        (lambda o: o.stock_reserved(T0, DEADLINES), Reason.FRAUD_TIMEOUT, OrderStatus.REJECTED),
+        (lambda o: None, OrderEndReason.STOCK_TIMEOUT, OrderStatus.REJECTED),
+        (lambda o: o.stock_reserved(T0, DEADLINES), OrderEndReason.FRAUD_TIMEOUT, OrderStatus.REJECTED),
         (
             lambda o: (
                 o.stock_reserved(T0, DEADLINES),
                 o.fraud_scored(T0, FraudDecision.REVIEW, 50, [], DEADLINES),
             ),
-            Reason.REVIEW_TIMEOUT,
+            OrderEndReason.REVIEW_TIMEOUT,
             OrderStatus.REJECTED,
         ),
         (
@@ -190,7 +190,7 @@ def test_repeated_and_late_facts_change_nothing() -> None:
                 o.stock_reserved(T0, DEADLINES),
                 o.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES),
             ),
-            Reason.PAYMENT_TIMEOUT,
+            OrderEndReason.PAYMENT_TIMEOUT,
             OrderStatus.CANCELLED,
         ),
     ],

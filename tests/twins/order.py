@@ -1,0 +1,174 @@
+"""In-memory twins of the order service's store and order-number sequence, for handler unit tests.
+
+They keep the guarantees the handlers rely on from MongoDB and Redis (tests/contract checks the
+store against the real one): a transaction stores all of its writes or none, a save is guarded by
+the version the order was read at, order numbers and idempotency keys are unique, a sweeper's claim
+keeps other sweepers off an order until it expires, and a day's number sequence only moves forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from services.order.domain import WAITING, CatalogItem, Order
+from services.order.numbers import format_order_no, order_day, parse_order_no
+from services.order.store import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    IdempotencyKey,
+    OrderNumberTaken,
+    OrderTransaction,
+)
+from shared.contracts import Envelope
+from shared.kafka import Delivery
+from shared.store import PendingWrites
+from tests.twins.ledger import AppliedLedger
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """The order an Idempotency-Key created, as the idempotency_keys collection records it."""
+
+    order_id: str
+    fingerprint: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    owner: str
+    until: datetime
+
+
+@dataclass
+class _Pending(PendingWrites):
+    """A transaction's writes; checked as they are made, as Mongo checks them, stored at commit."""
+
+    store: InMemoryOrderStore = field(repr=False, kw_only=True)
+    new: dict[str, Order] = field(default_factory=dict)
+    keys: dict[str, KeyUse] = field(default_factory=dict)
+    changed: dict[str, Order] = field(default_factory=dict)
+    catalog: dict[str, CatalogItem] = field(default_factory=dict)
+
+    async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
+        if idempotency is not None:
+            earlier = self.store.idempotency.get(idempotency.key)
+            if earlier is not None:
+                raise IdempotencyConflict(earlier.order_id, earlier.fingerprint)
+            self.keys[idempotency.key] = KeyUse(order.order_id, idempotency.fingerprint, order.placed_at)
+        numbers_used = {o.order_no for o in [*self.store.orders.values(), *self.new.values()]}
+        if order.order_no in numbers_used:
+            raise OrderNumberTaken(order.order_no)
+        if order.order_id in self.store.orders or order.order_id in self.new:
+            raise ValueError(f"order {order.order_id} exists already")
+        order.version = 1
+        self.new[order.order_id] = copy.deepcopy(order)
+
+    async def save_changed(self, orders: Sequence[Order]) -> None:
+        stale = [o for o in orders if not self.store.is_at_version(o)]
+        for order in orders:
+            order.version += 1
+        if stale:
+            raise ConcurrentUpdate(f"{len(stale)} of {len(orders)} orders changed concurrently")
+        self.changed.update((o.order_id, copy.deepcopy(o)) for o in orders)
+
+    async def upsert_catalog(self, items: Sequence[CatalogItem]) -> None:
+        self.catalog.update((item.sku, item) for item in items)
+
+
+@dataclass
+class InMemoryOrderStore:
+    orders: dict[str, Order] = field(default_factory=dict)
+    catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    idempotency: dict[str, KeyUse] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)
+    ledger: AppliedLedger = field(default_factory=AppliedLedger)
+
+    @property
+    def outbox(self) -> list[Envelope]:
+        return self.ledger.outbox
+
+    def is_at_version(self, order: Order) -> bool:
+        stored = self.orders.get(order.order_id)
+        return stored is not None and stored.version == order.version
+
+    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        return self.ledger.unapplied(consumer, deliveries)
+
+    @asynccontextmanager
+    async def transaction(self, consumer: str) -> AsyncIterator[OrderTransaction]:
+        tx = _Pending(store=self)
+        yield tx
+        applied = self.ledger.claim(consumer, tx)
+        # What the body checked may have changed while it awaited; Mongo would refuse the commit.
+        if any(self.orders.get(o.order_id, o).version != o.version - 1 for o in tx.changed.values()):
+            raise ConcurrentUpdate("an order changed concurrently")
+        if any(key in self.idempotency for key in tx.keys) or any(
+            o.order_no in {s.order_no for s in self.orders.values()} for o in tx.new.values()
+        ):
+            raise ConcurrentUpdate("a concurrent writer took an order number or idempotency key")
+        self.orders.update(tx.new)
+        self.orders.update(tx.changed)
+        self.idempotency.update(tx.keys)
+        self.catalog.update(tx.catalog)
+        self.ledger.record(applied, tx)
+
+    async def get(self, order_id: str) -> Order | None:
+        found = self.orders.get(order_id)
+        return None if found is None else copy.deepcopy(found)
+
+    async def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
+        return {oid: copy.deepcopy(self.orders[oid]) for oid in set(order_ids) if oid in self.orders}
+
+    async def for_customer(self, customer_id: str, limit: int) -> list[Order]:
+        mine = [o for o in self.orders.values() if o.customer_id == customer_id]
+        mine.sort(key=lambda o: o.placed_at, reverse=True)
+        return [copy.deepcopy(o) for o in mine[:limit]]
+
+    async def claim_overdue(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Order]:
+        def claimable(order: Order) -> bool:
+            claim = self.claims.get(order.order_id)
+            return claim is None or claim.until <= now or claim.owner == owner
+
+        due = [
+            o
+            for o in self.orders.values()
+            if o.status in WAITING and o.deadline_at is not None and o.deadline_at <= now and claimable(o)
+        ]
+        due.sort(key=lambda o: o.deadline_at or now)
+        for order in due[:limit]:
+            self.claims[order.order_id] = Claim(owner, now + lease)
+        return [copy.deepcopy(o) for o in due[:limit]]
+
+    async def latest_order_no(self, day: str) -> str | None:
+        numbers = [o.order_no for o in self.orders.values() if o.order_no.startswith(f"{day}-")]
+        return max(numbers, default=None)
+
+    async def catalog_items(self, skus: Iterable[str]) -> dict[str, CatalogItem]:
+        return {sku: self.catalog[sku] for sku in set(skus) if sku in self.catalog}
+
+    async def catalog_page(self, limit: int) -> list[CatalogItem]:
+        return sorted((i for i in self.catalog.values() if i.active), key=lambda i: i.sku)[:limit]
+
+
+@dataclass
+class InMemoryOrderNumbers:
+    """Redis's per-day counters; `forget()` loses them, as a Redis restart without persistence does."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+
+    async def next(self, now: datetime) -> str:
+        day = order_day(now)
+        self.counters[day] = self.counters.get(day, 0) + 1
+        return format_order_no(day, self.counters[day])
+
+    async def continue_after(self, order_no: str) -> None:
+        day, sequence = parse_order_no(order_no)
+        self.counters[day] = max(self.counters.get(day, 0), sequence)
+
+    def forget(self) -> None:
+        self.counters.clear()
