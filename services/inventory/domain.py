@@ -15,9 +15,9 @@ from enum import StrEnum
 from shared.contracts import (
     CURRENCY,
     Event,
+    OrderEndReason,
     OrderLine,
     ProductKind,
-    OrderEndReason,
     ProductUpserted,
     ReservationEndReason,
     Shortage,
@@ -194,7 +194,9 @@ class Ledger:
             for r in self.reservations.values()
             if r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= self.now
         ]
-        return [(r, event) for r in expired for event in self.release(r.order_id, ReservationEndReason.EXPIRED)]
+        return [
+            (r, event) for r in expired for event in self.release(r.order_id, ReservationEndReason.EXPIRED)
+        ]
 
     def changes(self) -> Changes:
         stock = {}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from services.inventory.domain import Ledger, Merchant, Product, Reservation, ReservationStatus
 from services.inventory.store import InventoryStore, StockTransaction
@@ -16,13 +15,15 @@ from shared.contracts import (
     Event,
     OrderCancelled,
     OrderConfirmed,
+    OrderEvent,
     OrderPlaced,
     OrderRejected,
     ProductKind,
     ReservationEndReason,
 )
 from shared.errors import retry_transient
-from shared.kafka import Delivery, new_envelope, reply_to
+from shared.handlers import Handlers, Replies
+from shared.kafka import Delivery, new_envelope
 from shared.logging import get_logger
 
 SERVICE = "inventory"
@@ -99,16 +100,27 @@ async def upsert_product(service: Inventory, command: PutProduct, correlation_id
 # --- reactions to order events -------------------------------------------------------------------
 
 
-def on_order_placed(ledger: Ledger, event: OrderPlaced, cause: Envelope) -> list[Event]:
-    return ledger.reserve(event.order_id, event.lines, cause.correlation_id)
+@dataclass
+class StockBatch:
+    """A consumed batch decided in memory: the stock and reservations it touches, and its replies."""
+
+    ledger: Ledger
+    replies: Replies
 
 
-def on_order_ended(ledger: Ledger, event: OrderRejected | OrderCancelled, _cause: Envelope) -> list[Event]:
-    return ledger.release(event.order_id, event.reason)
+def on_order_placed(batch: StockBatch, event: OrderPlaced, cause: Envelope) -> None:
+    """Hold the order's stock, or reject it naming the shortages and substitutes."""
+    batch.replies.reply(cause, batch.ledger.reserve(event.order_id, event.lines, cause.correlation_id))
 
 
-def on_order_confirmed(ledger: Ledger, event: OrderConfirmed, _cause: Envelope) -> list[Event]:
-    return ledger.commit(event.order_id)
+def on_order_ended(batch: StockBatch, event: OrderRejected | OrderCancelled, cause: Envelope) -> None:
+    """Give the order's held stock back."""
+    batch.replies.reply(cause, batch.ledger.release(event.order_id, event.reason))
+
+
+def on_order_confirmed(batch: StockBatch, event: OrderConfirmed, cause: Envelope) -> None:
+    """Let the order's held stock leave for good."""
+    batch.replies.reply(cause, batch.ledger.commit(event.order_id))
 
 
 async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> None:
@@ -116,19 +128,17 @@ async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> No
     fresh = await service.store.unapplied(SERVICE, deliveries)
     if not fresh:
         return
-    relevant = [d for d in fresh if type(d.event) in HANDLERS]
+    relevant = [d for d in fresh if HANDLERS.handles(d)]
     async with service.store.transaction(SERVICE) as tx:
         if relevant:
-            ledger, outgoing = await _decide(service, tx, relevant)
-            await tx.save(ledger.changes())
-            tx.emit(outgoing)
+            batch = await _decide(service, tx, relevant)
+            await tx.save(batch.ledger.changes())
+            tx.emit(batch.replies.outgoing)
         tx.mark_applied([d.envelope.id for d in fresh])
 
 
-async def _decide(
-    service: Inventory, tx: StockTransaction, deliveries: Sequence[Delivery]
-) -> tuple[Ledger, list[Envelope]]:
-    order_ids = {str(getattr(d.event, "order_id", "")) for d in deliveries}
+async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence[Delivery]) -> StockBatch:
+    order_ids = {d.event.order_id for d in deliveries if isinstance(d.event, OrderEvent)}
     reservations = await tx.reservations(order_ids)
     skus = {line.sku for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines}
     skus |= {
@@ -136,29 +146,26 @@ async def _decide(
     }
     products = await tx.products(skus)
     now = service.clock()
-    ledger, outgoing = _apply(deliveries, products, reservations, now, service.reservation_ttl)
-    if ledger.short_merchants:
+    batch = _dispatch(deliveries, products, reservations, now, service.reservation_ttl)
+    if batch.ledger.short_merchants:
         # Substitutes need the short merchants' other products; reading them only when an order
         # is short keeps the common batch at two reads. The batch is then decided again, with them.
-        candidates = await tx.substitute_candidates(ledger.short_merchants, exclude=set(products))
+        candidates = await tx.substitute_candidates(batch.ledger.short_merchants, exclude=set(products))
         products = {**{p.sku: p for p in candidates}, **products}
-        ledger, outgoing = _apply(deliveries, products, reservations, now, service.reservation_ttl)
-    return ledger, outgoing
+        batch = _dispatch(deliveries, products, reservations, now, service.reservation_ttl)
+    return batch
 
 
-def _apply(
+def _dispatch(
     deliveries: Sequence[Delivery],
     products: dict[str, Product],
     reservations: dict[str, Reservation],
     now: datetime,
     ttl: timedelta,
-) -> tuple[Ledger, list[Envelope]]:
-    ledger = Ledger.open(products, reservations, now=now, ttl=ttl)
-    outgoing: list[Envelope] = []
-    for delivery in deliveries:
-        for event in HANDLERS[type(delivery.event)](ledger, delivery.event, delivery.envelope):
-            outgoing.append(reply_to(delivery.envelope, event, source=SERVICE))
-    return ledger, outgoing
+) -> StockBatch:
+    batch = StockBatch(Ledger.open(products, reservations, now=now, ttl=ttl), Replies(source=SERVICE))
+    HANDLERS.dispatch(batch, deliveries)
+    return batch
 
 
 async def release_expired(service: Inventory, limit: int = 200) -> int:
@@ -179,17 +186,17 @@ async def release_expired(service: Inventory, limit: int = 200) -> int:
 
 
 def _expiry_envelope(reservation: Reservation, event: Event) -> Envelope:
-    # A stable id: if two sweeps ever emitted the same expiry, consumers would apply it once.
-    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SERVICE}/{ReservationEndReason.EXPIRED}/{reservation.order_id}"))
+    # No event caused it, so its id derives from the order: two sweeps emitting the same expiry
+    # would emit one event, which consumers apply once.
+    name = f"{SERVICE}/{ReservationEndReason.EXPIRED}/{reservation.order_id}"
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
     return new_envelope(event, source=SERVICE, correlation_id=reservation.correlation_id, event_id=event_id)
 
 
-# Each handler takes the event type it is registered under.
-Handler = Callable[[Ledger, Any, Envelope], list[Event]]
-
-HANDLERS: dict[type[Event], Handler] = {
-    OrderPlaced: on_order_placed,
-    OrderRejected: on_order_ended,
-    OrderCancelled: on_order_ended,
-    OrderConfirmed: on_order_confirmed,
-}
+HANDLERS = (
+    Handlers[StockBatch]()
+    .on(OrderPlaced, on_order_placed)
+    .on(OrderRejected, on_order_ended)
+    .on(OrderCancelled, on_order_ended)
+    .on(OrderConfirmed, on_order_confirmed)
+)

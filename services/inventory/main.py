@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -13,11 +12,9 @@ from services.inventory.handlers import Inventory, handle_batch, release_expired
 from services.inventory.store import MongoInventoryStore
 from shared.contracts import topics
 from shared.kafka import Delivery
-from shared.logging import get_logger
+from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
-
-log = get_logger(__name__)
 
 
 class InventorySettings(SharedSettings):
@@ -41,22 +38,17 @@ async def main() -> None:
         async def consume(deliveries: Sequence[Delivery]) -> None:
             await handle_batch(service, deliveries)
 
-        async def sweep_expired(stop: asyncio.Event) -> None:
-            while not stop.is_set():
-                try:
-                    await release_expired(service)
-                except Exception as error:  # noqa: BLE001 - a failed sweep is retried on the next tick
-                    log.warning("expiry_sweep_failed", error=f"{type(error).__name__}: {error}")
-                try:
-                    await asyncio.wait_for(stop.wait(), settings.inventory_expiry_scan_interval_s)
-                except TimeoutError:
-                    pass
-
         return Wiring(
             routers=[build_router(service)],
             handle_batch=consume,
             subscribe=[topics.ORDER_EVENTS],
-            workers=[sweep_expired],
+            workers=[
+                every(
+                    settings.inventory_expiry_scan_interval_s,
+                    lambda: release_expired(service),
+                    name="expiry_sweeper",
+                )
+            ],
         )
 
     await run_service(

@@ -1,11 +1,13 @@
-"""Where merchants, products and reservations live: the store protocol, MongoDB, and an in-memory twin."""
+"""Where merchants, products and reservations live: the store protocol and its MongoDB implementation.
+
+The in-memory twin for unit tests is tests/twins/inventory.py; tests/contract holds both to one suite.
+"""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -21,8 +23,9 @@ from services.inventory.domain import (
 )
 from shared.contracts import Envelope, ProductKind, StockLine
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery, first_unseen
+from shared.kafka import Delivery
 from shared.mongo import Document, MongoStore, Transaction
+from shared.store import EventStore, UnitOfWork
 
 MERCHANTS = "merchants"
 PRODUCTS = "products"
@@ -34,35 +37,39 @@ class StockConflict(ConcurrentWrite):
     """Stock or a reservation changed since the batch read it (another replica); retry the batch."""
 
 
-class StockTransaction(Protocol):
+class StockTransaction(UnitOfWork, Protocol):
     """One atomic unit: reads see a consistent view, writes commit with the applied ids and outbox."""
 
     async def products(self, skus: Collection[str]) -> dict[str, Product]: ...
 
     async def substitute_candidates(
         self, merchant_ids: Collection[str], exclude: Collection[str]
-    ) -> list[Product]: ...
+    ) -> list[Product]:
+        """The merchants' active products in stock, outside `exclude`: most stock first, then by sku;
+        at most CANDIDATES_PER_MERCHANT per merchant asked about."""
+        ...
 
     async def reservations(self, order_ids: Collection[str]) -> dict[str, Reservation]: ...
 
-    async def expired_reservations(self, now: datetime, limit: int) -> dict[str, Reservation]: ...
+    async def expired_reservations(self, now: datetime, limit: int) -> dict[str, Reservation]:
+        """Reservations still held at or past their deadline, the longest overdue first."""
+        ...
 
     async def merchant(self, merchant_id: str) -> Merchant | None: ...
 
-    async def save(self, changes: Changes) -> None: ...
+    async def save(self, changes: Changes) -> None:
+        """Add the stock deltas, insert the new reservations and move on those still held.
 
-    async def put_product(self, product: Product) -> Product: ...
+        Raises StockConflict when stock would go below zero, a new reservation exists already or a
+        moved one is no longer held: the batch was decided on state that has since changed."""
+        ...
 
-    def mark_applied(self, event_ids: Sequence[str]) -> None: ...
+    async def put_product(self, product: Product) -> Product:
+        """Create or replace a product; its `reserved` stays as stored (0 for a new one)."""
+        ...
 
-    def emit(self, envelopes: Sequence[Envelope]) -> None: ...
 
-
-class InventoryStore(Protocol):
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]: ...
-
-    def transaction(self, consumer: str) -> AbstractAsyncContextManager[StockTransaction]: ...
-
+class InventoryStore(EventStore[StockTransaction], Protocol):
     async def list_products(self, merchant_id: str | None = None) -> list[Product]: ...
 
     async def get_product(self, sku: str) -> Product | None: ...
@@ -273,136 +280,3 @@ def _reservation_document(reservation: Reservation, now: datetime) -> Document:
         "created_at": now,
         "updated_at": now,
     }
-
-
-# --- in memory, for unit tests -----------------------------------------------------------------
-
-
-@dataclass
-class _State:
-    merchants: dict[str, Merchant] = field(default_factory=dict)
-    products: dict[str, Product] = field(default_factory=dict)
-    reservations: dict[str, Reservation] = field(default_factory=dict)
-    applied: set[str] = field(default_factory=set)
-    outbox: list[Envelope] = field(default_factory=list)
-
-
-class InMemoryInventoryStore:
-    """Same behaviour as the Mongo store, including the stock guards, on plain dicts."""
-
-    def __init__(self) -> None:
-        self.state = _State()
-
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.state.outbox
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        fresh, _ = first_unseen(consumer, deliveries, self.state.applied)
-        return fresh
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[StockTransaction]:
-        # Work on a copy and swap it in at the end: an exception leaves the state untouched.
-        draft = copy.deepcopy(self.state)
-        tx = _MemoryTransaction(draft, consumer)
-        yield tx
-        if draft.applied & {f"{consumer}:{eid}" for eid in tx.applied}:
-            raise ConcurrentWrite("event applied twice")
-        draft.applied.update(f"{consumer}:{eid}" for eid in tx.applied)
-        draft.outbox.extend(tx.outgoing)
-        self.state = draft
-
-    async def list_products(self, merchant_id: str | None = None) -> list[Product]:
-        products = sorted(self.state.products.values(), key=lambda p: p.sku)
-        return [copy.copy(p) for p in products if merchant_id in (None, p.merchant_id)]
-
-    async def get_product(self, sku: str) -> Product | None:
-        product = self.state.products.get(sku)
-        return None if product is None else copy.copy(product)
-
-    async def add_merchant(self, merchant: Merchant) -> Merchant | None:
-        existing = self.state.merchants.get(merchant.merchant_id)
-        if existing is None:
-            self.state.merchants[merchant.merchant_id] = merchant
-        return existing
-
-    async def list_merchants(self) -> list[Merchant]:
-        return sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
-
-
-@dataclass
-class _MemoryTransaction:
-    state: _State
-    consumer: str
-    applied: list[str] = field(default_factory=list)
-    outgoing: list[Envelope] = field(default_factory=list)
-
-    async def products(self, skus: Collection[str]) -> dict[str, Product]:
-        return {sku: copy.copy(p) for sku in skus if (p := self.state.products.get(sku)) is not None}
-
-    async def substitute_candidates(
-        self, merchant_ids: Collection[str], exclude: Collection[str]
-    ) -> list[Product]:
-        found = [
-            copy.copy(p)
-            for p in self.state.products.values()
-            if p.merchant_id in merchant_ids and p.active and p.available > 0 and p.sku not in exclude
-        ]
-        return sorted(found, key=lambda p: (-p.available, p.sku))[
-            : CANDIDATES_PER_MERCHANT * len(merchant_ids)
-        ]
-
-    async def reservations(self, order_ids: Collection[str]) -> dict[str, Reservation]:
-        return {
-            oid: copy.deepcopy(r) for oid in order_ids if (r := self.state.reservations.get(oid)) is not None
-        }
-
-    async def expired_reservations(self, now: datetime, limit: int) -> dict[str, Reservation]:
-        held = [
-            r
-            for r in self.state.reservations.values()
-            if r.status is ReservationStatus.HELD and r.expires_at is not None and r.expires_at <= now
-        ]
-        return {r.order_id: copy.deepcopy(r) for r in _by_expiry(held)[:limit]}
-
-    async def merchant(self, merchant_id: str) -> Merchant | None:
-        return self.state.merchants.get(merchant_id)
-
-    async def save(self, changes: Changes) -> None:
-        for sku, delta in changes.stock.items():
-            product = self.state.products.get(sku)
-            if (
-                product is None
-                or product.available + delta.available < 0
-                or product.reserved + delta.reserved < 0
-            ):
-                raise StockConflict(f"stock update for {sku} lost a race")
-            product.available += delta.available
-            product.reserved += delta.reserved
-        for reservation in changes.created:
-            if reservation.order_id in self.state.reservations:
-                raise StockConflict(f"reservation {reservation.order_id} written concurrently")
-            self.state.reservations[reservation.order_id] = copy.deepcopy(reservation)
-        for reservation in changes.moved_from_held:
-            stored = self.state.reservations.get(reservation.order_id)
-            if stored is None or stored.status is not ReservationStatus.HELD:
-                raise StockConflict(f"reservation {reservation.order_id} already moved on")
-            self.state.reservations[reservation.order_id] = copy.deepcopy(reservation)
-
-    async def put_product(self, product: Product) -> Product:
-        existing = self.state.products.get(product.sku)
-        stored = copy.copy(product)
-        stored.reserved = existing.reserved if existing is not None else 0
-        self.state.products[product.sku] = stored
-        return copy.copy(stored)
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.applied.extend(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.outgoing.extend(envelopes)
-
-
-def _by_expiry(reservations: Iterable[Reservation]) -> list[Reservation]:
-    return sorted(reservations, key=lambda r: r.expires_at or datetime.max.replace(tzinfo=UTC))

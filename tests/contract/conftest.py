@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
+from pydantic import SecretStr
 from pymongo.errors import PyMongoError
 
 from shared.mongo import Document, MongoStore, make_client
@@ -36,6 +37,7 @@ def _free_port() -> int:
 
 def _wait_for(url: str, process: subprocess.Popen[bytes] | None, deadline_s: float = 30.0) -> None:
     until = time.monotonic() + deadline_s
+    client: MongoClient[Document]
     with MongoClient(url, serverSelectionTimeoutMS=500) as client:
         while True:
             try:
@@ -83,7 +85,7 @@ def mongo_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(mongo_url: str) -> SharedSettings:
-    return SharedSettings(mongo_url=mongo_url)  # type: ignore[arg-type]
+    return SharedSettings(mongo_url=SecretStr(mongo_url))
 
 
 @pytest.fixture(scope="session")

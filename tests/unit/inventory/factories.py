@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.contracts import (
     OrderCancelled,
     OrderConfirmed,
+    OrderEndReason,
     OrderLine,
     OrderPlaced,
     OrderRejected,
@@ -30,11 +31,11 @@ def placed(order_id: str, *lines: OrderLine) -> OrderPlaced:
     )
 
 
-def rejected(order_id: str, reason: str = "FRAUD_REJECTED") -> OrderRejected:
+def rejected(order_id: str, reason: OrderEndReason = OrderEndReason.FRAUD) -> OrderRejected:
     return OrderRejected(order_id=order_id, order_no=f"NO-{order_id}", customer_id="c-1", reason=reason)
 
 
-def cancelled(order_id: str, reason: str = "PAYMENT_FAILED") -> OrderCancelled:
+def cancelled(order_id: str, reason: OrderEndReason = OrderEndReason.PAYMENT_DECLINED) -> OrderCancelled:
     return OrderCancelled(order_id=order_id, order_no=f"NO-{order_id}", customer_id="c-1", reason=reason)
 
 

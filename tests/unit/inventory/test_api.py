@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from services.inventory.api import build_router
 from services.inventory.handlers import Inventory
-from services.inventory.store import InMemoryInventoryStore
 from shared.contracts import ProductUpserted, decode_data
 from shared.http import create_app
+from tests.twins.inventory import InMemoryInventoryStore
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 
 from services.inventory.domain import (
-    EXPIRED,
     Ledger,
     Product,
     Reservation,
@@ -16,6 +15,8 @@ from services.inventory.domain import (
     stock_lines,
 )
 from shared.contracts import (
+    OrderEndReason,
+    ReservationEndReason,
     Shortage,
     StockCommitted,
     StockLine,
@@ -125,7 +126,7 @@ def test_a_release_earlier_in_the_batch_frees_stock_for_a_later_order() -> None:
     products["BOWL"].available, products["BOWL"].reserved = 0, 1
     book = ledger(products, {"o-1": held("o-1", StockLine(sku="BOWL", quantity=1))})
 
-    book.release("o-1", "PAYMENT_FAILED")
+    book.release("o-1", OrderEndReason.PAYMENT_DECLINED)
     [event] = book.reserve("o-2", [line("BOWL", 1)], "c2")
 
     assert isinstance(event, StockReserved)
@@ -156,15 +157,15 @@ def test_release_gives_held_stock_back() -> None:
     products["TEA"].available, products["TEA"].reserved = 3, 2
     book = ledger(products, {"o-1": held("o-1", StockLine(sku="TEA", quantity=2))})
 
-    events = book.release("o-1", "FRAUD_REJECTED")
+    events = book.release("o-1", OrderEndReason.FRAUD)
 
     assert events == [
-        StockReleased(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)], reason="FRAUD_REJECTED")
+        StockReleased(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)], reason=OrderEndReason.FRAUD)
     ]
     changes = book.changes()
     assert changes.stock == {"TEA": StockDelta(2, -2)}
     [moved] = changes.moved_from_held
-    assert (moved.status, moved.reason) == (ReservationStatus.RELEASED, "FRAUD_REJECTED")
+    assert (moved.status, moved.reason) == (ReservationStatus.RELEASED, OrderEndReason.FRAUD)
 
 
 @pytest.mark.parametrize(
@@ -175,9 +176,9 @@ def test_release_and_commit_only_touch_held_reservations(status: ReservationStat
 
     book = ledger(reservations={"o-1": reservation})
 
-    assert book.release("o-1", "X") == []
+    assert book.release("o-1", OrderEndReason.PAYMENT_TIMEOUT) == []
     assert book.commit("o-1") == []
-    assert book.release("unknown", "X") == []
+    assert book.release("unknown", OrderEndReason.PAYMENT_TIMEOUT) == []
     assert book.commit("unknown") == []
     assert not book.changes()
 
@@ -189,13 +190,13 @@ def test_commit_lets_reserved_stock_leave_for_good() -> None:
 
     assert book.commit("o-1") == [StockCommitted(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)])]
     assert book.changes().stock == {"TEA": StockDelta(0, -2)}
-    assert book.release("o-1", "LATE") == []  # committed stock never comes back
+    assert book.release("o-1", OrderEndReason.PAYMENT_TIMEOUT) == []  # committed stock never comes back
 
 
 def test_reserved_then_released_in_one_batch_is_one_new_released_reservation() -> None:
     book = ledger()
     book.reserve("o-1", [line("TEA", 1)], "c")
-    book.release("o-1", "FRAUD_REJECTED")
+    book.release("o-1", OrderEndReason.FRAUD)
 
     changes = book.changes()
     assert [r.status for r in changes.created] == [ReservationStatus.RELEASED]
@@ -214,7 +215,12 @@ def test_expire_releases_only_reservations_past_their_deadline() -> None:
     released = book.expire()
 
     assert [(r.order_id, e) for r, e in released] == [
-        ("late", StockReleased(order_id="late", lines=[StockLine(sku="TEA", quantity=2)], reason=EXPIRED))
+        (
+            "late",
+            StockReleased(
+                order_id="late", lines=[StockLine(sku="TEA", quantity=2)], reason=ReservationEndReason.EXPIRED
+            ),
+        )
     ]
     assert book.changes().stock == {"TEA": StockDelta(2, -2)}
 

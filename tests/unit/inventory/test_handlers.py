@@ -8,7 +8,7 @@ from itertools import count
 
 import pytest
 
-from services.inventory.domain import EXPIRED, Merchant, Product, ReservationStatus
+from services.inventory.domain import Merchant, Product, ReservationStatus
 from services.inventory.handlers import (
     Inventory,
     PutProduct,
@@ -17,10 +17,12 @@ from services.inventory.handlers import (
     release_expired,
     upsert_product,
 )
-from services.inventory.store import InMemoryInventoryStore, StockConflict, _MemoryTransaction
+from services.inventory.store import StockConflict
 from shared.contracts import (
     Event,
+    OrderEndReason,
     ProductUpserted,
+    ReservationEndReason,
     StockCommitted,
     StockLine,
     StockRejected,
@@ -28,6 +30,7 @@ from shared.contracts import (
     StockReserved,
     decode_data,
 )
+from tests.twins.inventory import InMemoryInventoryStore, _MemoryTransaction
 from tests.unit.inventory.factories import cancelled, confirmed, line, placed, rejected
 from tests.unit.samples import T0
 from tests.unit.samples import delivery as deliver
@@ -127,12 +130,12 @@ async def test_rejected_and_cancelled_orders_give_held_stock_back(service: Inven
     await handle_batch(
         service, [deliver(placed("o-1", line("TEA", 2))), deliver(placed("o-2", line("POT", 4)))]
     )
-    await handle_batch(service, [deliver(rejected("o-1", "FRAUD_REJECTED")), deliver(cancelled("o-2"))])
+    await handle_batch(service, [deliver(rejected("o-1", OrderEndReason.FRAUD)), deliver(cancelled("o-2"))])
 
     released = [e for e in emitted(service) if isinstance(e, StockReleased)]
     assert [(e.order_id, e.reason) for e in released] == [
-        ("o-1", "FRAUD_REJECTED"),
-        ("o-2", "PAYMENT_FAILED"),
+        ("o-1", OrderEndReason.FRAUD),
+        ("o-2", OrderEndReason.PAYMENT_DECLINED),
     ]
     assert await stock(service, "TEA") == (5, 0)
     assert await stock(service, "POT") == (9, 0)
@@ -144,7 +147,7 @@ async def test_ending_an_order_with_nothing_held_only_marks_it_applied(service: 
     await handle_batch(service, [delivery])
 
     assert store_of(service).outbox == []
-    assert f"inventory:{delivery.envelope.id}" in store_of(service).state.applied
+    assert f"inventory:{delivery.envelope.id}" in store_of(service).ledger.processed
 
 
 async def test_a_confirmed_order_commits_its_reservation_once(service: Inventory) -> None:
@@ -162,7 +165,7 @@ async def test_other_event_types_are_ignored_but_marked_applied(service: Invento
 
     await handle_batch(service, [other])
 
-    assert f"inventory:{other.envelope.id}" in store_of(service).state.applied
+    assert f"inventory:{other.envelope.id}" in store_of(service).ledger.processed
     assert store_of(service).outbox == []
 
 
@@ -179,7 +182,7 @@ async def test_expired_reservations_are_released_with_the_orders_correlation(ser
     [envelope] = store_of(service).outbox
     assert envelope.correlation_id == "corr-o-1"
     assert decode_data(envelope) == StockReleased(
-        order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)], reason=EXPIRED
+        order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)], reason=ReservationEndReason.EXPIRED
     )
     assert await stock(service, "TEA") == (5, 0)
 
@@ -232,5 +235,5 @@ async def test_a_batch_decided_on_stale_stock_fails_and_changes_nothing(
         await handle_batch(service, [delivery])
 
     assert store.outbox == []
-    assert f"inventory:{delivery.envelope.id}" not in store.state.applied
+    assert f"inventory:{delivery.envelope.id}" not in store.ledger.processed
     assert await stock(service, "CUP") == (1, 0)

@@ -1,0 +1,388 @@
+"""What the inventory handlers rely on from their store, held against the in-memory twin and MongoDB alike."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+
+import pytest
+from pymongo import ASCENDING
+
+from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus, StockDelta
+from services.inventory.store import (
+    CANDIDATES_PER_MERCHANT,
+    InventoryStore,
+    MongoInventoryStore,
+    StockConflict,
+)
+from shared.contracts import Envelope, OrderEndReason, ProductUpserted, StockLine
+from shared.errors import ConcurrentWrite
+from shared.kafka import decode, new_envelope
+from shared.mongo import OUTBOX, MongoStore
+from tests.twins.inventory import InMemoryInventoryStore
+from tests.unit.inventory.factories import cancelled
+from tests.unit.samples import T0, delivery
+
+CONSUMER = "inventory"
+TTL = timedelta(minutes=15)
+ReadOutbox = Callable[[], Awaitable[list[Envelope]]]
+
+
+def product(sku: str, *, merchant_id: str = "m-1", available: int = 10, active: bool = True) -> Product:
+    return Product(sku, f"name of {sku}", merchant_id, price_fen=1000, available=available, active=active)
+
+
+def reservation(
+    order_id: str,
+    *lines: StockLine,
+    status: ReservationStatus = ReservationStatus.HELD,
+    expires_at: timedelta | None = TTL,
+) -> Reservation:
+    deadline = None if expires_at is None else T0 + expires_at
+    return Reservation(order_id, list(lines), status, f"corr-{order_id}", expires_at=deadline)
+
+
+def announcement(sku: str) -> Envelope:
+    event = ProductUpserted(sku=sku, name=sku, merchant_id="m-1", price_fen=1000)
+    return new_envelope(event, source=CONSUMER, correlation_id=f"corr-{sku}")
+
+
+def changes(
+    stock: Mapping[str, StockDelta] | None = None,
+    created: Sequence[Reservation] = (),
+    moved_from_held: Sequence[Reservation] = (),
+) -> Changes:
+    return Changes(stock or {}, list(created), list(moved_from_held))
+
+
+async def put(store: InventoryStore, *products: Product) -> None:
+    async with store.transaction(CONSUMER) as tx:
+        for item in products:
+            await tx.put_product(item)
+
+
+async def save(store: InventoryStore, batch: Changes) -> None:
+    async with store.transaction(CONSUMER) as tx:
+        await tx.save(batch)
+
+
+async def stock(store: InventoryStore, sku: str) -> tuple[int, int]:
+    found = await store.get_product(sku)
+    assert found is not None
+    return found.available, found.reserved
+
+
+async def reservations(store: InventoryStore, *order_ids: str) -> dict[str, Reservation]:
+    async with store.transaction(CONSUMER) as tx:
+        return await tx.reservations(order_ids)
+
+
+class InventoryStoreContract:
+    """Subclasses provide the fixtures `store` (an empty InventoryStore) and `outbox` (reads back what
+    the store's committed transactions emitted, oldest first)."""
+
+    # --- products ----------------------------------------------------------------------------------
+
+    async def test_a_product_is_created_replaced_and_listed_by_sku(self, store: InventoryStore) -> None:
+        await put(store, product("TEA"), product("CUP", merchant_id="m-2"), product("BOWL"))
+        replacement = Product("TEA", "Longjing", "m-1", price_fen=8800, available=3, active=False)
+
+        async with store.transaction(CONSUMER) as tx:
+            stored = await tx.put_product(replacement)
+
+        assert stored == replacement
+        assert await store.get_product("TEA") == replacement
+        assert await store.get_product("GHOST") is None
+        assert [p.sku for p in await store.list_products()] == ["BOWL", "CUP", "TEA"]
+        assert [p.sku for p in await store.list_products("m-1")] == ["BOWL", "TEA"]
+        assert await store.list_products("m-404") == []
+
+    async def test_a_restock_sets_available_and_keeps_what_is_reserved(self, store: InventoryStore) -> None:
+        await put(store, product("TEA", available=5))
+        await save(store, changes({"TEA": StockDelta(-2, 2)}))
+
+        async with store.transaction(CONSUMER) as tx:
+            # Whatever `reserved` the caller passes, the stored one stands: orders hold it.
+            restocked = await tx.put_product(
+                Product("TEA", "Longjing", "m-1", 8800, available=40, reserved=0)
+            )
+
+        assert (restocked.available, restocked.reserved) == (40, 2)
+        assert await stock(store, "TEA") == (40, 2)
+
+    async def test_products_read_in_a_transaction_are_those_that_exist(self, store: InventoryStore) -> None:
+        await put(store, product("TEA"), product("CUP"))
+
+        async with store.transaction(CONSUMER) as tx:
+            found = await tx.products({"TEA", "GHOST"})
+
+        assert found == {"TEA": product("TEA")}
+
+    # --- stock -------------------------------------------------------------------------------------
+
+    async def test_saved_stock_deltas_add_to_the_stored_stock(self, store: InventoryStore) -> None:
+        await put(store, product("TEA", available=5), product("CUP", available=2))
+
+        await save(store, changes({"TEA": StockDelta(-3, 3), "CUP": StockDelta(-2, 2)}))
+        await save(store, changes({"TEA": StockDelta(1, -1), "CUP": StockDelta(0, -2)}))
+
+        assert await stock(store, "TEA") == (3, 2)
+        assert await stock(store, "CUP") == (0, 0)
+
+    @pytest.mark.parametrize(
+        "delta",
+        [
+            pytest.param({"CUP": StockDelta(-3, 3)}, id="available-below-zero"),
+            pytest.param({"CUP": StockDelta(2, -2)}, id="reserved-below-zero"),
+            pytest.param({"GHOST": StockDelta(-1, 1)}, id="unknown-sku"),
+        ],
+    )
+    async def test_a_delta_the_stock_cannot_take_conflicts_and_nothing_is_written(
+        self, store: InventoryStore, outbox: ReadOutbox, delta: dict[str, StockDelta]
+    ) -> None:
+        await put(store, product("TEA", available=5), product("CUP", available=2))
+        cause = delivery(cancelled("o-1"))
+
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                tx.mark_applied([cause.envelope.id])
+                tx.emit([announcement("TEA")])
+                await tx.save(changes({"TEA": StockDelta(-1, 1), **delta}, created=[reservation("o-1")]))
+
+        assert await stock(store, "TEA") == (5, 0)
+        assert await stock(store, "CUP") == (2, 0)
+        assert await reservations(store, "o-1") == {}
+        assert await store.unapplied(CONSUMER, [cause]) == [cause]
+        assert await outbox() == []
+
+    # --- reservations ------------------------------------------------------------------------------
+
+    async def test_created_reservations_read_back_as_saved(self, store: InventoryStore) -> None:
+        held = reservation("o-1", StockLine(sku="TEA", quantity=2), StockLine(sku="CUP", quantity=1))
+        rejected = reservation(
+            "o-2", StockLine(sku="POT", quantity=9), status=ReservationStatus.REJECTED, expires_at=None
+        )
+
+        await save(store, changes(created=[held, rejected]))
+
+        assert await reservations(store, "o-1", "o-2", "o-404") == {"o-1": held, "o-2": rejected}
+
+    async def test_creating_a_reservation_that_exists_conflicts(self, store: InventoryStore) -> None:
+        first = reservation("o-1", StockLine(sku="TEA", quantity=2))
+        await save(store, changes(created=[first]))
+
+        with pytest.raises(StockConflict):
+            await save(store, changes(created=[reservation("o-1", StockLine(sku="CUP", quantity=1))]))
+
+        assert await reservations(store, "o-1") == {"o-1": first}
+
+    async def test_a_reservation_moves_on_from_held_once(self, store: InventoryStore) -> None:
+        await save(store, changes(created=[reservation("o-1", StockLine(sku="TEA", quantity=2))]))
+        released = reservation("o-1", StockLine(sku="TEA", quantity=2), status=ReservationStatus.RELEASED)
+        released.reason = OrderEndReason.FRAUD
+        committed = reservation("o-1", StockLine(sku="TEA", quantity=2), status=ReservationStatus.COMMITTED)
+
+        await save(store, changes(moved_from_held=[released]))
+        with pytest.raises(StockConflict):
+            await save(store, changes(moved_from_held=[committed]))
+
+        stored = (await reservations(store, "o-1"))["o-1"]
+        assert (stored.status, stored.reason) == (ReservationStatus.RELEASED, OrderEndReason.FRAUD)
+
+    async def test_moving_a_reservation_never_stored_conflicts(self, store: InventoryStore) -> None:
+        ghost = reservation("o-404", status=ReservationStatus.RELEASED)
+
+        with pytest.raises(StockConflict):
+            await save(store, changes(moved_from_held=[ghost]))
+
+        assert await reservations(store, "o-404") == {}
+
+    async def test_expired_reservations_are_those_held_past_their_deadline_longest_overdue_first(
+        self, store: InventoryStore
+    ) -> None:
+        tea = StockLine(sku="TEA", quantity=1)
+        await save(
+            store,
+            changes(
+                created=[
+                    reservation("late", tea, expires_at=-timedelta(minutes=1)),
+                    reservation("not-yet", tea, expires_at=timedelta(seconds=1)),
+                    reservation("latest", tea, expires_at=-timedelta(minutes=3)),
+                    reservation("due-now", tea, expires_at=timedelta(0)),
+                    reservation(
+                        "released", tea, status=ReservationStatus.RELEASED, expires_at=-timedelta(hours=1)
+                    ),
+                    reservation("rejected", tea, status=ReservationStatus.REJECTED, expires_at=None),
+                ]
+            ),
+        )
+
+        async with store.transaction(CONSUMER) as tx:
+            every_one = await tx.expired_reservations(T0, limit=10)
+            first_two = await tx.expired_reservations(T0, limit=2)
+
+        assert list(every_one) == ["latest", "late", "due-now"]
+        assert every_one["late"] == reservation("late", tea, expires_at=-timedelta(minutes=1))
+        assert list(first_two) == ["latest", "late"]
+
+    # --- substitutes -------------------------------------------------------------------------------
+
+    async def test_substitute_candidates_are_the_merchants_sellable_products_most_stock_first(
+        self, store: InventoryStore
+    ) -> None:
+        await put(
+            store,
+            product("POT", available=9),
+            product("BOWL", available=3),
+            product("CUP", available=9),
+            product("TEA", available=20),
+            product("JAR", available=30, active=False),
+            product("SPOON", available=0),
+            product("SAUCE", merchant_id="m-2", available=4),
+            product("RICE", merchant_id="m-3", available=50),
+        )
+
+        async with store.transaction(CONSUMER) as tx:
+            candidates = await tx.substitute_candidates({"m-1", "m-2"}, exclude={"TEA"})
+
+        assert [p.sku for p in candidates] == ["CUP", "POT", "SAUCE", "BOWL"]
+        assert candidates[0] == product("CUP", available=9)
+
+    async def test_substitute_candidates_are_bounded_per_merchant_asked_about(
+        self, store: InventoryStore
+    ) -> None:
+        skus = [f"SKU-{n:02d}" for n in range(CANDIDATES_PER_MERCHANT + 2)]
+        await put(store, *(product(sku, available=n + 1) for n, sku in enumerate(skus)))
+
+        async with store.transaction(CONSUMER) as tx:
+            candidates = await tx.substitute_candidates({"m-1"}, exclude=set())
+
+        assert [p.sku for p in candidates] == skus[::-1][:CANDIDATES_PER_MERCHANT]
+
+    # --- merchants ---------------------------------------------------------------------------------
+
+    async def test_a_merchant_id_is_taken_once_and_the_first_one_stays(self, store: InventoryStore) -> None:
+        assert await store.add_merchant(Merchant("m-2", "Jingdezhen Porcelain")) is None
+        assert await store.add_merchant(Merchant("m-1", "West Lake Tea")) is None
+
+        existing = await store.add_merchant(Merchant("m-1", "Someone Else"))
+
+        assert existing == Merchant("m-1", "West Lake Tea")
+        assert await store.list_merchants() == [
+            Merchant("m-1", "West Lake Tea"),
+            Merchant("m-2", "Jingdezhen Porcelain"),
+        ]
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.merchant("m-1") == Merchant("m-1", "West Lake Tea")
+            assert await tx.merchant("m-404") is None
+
+    # --- apply once, all or nothing, the outbox ---------------------------------------------------
+
+    async def test_an_applied_event_is_not_unapplied_again_for_that_consumer(
+        self, store: InventoryStore
+    ) -> None:
+        first, second = delivery(cancelled("o-1")), delivery(cancelled("o-2"))
+        assert await store.unapplied(CONSUMER, [first, second, first]) == [first, second]
+
+        async with store.transaction(CONSUMER) as tx:
+            tx.mark_applied([first.envelope.id])
+
+        assert await store.unapplied(CONSUMER, [first, second]) == [second]
+        assert await store.unapplied("another-consumer", [first]) == [first]
+
+    async def test_a_second_apply_of_an_event_is_refused_with_everything_it_wrote(
+        self, store: InventoryStore, outbox: ReadOutbox
+    ) -> None:
+        cause = delivery(cancelled("o-1"))
+        async with store.transaction(CONSUMER) as tx:
+            tx.mark_applied([cause.envelope.id])
+
+        with pytest.raises(ConcurrentWrite):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_product(product("TEA"))
+                tx.emit([announcement("TEA")])
+                tx.mark_applied([cause.envelope.id])
+
+        assert await store.get_product("TEA") is None
+        assert await outbox() == []
+
+    async def test_one_event_marked_twice_in_a_transaction_is_refused(self, store: InventoryStore) -> None:
+        cause = delivery(cancelled("o-1"))
+
+        with pytest.raises(ConcurrentWrite):
+            async with store.transaction(CONSUMER) as tx:
+                tx.mark_applied([cause.envelope.id, cause.envelope.id])
+
+        assert await store.unapplied(CONSUMER, [cause]) == [cause]
+
+    async def test_a_transaction_whose_body_raises_writes_nothing(
+        self, store: InventoryStore, outbox: ReadOutbox
+    ) -> None:
+        await put(store, product("CUP", available=2))
+        cause = delivery(cancelled("o-1"))
+
+        with pytest.raises(RuntimeError, match="decided badly"):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_product(product("TEA"))
+                await tx.save(
+                    changes(
+                        {"CUP": StockDelta(-1, 1)},
+                        created=[reservation("o-1", StockLine(sku="CUP", quantity=1))],
+                    )
+                )
+                tx.mark_applied([cause.envelope.id])
+                tx.emit([announcement("TEA")])
+                raise RuntimeError("decided badly")
+
+        assert await store.get_product("TEA") is None
+        assert await stock(store, "CUP") == (2, 0)
+        assert await reservations(store, "o-1") == {}
+        assert await store.unapplied(CONSUMER, [cause]) == [cause]
+        assert await outbox() == []
+
+    async def test_emitted_events_land_in_the_outbox_in_order_with_the_changes(
+        self, store: InventoryStore, outbox: ReadOutbox
+    ) -> None:
+        tea, cup, pot = announcement("TEA"), announcement("CUP"), announcement("POT")
+
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_product(product("TEA"))
+            tx.emit([tea, cup])
+        async with store.transaction(CONSUMER) as tx:
+            tx.emit([pot])
+
+        assert await outbox() == [tea, cup, pot]
+        assert await store.get_product("TEA") == product("TEA")
+
+
+class TestInMemoryInventoryStore(InventoryStoreContract):
+    @pytest.fixture
+    def twin(self) -> InMemoryInventoryStore:
+        return InMemoryInventoryStore()
+
+    @pytest.fixture
+    def store(self, twin: InMemoryInventoryStore) -> InventoryStore:
+        return twin
+
+    @pytest.fixture
+    def outbox(self, twin: InMemoryInventoryStore) -> ReadOutbox:
+        async def read() -> list[Envelope]:
+            return list(twin.outbox)
+
+        return read
+
+
+class TestMongoInventoryStore(InventoryStoreContract):
+    @pytest.fixture
+    async def store(self, mongo_store: MongoStore) -> InventoryStore:
+        store = MongoInventoryStore(mongo_store)
+        await store.ensure_indexes()
+        return store
+
+    @pytest.fixture
+    def outbox(self, mongo_store: MongoStore) -> ReadOutbox:
+        async def read() -> list[Envelope]:
+            documents = await mongo_store.db[OUTBOX].find().sort("_id", ASCENDING).to_list()
+            return [decode(document["value"]) for document in documents]
+
+        return read
