@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from shared.contracts import FraudDecision, FraudReason, OrderPlaced, PaymentMethod, ShippingAddress
 
-
 # What each reason adds to the score, and the decision it forces on its own.
 _WEIGHTS: dict[FraudReason, tuple[int, FraudDecision]] = {
     FraudReason.BLOCKED_CUSTOMER: (100, FraudDecision.REJECT),

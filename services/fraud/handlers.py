@@ -1,60 +1,61 @@
-"""Use cases: an OrderPlaced in, its FraudScored out, with the velocity and result tables updated."""
+"""Use cases: an OrderPlaced in, its FraudScored out, with the velocity and score tables updated."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
-
 from services.fraud.domain import OrderFacts, Rules, assess, recent_count, remember
-from shared.contracts import Envelope, Event, FraudScored, OrderPlaced
-from shared.kafka import reply_to
+from shared.contracts import Envelope, FraudScored, OrderPlaced
+from shared.handlers import Handlers, Replies
 
 SERVICE = "fraud"
-
-FRAUD_DECISIONS = Counter("fraud_decisions_total", "Orders scored, by decision", ["decision"])
 
 # Table values are JSON: scores maps order id -> {"envelope": the emitted FraudScored envelope};
 # history maps customer id -> {order id: placed_at as epoch seconds}.
 Table = MutableMapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Scored:
-    envelope: Envelope
-    duplicate: bool
+@dataclass
+class FraudBatch:
+    """Scoring's view of the orders it is given: the tables it reads and updates, and its answers."""
+
+    scores: Table
+    history: Table
+    rules: Rules
+    replies: Replies = field(default_factory=lambda: Replies(SERVICE))
+    # Ids of the causes answered with a score stored earlier: redeliveries, not new decisions.
+    redelivered: set[str] = field(default_factory=set)
 
 
-def score_order(
-    cause: Envelope, event: OrderPlaced, *, scores: Table, history: Table, rules: Rules
-) -> Scored:
-    """Score an order once; a redelivery gets the stored FraudScored back, uncounted."""
-    stored = scores.get(event.order_id)
+def on_order_placed(batch: FraudBatch, event: OrderPlaced, cause: Envelope) -> None:
+    """Score an order once; a redelivery is answered with the FraudScored it got the first time."""
+    stored = batch.scores.get(event.order_id)
     if stored is not None:
-        return Scored(Envelope.model_validate(stored["envelope"]), duplicate=True)
+        batch.replies.outgoing.append(Envelope.model_validate(stored["envelope"]))
+        batch.redelivered.add(cause.id)
+        return
 
     order = OrderFacts.of(event)
-    past: dict[str, float] = history.get(order.customer_id) or {}
-    assessment = assess(
-        order, recent_count(past, order.order_id, order.placed_at_s, rules.velocity_window_s), rules
-    )
-    envelope = reply_to(
+    window_s = batch.rules.velocity_window_s
+    past: dict[str, float] = batch.history.get(order.customer_id) or {}
+    assessment = assess(order, recent_count(past, order.order_id, order.placed_at_s, window_s), batch.rules)
+    batch.replies.reply(
         cause,
-        FraudScored(
-            order_id=order.order_id,
-            decision=assessment.decision,
-            score=assessment.score,
-            reasons=assessment.reasons,
-        ),
-        source=SERVICE,
+        [
+            FraudScored(
+                order_id=order.order_id,
+                decision=assessment.decision,
+                score=assessment.score,
+                reasons=assessment.reasons,
+            )
+        ],
     )
+    answer = batch.replies.outgoing[-1]
     # Faust tables log a key when it is assigned, so the new history is assigned whole.
-    history[order.customer_id] = remember(past, order.order_id, order.placed_at_s, rules.velocity_window_s)
-    scores[order.order_id] = {"envelope": envelope.model_dump(mode="json")}
-    FRAUD_DECISIONS.labels(assessment.decision.value).inc()
-    return Scored(envelope, duplicate=False)
+    batch.history[order.customer_id] = remember(past, order.order_id, order.placed_at_s, window_s)
+    batch.scores[order.order_id] = {"envelope": answer.model_dump(mode="json")}
 
 
 def public_view(stored: Any) -> dict[str, Any]:
@@ -68,6 +69,4 @@ def public_view(stored: Any) -> dict[str, Any]:
     }
 
 
-Handler = Callable[..., Scored]
-
-HANDLERS: dict[type[Event], Handler] = {OrderPlaced: score_order}
+HANDLERS = Handlers[FraudBatch]().on(OrderPlaced, on_order_placed)

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial, update_wrapper
 from typing import Any
 
 import faust
-from faust.types import StreamT
+from faust.types import AgentT, TableT, TopicT
 from pydantic import Field
 
+from services.fraud.agents import (
+    BY_CUSTOMER_TOPIC,
+    DEAD_LETTER_TOPIC,
+    OutboundRecord,
+    Outputs,
+    Send,
+    route,
+    score,
+)
 from services.fraud.api import register_routes
 from services.fraud.domain import Rules
-from services.fraud.handlers import HANDLERS, SERVICE
-from shared import metrics
-from shared.contracts import decode_data, topics
-from shared.kafka import dead_letter_headers, decode, encode, ensure_topics, headers_for, wait_for_broker
-from shared.logging import configure_logging, correlation, get_logger
+from services.fraud.handlers import SERVICE, FraudBatch
+from shared.contracts import topics
+from shared.kafka import ensure_topics, wait_for_broker
+from shared.logging import configure_logging
 from shared.settings import SharedSettings, load_settings
-
-log = get_logger(__name__)
-
-# Orders re-keyed by customer, so that one customer's velocity lives in one partition (one worker).
-BY_CUSTOMER_TOPIC = "fraud-orders-by-customer"
-WANTED_TYPES = frozenset(event.TYPE for event in HANDLERS)
 
 
 class FraudSettings(SharedSettings):
@@ -50,7 +55,19 @@ class FraudSettings(SharedSettings):
         return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(",") if host.strip()]
 
 
-def build_app(settings: FraudSettings) -> faust.App:
+@dataclass(frozen=True)
+class FraudApp:
+    """The faust app with the agents and tables that tests and the web views reach into."""
+
+    app: faust.App
+    route: AgentT[bytes]
+    score: AgentT[bytes]
+    scores: TableT[str, Any]
+    history: TableT[str, Any]
+
+
+def build_app(settings: FraudSettings, outputs: Outputs | None = None) -> FraudApp:
+    """The app, its topics, tables and agents; `outputs` defaults to sending to the topics."""
     app = faust.App(
         SERVICE,
         broker=settings.broker_urls(),
@@ -69,74 +86,25 @@ def build_app(settings: FraudSettings) -> faust.App:
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
     )
-    rules = settings.rules()
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     order_events = app.topic(topics.ORDER_EVENTS, **raw)
-    order_dlq = app.topic(topics.dead_letter(topics.ORDER_EVENTS), **raw)
-    fraud_events = app.topic(topics.FRAUD_EVENTS, **raw)
     by_customer = app.topic(BY_CUSTOMER_TOPIC, internal=True, partitions=settings.topic_partitions, **raw)
+    if outputs is None:
+        outputs = Outputs(
+            forward=topic_sender(by_customer),
+            publish=topic_sender(app.topic(topics.FRAUD_EVENTS, **raw)),
+            dead_letter=topic_sender(app.topic(DEAD_LETTER_TOPIC, **raw)),
+        )
     scores = app.Table("scores", partitions=settings.topic_partitions)
     history = app.Table("velocity", partitions=settings.topic_partitions)
-
-    async def dead_letter(message: Any, error: str) -> None:
-        headers = dead_letter_headers(
-            list(message.headers or ()),
-            error=error,
-            consumer=SERVICE,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        await (await order_dlq.send(key=message.key, value=message.value or b"", headers=headers))
-        metrics.EVENTS_DEAD_LETTERED.labels(SERVICE, order_dlq.get_topic_name()).inc()
-        log.error("dead_lettered", source_topic=message.topic, source_offset=message.offset, error=error)
-
-    async def route(stream: StreamT[bytes]) -> None:
-        """Pick the orders out of order.events and re-key them by customer."""
-        async for event in stream.events():
-            message = event.message
-            try:
-                envelope = decode(message.value)
-            except ValueError as error:
-                metrics.EVENTS_CONSUMED.labels(SERVICE, message.topic, "unknown").inc()
-                await dead_letter(message, f"undecodable envelope: {error}")
-                continue
-            metrics.EVENTS_CONSUMED.labels(SERVICE, message.topic, envelope.type).inc()
-            if envelope.type not in WANTED_TYPES:
-                continue
-            try:
-                order = decode_data(envelope)
-            except ValueError as error:
-                await dead_letter(message, f"undecodable event: {error}")
-                continue
-            customer_id = str(getattr(order, "customer_id", order.subject()))
-            await by_customer.send(key=customer_id.encode(), value=message.value, headers=message.headers)
-
-    async def score(stream: StreamT[bytes]) -> None:
-        """Score each order against its customer's history, once."""
-        async for event in stream.events():
-            message = event.message
-            try:
-                envelope = decode(message.value)
-                order = decode_data(envelope)
-                scored = HANDLERS[type(order)](envelope, order, scores=scores, history=history, rules=rules)
-            except Exception as error:  # noqa: BLE001 - one unscorable record must not stop scoring for all
-                await dead_letter(message, f"cannot score: {type(error).__name__}: {error}")
-                continue
-            with correlation(envelope.correlation_id, order_id=order.subject()):
-                out = scored.envelope
-                # Wait for the broker's ack so the offset is never committed ahead of the output.
-                await (
-                    await fraud_events.send(
-                        key=out.subject.encode(), value=encode(out), headers=headers_for(out)
-                    )
-                )
-                counter = metrics.EVENTS_DUPLICATE if scored.duplicate else metrics.EVENTS_APPLIED
-                counter.labels(SERVICE, envelope.type).inc()
-                log.info("fraud_scored", decision=out.data["decision"], duplicate=scored.duplicate)
-
-    app.agent(order_events, name="route")(route)
-    app.agent(by_customer, name="score")(score)
+    new_batch = partial(FraudBatch, scores, history, settings.rules())
+    fraud = FraudApp(
+        app=app,
+        route=app.agent(order_events, name="route")(_bind(route, outputs=outputs)),
+        score=app.agent(by_customer, name="score")(_bind(score, new_batch=new_batch, outputs=outputs)),
+        scores=scores,
+        history=history,
+    )
 
     async def consumer_assigned() -> bool:
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager, not its ABC
@@ -148,7 +116,23 @@ def build_app(settings: FraudSettings) -> faust.App:
         return await _any_reachable(settings.kafka_bootstrap_servers)
 
     register_routes(app, scores=scores, readiness={"consumer": consumer_assigned, "kafka": broker_reachable})
-    return app
+    return fraud
+
+
+def _bind(agent: Callable[..., Awaitable[None]], **dependencies: Any) -> Callable[..., Awaitable[None]]:
+    """`agent` with its dependencies given, still named and documented as itself in faust's logs."""
+    return update_wrapper(partial(agent, **dependencies), agent)
+
+
+def topic_sender(topic: TopicT) -> Send:
+    """A Send that writes to `topic` and returns once the broker has acknowledged the record."""
+
+    async def send(record: OutboundRecord) -> None:
+        # faust types header values as bytes; Kafka allows null ones, and aiokafka sends them as such.
+        headers: Any = record.headers
+        await (await topic.send(key=record.key, value=record.value, headers=headers))
+
+    return send
 
 
 async def _any_reachable(bootstrap_servers: str, timeout_s: float = 1.0) -> bool:
@@ -177,7 +161,7 @@ def main() -> None:
     asyncio.run(prepare(settings))
     # asyncio.run closed its loop; faust's worker runs on a fresh one.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = build_app(settings)
+    app = build_app(settings).app
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.spinner = None  # a terminal spinner's escape codes would corrupt the JSON log stream
     worker.execute_from_commandline()

@@ -15,8 +15,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from pymongo import AsyncMongoClient, MongoClient
 from pydantic import SecretStr
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
 from shared.mongo import Document, MongoStore, make_client
