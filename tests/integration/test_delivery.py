@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 import httpx
 import orjson
@@ -75,7 +76,7 @@ async def test_same_idempotency_key_gives_the_same_order(platform: Platform) -> 
 ORDER_EVENTS_CONSUMERS = {b"inventory", b"payment", b"notification", b"fraud"}
 
 
-def envelope(event_type: str, version: int, data: dict[str, object]) -> bytes:
+def envelope(event_type: str, version: int, data: Mapping[str, object]) -> bytes:
     return orjson.dumps(
         {
             "id": str(uuid.uuid4()),
@@ -95,7 +96,7 @@ async def test_no_bad_record_stops_a_service_each_is_dead_lettered_and_orders_st
 ) -> None:
     run = uuid.uuid4().hex[:8]
     order = {"order_id": f"o-{run}"}
-    poison = {
+    poison: dict[str, tuple[bytes, list[tuple[str, bytes | None]]]] = {
         "version 0": (envelope("order.placed", 0, order), []),
         "version -5": (envelope("order.confirmed", -5, order), []),
         "unknown type": (envelope("order.teleported", 1, order), []),
@@ -120,10 +121,10 @@ async def test_no_bad_record_stops_a_service_each_is_dead_lettered_and_orders_st
         what="every order.events consumer to dead-letter every poison record",
         timeout_s=60,
     )
-    for name, headers in letters.items():
-        for header in headers:
-            assert header["dlq_error"], f"{name}: the dead letter carries its error"
-            assert header["dlq_source_topic"] == b"order.events"
+    for name, letters_of_record in letters.items():
+        for letter in letters_of_record:
+            assert letter["dlq_error"], f"{name}: the dead letter carries its error"
+            assert letter["dlq_source_topic"] == b"order.events"
     assert all(h["ce_type"] is None for h in letters["null header"]), "the original headers travel along"
     assert b"versions start at 1" in (letters["version -5"][0]["dlq_error"] or b"")
 

@@ -141,7 +141,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_good_ones_applied() -> No
     assert applied == ["good-1"]
     assert sorted(topic for topic, _, _ in producer.sent) == ["fraud.events.dlq"] * 2
     dead = {dict(headers)["dlq_source_offset"]: dict(headers) for _, _, headers in producer.sent}
-    assert b"cannot apply" in dead[b"2"]["dlq_error"]
+    assert b"cannot apply" in (dead[b"2"]["dlq_error"] or b"")
     assert dead[b"3"]["origin"] == b"x", "the original headers travel with the dead letter"
     assert consumer.commits == 1 and consumer.stopped
 
