@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -159,6 +159,39 @@ class MongoStore:
                     )
         if tx.outgoing:
             self.outbox_written.set()
+
+
+@dataclass
+class TransactionView:
+    """Base of a service's view of one transaction: its own writes go through `tx.session`, and
+    the applied ids and emitted events to the shared transaction."""
+
+    tx: Transaction
+
+    def mark_applied(self, event_ids: Sequence[str]) -> None:
+        self.tx.mark_applied(event_ids)
+
+    def emit(self, envelopes: Sequence[Envelope]) -> None:
+        self.tx.emit(envelopes)
+
+
+View = TypeVar("View", bound=TransactionView)
+
+
+class ServiceStore(Generic[View]):
+    """Base of a service's Mongo store: apply-once bookkeeping, and transactions seen as `view`."""
+
+    def __init__(self, store: MongoStore, view: Callable[[Transaction], View]) -> None:
+        self.base = store
+        self._view = view
+
+    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        return await self.base.unapplied(consumer, deliveries)
+
+    @asynccontextmanager
+    async def transaction(self, consumer: str) -> AsyncIterator[View]:
+        async with self.base.transaction(consumer) as tx:
+            yield self._view(tx)
 
 
 def _outbox_document(envelope: Envelope, now: datetime) -> Document:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 
 from pydantic import Field
 
@@ -11,7 +11,6 @@ from services.inventory.api import build_router
 from services.inventory.handlers import Inventory, handle_batch, release_expired
 from services.inventory.store import MongoInventoryStore
 from shared.contracts import topics
-from shared.kafka import Delivery
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -35,12 +34,9 @@ async def main() -> None:
             store=store, reservation_ttl=timedelta(seconds=settings.inventory_reservation_ttl_s)
         )
 
-        async def consume(deliveries: Sequence[Delivery]) -> None:
-            await handle_batch(service, deliveries)
-
         return Wiring(
             routers=[build_router(service)],
-            handle_batch=consume,
+            handle_batch=partial(handle_batch, service),
             subscribe=[topics.ORDER_EVENTS],
             workers=[
                 every(

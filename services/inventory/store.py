@@ -5,9 +5,7 @@ The in-memory twin for unit tests is tests/twins/inventory.py; tests/contract ho
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -21,10 +19,9 @@ from services.inventory.domain import (
     Reservation,
     ReservationStatus,
 )
-from shared.contracts import Envelope, ProductKind, StockLine
+from shared.contracts import ProductKind, StockLine
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery
-from shared.mongo import Document, MongoStore, Transaction
+from shared.mongo import Document, MongoStore, ServiceStore, TransactionView
 from shared.store import EventStore, UnitOfWork
 
 MERCHANTS = "merchants"
@@ -84,9 +81,9 @@ class InventoryStore(EventStore[StockTransaction], Protocol):
 # --- MongoDB ---------------------------------------------------------------------------------
 
 
-class MongoInventoryStore:
+class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
     def __init__(self, store: MongoStore) -> None:
-        self.base = store
+        super().__init__(store, _MongoTransaction)
         self._merchants = store.db[MERCHANTS]
         self._products = store.db[PRODUCTS]
         self._reservations = store.db[RESERVATIONS]
@@ -94,14 +91,6 @@ class MongoInventoryStore:
     async def ensure_indexes(self) -> None:
         await self._products.create_index([("merchant_id", ASCENDING), ("available", DESCENDING)])
         await self._reservations.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return await self.base.unapplied(consumer, deliveries)
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[StockTransaction]:
-        async with self.base.transaction(consumer) as tx:
-            yield _MongoTransaction(self, tx)
 
     async def list_products(self, merchant_id: str | None = None) -> list[Product]:
         query = {} if merchant_id is None else {"merchant_id": merchant_id}
@@ -125,20 +114,17 @@ class MongoInventoryStore:
         return [Merchant(d["_id"], d["name"]) async for d in self._merchants.find().sort("_id", ASCENDING)]
 
 
-@dataclass
-class _MongoTransaction:
-    store: MongoInventoryStore
-    tx: Transaction
-
+class _MongoTransaction(TransactionView):
     async def products(self, skus: Collection[str]) -> dict[str, Product]:
-        cursor = self.store._products.find({"_id": {"$in": list(skus)}}, session=self.tx.session)
+        cursor = self.tx.db[PRODUCTS].find({"_id": {"$in": list(skus)}}, session=self.tx.session)
         return {doc["_id"]: _product(doc) async for doc in cursor}
 
     async def substitute_candidates(
         self, merchant_ids: Collection[str], exclude: Collection[str]
     ) -> list[Product]:
         cursor = (
-            self.store._products.find(
+            self.tx.db[PRODUCTS]
+            .find(
                 {
                     "merchant_id": {"$in": list(merchant_ids)},
                     "active": True,
@@ -153,12 +139,13 @@ class _MongoTransaction:
         return [_product(doc) async for doc in cursor]
 
     async def reservations(self, order_ids: Collection[str]) -> dict[str, Reservation]:
-        cursor = self.store._reservations.find({"_id": {"$in": list(order_ids)}}, session=self.tx.session)
+        cursor = self.tx.db[RESERVATIONS].find({"_id": {"$in": list(order_ids)}}, session=self.tx.session)
         return {doc["_id"]: _reservation(doc) async for doc in cursor}
 
     async def expired_reservations(self, now: datetime, limit: int) -> dict[str, Reservation]:
         cursor = (
-            self.store._reservations.find(
+            self.tx.db[RESERVATIONS]
+            .find(
                 {"status": ReservationStatus.HELD.value, "expires_at": {"$lte": now}},
                 session=self.tx.session,
             )
@@ -168,7 +155,7 @@ class _MongoTransaction:
         return {doc["_id"]: _reservation(doc) async for doc in cursor}
 
     async def merchant(self, merchant_id: str) -> Merchant | None:
-        doc = await self.store._merchants.find_one({"_id": merchant_id}, session=self.tx.session)
+        doc = await self.tx.db[MERCHANTS].find_one({"_id": merchant_id}, session=self.tx.session)
         return None if doc is None else Merchant(doc["_id"], doc["name"])
 
     async def save(self, changes: Changes) -> None:
@@ -178,7 +165,7 @@ class _MongoTransaction:
             _stock_update(sku, delta.available, delta.reserved, now) for sku, delta in changes.stock.items()
         ]
         if stock_ops:
-            result = await self.store._products.bulk_write(stock_ops, ordered=False, session=session)
+            result = await self.tx.db[PRODUCTS].bulk_write(stock_ops, ordered=False, session=session)
             if result.matched_count != len(stock_ops):
                 raise StockConflict(f"{len(stock_ops) - result.matched_count} stock update(s) lost a race")
         reservation_ops: list[InsertOne[Document] | UpdateOne] = [
@@ -193,7 +180,7 @@ class _MongoTransaction:
         ]
         if reservation_ops or moves:
             try:
-                result = await self.store._reservations.bulk_write(
+                result = await self.tx.db[RESERVATIONS].bulk_write(
                     [*reservation_ops, *moves], ordered=False, session=session
                 )
             except BulkWriteError as error:
@@ -202,7 +189,7 @@ class _MongoTransaction:
                 raise StockConflict(f"{len(moves) - result.matched_count} reservation(s) already moved on")
 
     async def put_product(self, product: Product) -> Product:
-        doc = await self.store._products.find_one_and_update(
+        doc = await self.tx.db[PRODUCTS].find_one_and_update(
             {"_id": product.sku},
             {
                 "$set": {
@@ -224,12 +211,6 @@ class _MongoTransaction:
         if doc is None:  # cannot happen with upsert + return_document; keeps the type honest
             raise StockConflict(f"product {product.sku} vanished while being written")
         return _product(doc)
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.tx.mark_applied(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.tx.emit(envelopes)
 
 
 def _stock_update(sku: str, available: int, reserved: int, now: datetime) -> UpdateOne:

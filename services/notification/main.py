@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import partial
 
 from services.notification.api import build_router
 from services.notification.channels import default_channels
 from services.notification.handlers import SERVICE, NotificationService, handle_batch
 from services.notification.store import MongoNotificationStore
 from shared.contracts import topics
-from shared.kafka import Delivery
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
 
@@ -27,10 +26,11 @@ async def main() -> None:
         await store.ensure_indexes()
         service = NotificationService(store=store, channels=default_channels())
 
-        async def consume(deliveries: Sequence[Delivery]) -> None:
-            await handle_batch(service, deliveries)
-
-        return Wiring(routers=[build_router(service)], handle_batch=consume, subscribe=[topics.ORDER_EVENTS])
+        return Wiring(
+            routers=[build_router(service)],
+            handle_batch=partial(handle_batch, service),
+            subscribe=[topics.ORDER_EVENTS],
+        )
 
     await run_service(
         service=SERVICE,

@@ -6,18 +6,15 @@ test_notification_store.py holds both to the same behaviour.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from bson import ObjectId
 from pymongo import ASCENDING, UpdateOne
 
 from services.notification.domain import Notification, Status
-from shared.contracts import Envelope, Role
-from shared.kafka import Delivery
-from shared.mongo import Document, MongoStore, Transaction
+from shared.contracts import Role
+from shared.mongo import Document, MongoStore, ServiceStore, TransactionView
 from shared.store import EventStore, UnitOfWork
 
 NOTIFICATIONS = "notifications"
@@ -44,16 +41,7 @@ class NotificationStore(EventStore[NotificationTransaction], Protocol):
         ...
 
 
-@dataclass
-class _MongoTransaction:
-    tx: Transaction
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.tx.mark_applied(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.tx.emit(envelopes)
-
+class _MongoTransaction(TransactionView):
     async def save(self, notifications: Sequence[Notification]) -> None:
         if not notifications:
             return
@@ -71,9 +59,9 @@ class _MongoTransaction:
         await self.tx.db[NOTIFICATIONS].bulk_write(writes, ordered=False, session=self.tx.session)
 
 
-class MongoNotificationStore:
+class MongoNotificationStore(ServiceStore[_MongoTransaction]):
     def __init__(self, store: MongoStore) -> None:
-        self.base = store
+        super().__init__(store, _MongoTransaction)
         self._notifications = store.db[NOTIFICATIONS]
 
     async def ensure_indexes(self) -> None:
@@ -81,14 +69,6 @@ class MongoNotificationStore:
             await self._notifications.create_index(
                 [(field_name, ASCENDING), ("at", ASCENDING), ("seq", ASCENDING)]
             )
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return await self.base.unapplied(consumer, deliveries)
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[NotificationTransaction]:
-        async with self.base.transaction(consumer) as tx:
-            yield _MongoTransaction(tx)
 
     async def existing(self, notification_ids: Iterable[str]) -> set[str]:
         ids = list(set(notification_ids))

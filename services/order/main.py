@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 
 from pydantic import Field
 from redis.asyncio import Redis
@@ -18,7 +18,6 @@ from services.order.handlers import OrderService, enforce_deadlines, handle_batc
 from services.order.numbers import RedisOrderNumbers
 from services.order.store import MongoOrderStore
 from shared.contracts import topics
-from shared.kafka import Delivery
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -60,9 +59,6 @@ async def main() -> None:
             sweep_lease=timedelta(seconds=settings.order_deadline_claim_s),
         )
 
-        async def consume(deliveries: Sequence[Delivery]) -> None:
-            await handle_batch(service, deliveries)
-
         async def redis_ready() -> bool:
             try:
                 return bool(await redis.ping())
@@ -71,7 +67,7 @@ async def main() -> None:
 
         return Wiring(
             routers=[build_router(service)],
-            handle_batch=consume,
+            handle_batch=partial(handle_batch, service),
             subscribe=[topics.INVENTORY_EVENTS, topics.FRAUD_EVENTS, topics.PAYMENT_EVENTS],
             workers=[
                 every(

@@ -3,8 +3,7 @@ document mapping. The in-memory twin for tests is tests/twins/order.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -21,7 +20,6 @@ from services.order.domain import (
     TimelineEntry,
 )
 from shared.contracts import (
-    Envelope,
     OrderEndReason,
     OrderLine,
     PaymentMethod,
@@ -29,8 +27,7 @@ from shared.contracts import (
     ShippingAddress,
 )
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery
-from shared.mongo import Document, MongoStore, Transaction, ensure_ttl_index
+from shared.mongo import Document, MongoStore, ServiceStore, TransactionView, ensure_ttl_index
 from shared.store import EventStore, UnitOfWork
 
 ORDERS = "orders"
@@ -113,16 +110,7 @@ class OrderStore(EventStore[OrderTransaction], Protocol):
 # --- MongoDB -------------------------------------------------------------------------------
 
 
-@dataclass
-class MongoOrderTransaction:
-    tx: Transaction
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.tx.mark_applied(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.tx.emit(envelopes)
-
+class MongoOrderTransaction(TransactionView):
     async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
         db, session = self.tx.db, self.tx.session
         if idempotency is not None:
@@ -175,9 +163,9 @@ class MongoOrderTransaction:
         )
 
 
-class MongoOrderStore:
+class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
     def __init__(self, store: MongoStore) -> None:
-        self._store = store
+        super().__init__(store, MongoOrderTransaction)
         self._orders = store.db[ORDERS]
         self._catalog = store.db[CATALOG]
         self._idempotency = store.db[IDEMPOTENCY]
@@ -187,14 +175,6 @@ class MongoOrderStore:
         await self._orders.create_index([("customer_id", ASCENDING), ("placed_at", DESCENDING)])
         await self._orders.create_index([("deadline_at", ASCENDING)])
         await ensure_ttl_index(self._idempotency, "created_at", idempotency_key_ttl_s)
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return await self._store.unapplied(consumer, deliveries)
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[OrderTransaction]:
-        async with self._store.transaction(consumer) as tx:
-            yield MongoOrderTransaction(tx)
 
     async def get(self, order_id: str) -> Order | None:
         doc = await self._orders.find_one({"_id": order_id})

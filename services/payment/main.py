@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import partial
 
 from services.payment.api import build_router
 from services.payment.handlers import SERVICE, PaymentService, handle_batch
 from services.payment.providers import sandbox_providers
 from services.payment.store import MongoPaymentStore
 from shared.contracts import topics
-from shared.kafka import Delivery
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
 
@@ -28,12 +27,9 @@ async def main() -> None:
         # Only sandbox adapters exist, so every method is served by the sandbox, in every environment.
         service = PaymentService(store=store, providers=sandbox_providers())
 
-        async def consume(deliveries: Sequence[Delivery]) -> None:
-            await handle_batch(service, deliveries)
-
         return Wiring(
             routers=[build_router(store)],
-            handle_batch=consume,
+            handle_batch=partial(handle_batch, service),
             subscribe=[topics.ORDER_EVENTS],
         )
 

@@ -6,19 +6,17 @@ holds both to the same behaviour.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, ReplaceOne
 from pymongo.errors import PyMongoError
 
 from services.payment.domain import Payment, PaymentStatus, TimelineEntry
-from shared.contracts import DeclineReason, Envelope, OrderEndReason, PaymentMethod
+from shared.contracts import DeclineReason, OrderEndReason, PaymentMethod
 from shared.errors import ConcurrentWrite
-from shared.kafka import Delivery, describe
-from shared.mongo import Document, MongoStore, Transaction, is_duplicate_key
+from shared.kafka import describe
+from shared.mongo import Document, MongoStore, ServiceStore, TransactionView, is_duplicate_key
 from shared.store import EventStore, UnitOfWork
 
 PAYMENTS = "payments"
@@ -49,16 +47,7 @@ class PaymentStore(EventStore[PaymentTransaction], Protocol):
     async def get(self, payment_id: str) -> Payment | None: ...
 
 
-@dataclass
-class _MongoTransaction:
-    tx: Transaction
-
-    def mark_applied(self, event_ids: Sequence[str]) -> None:
-        self.tx.mark_applied(event_ids)
-
-    def emit(self, envelopes: Sequence[Envelope]) -> None:
-        self.tx.emit(envelopes)
-
+class _MongoTransaction(TransactionView):
     async def save(self, *, new: Sequence[Payment], changed: Sequence[Payment]) -> None:
         payments = self.tx.db[PAYMENTS]
         if new:
@@ -86,21 +75,13 @@ class _MongoTransaction:
                 )
 
 
-class MongoPaymentStore:
+class MongoPaymentStore(ServiceStore[_MongoTransaction]):
     def __init__(self, store: MongoStore) -> None:
-        self.base = store
+        super().__init__(store, _MongoTransaction)
         self._payments = store.db[PAYMENTS]
 
     async def ensure_indexes(self) -> None:
         await self._payments.create_index([("order_id", ASCENDING)], unique=True)
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return await self.base.unapplied(consumer, deliveries)
-
-    @asynccontextmanager
-    async def transaction(self, consumer: str) -> AsyncIterator[PaymentTransaction]:
-        async with self.base.transaction(consumer) as tx:
-            yield _MongoTransaction(tx)
 
     async def for_orders(self, order_ids: Iterable[str]) -> dict[str, Payment]:
         cursor = self._payments.find({"order_id": {"$in": list(set(order_ids))}})

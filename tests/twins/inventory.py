@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus
 from services.inventory.store import CANDIDATES_PER_MERCHANT, StockConflict
-from shared.contracts import Envelope
-from shared.kafka import Delivery
 from shared.store import PendingWrites
-from tests.twins.ledger import AppliedLedger
+from tests.twins.ledger import AppliedLedger, LedgerTwin
 
 
 @dataclass
@@ -23,19 +21,12 @@ class _State:
     reservations: dict[str, Reservation] = field(default_factory=dict)
 
 
-class InMemoryInventoryStore:
+class InMemoryInventoryStore(LedgerTwin):
     """Same behaviour as the Mongo store, including the stock guards, on plain dicts."""
 
     def __init__(self) -> None:
         self.state = _State()
         self.ledger = AppliedLedger()
-
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.ledger.outbox
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return self.ledger.unapplied(consumer, deliveries)
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[_MemoryTransaction]:

@@ -36,3 +36,16 @@ class AppliedLedger:
     def record(self, keys: set[str], tx: PendingWrites) -> None:
         self.processed |= keys
         self.outbox.extend(tx.outgoing)
+
+
+class LedgerTwin:
+    """Base of the in-memory store twins: applied ids and the outbox live in `ledger`."""
+
+    ledger: AppliedLedger
+
+    @property
+    def outbox(self) -> list[Envelope]:
+        return self.ledger.outbox
+
+    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        return self.ledger.unapplied(consumer, deliveries)

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field, replace
 
 from services.notification.domain import Notification
 from services.notification.store import NotificationTransaction
-from shared.contracts import Envelope
-from shared.kafka import Delivery
 from shared.store import PendingWrites
-from tests.twins.ledger import AppliedLedger
+from tests.twins.ledger import AppliedLedger, LedgerTwin
 
 
 @dataclass
@@ -28,19 +26,12 @@ class _MemoryTransaction(PendingWrites):
 
 
 @dataclass
-class InMemoryNotificationStore:
+class InMemoryNotificationStore(LedgerTwin):
     """Keeps the Mongo store's guarantees (all-or-nothing, apply once, insert-if-absent) in a dict."""
 
     # In the order they were recorded, which `find` keeps among notifications at the same instant.
     notifications: dict[str, Notification] = field(default_factory=dict)
     ledger: AppliedLedger = field(default_factory=AppliedLedger)
-
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.ledger.outbox
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return self.ledger.unapplied(consumer, deliveries)
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[NotificationTransaction]:

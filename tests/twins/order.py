@@ -23,10 +23,8 @@ from services.order.store import (
     OrderNumberTaken,
     OrderTransaction,
 )
-from shared.contracts import Envelope
-from shared.kafka import Delivery
 from shared.store import PendingWrites
-from tests.twins.ledger import AppliedLedger
+from tests.twins.ledger import AppliedLedger, LedgerTwin
 
 
 @dataclass(frozen=True)
@@ -81,23 +79,16 @@ class _Pending(PendingWrites):
 
 
 @dataclass
-class InMemoryOrderStore:
+class InMemoryOrderStore(LedgerTwin):
     orders: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     idempotency: dict[str, KeyUse] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)
     ledger: AppliedLedger = field(default_factory=AppliedLedger)
 
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.ledger.outbox
-
     def is_at_version(self, order: Order) -> bool:
         stored = self.orders.get(order.order_id)
         return stored is not None and stored.version == order.version
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return self.ledger.unapplied(consumer, deliveries)
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[OrderTransaction]:

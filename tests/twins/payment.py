@@ -12,10 +12,8 @@ from typing import Any
 
 from services.payment.domain import Payment
 from services.payment.store import ConcurrentUpdate, PaymentTransaction
-from shared.contracts import Envelope
-from shared.kafka import Delivery
 from shared.store import PendingWrites
-from tests.twins.ledger import AppliedLedger
+from tests.twins.ledger import AppliedLedger, LedgerTwin
 
 
 @dataclass
@@ -31,18 +29,11 @@ class _MemoryTransaction(PendingWrites):
 
 
 @dataclass
-class InMemoryPaymentStore:
+class InMemoryPaymentStore(LedgerTwin):
     """Keeps the Mongo store's guarantees (all-or-nothing, unique order_id, versions) in dicts."""
 
     payments: dict[str, Payment] = field(default_factory=dict)
     ledger: AppliedLedger = field(default_factory=AppliedLedger)
-
-    @property
-    def outbox(self) -> list[Envelope]:
-        return self.ledger.outbox
-
-    async def unapplied(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        return self.ledger.unapplied(consumer, deliveries)
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[PaymentTransaction]:
