@@ -29,8 +29,6 @@ from devstack.stack import (
     wait_until_ready,
 )
 
-SOLD_OUT_SKU = "SKU-SOLDOUT-1"
-
 
 def up(config: StackConfig) -> int:
     import honcho.manager

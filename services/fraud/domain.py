@@ -36,7 +36,6 @@ class OrderFacts:
     order_id: str
     customer_id: str
     total_fen: int
-    line_count: int
     quantities: tuple[int, ...]
     payment_method: PaymentMethod
     shipping_address: ShippingAddress
@@ -48,7 +47,6 @@ class OrderFacts:
             order_id=event.order_id,
             customer_id=event.customer_id,
             total_fen=event.total_fen,
-            line_count=len(event.lines),
             quantities=tuple(line.quantity for line in event.lines),
             payment_method=event.payment_method,
             shipping_address=event.shipping_address,
