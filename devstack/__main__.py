@@ -18,6 +18,7 @@ import httpx
 
 from devstack.hold import hold
 from devstack.stack import (
+    MONGO_SERVICES,
     StackConfig,
     infrastructure,
     ports_in_use,
@@ -104,7 +105,7 @@ def banner(config: StackConfig, sku: str) -> str:
         f"  The order platform is up. Gateway: {gateway}  (API docs: {gateway}/docs)",
         *(f"    {name:<13} {config.url(name)}" for name in config.ports),
         f"    kafka         {config.bootstrap}",
-        f"    mongodb       {config.mongo}",
+        *(f"    mongodb       {config.mongo(name)}  ({name})" for name in MONGO_SERVICES),
         "",
         "  Place a first order:",
         f"    curl -s -X POST {gateway}/v1/orders -H 'content-type: application/json' \\",

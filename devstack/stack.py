@@ -17,6 +17,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("order", "inventory", "payment", "fraud", "notification")
+# The services with a MongoDB database; locally each gets a server of its own, as in production,
+# so that one service's load does not queue behind another's on the same (single-process) server.
+MONGO_SERVICES = ("order", "inventory", "payment", "notification")
 DEFAULT_PORTS = {"order": 8000, "inventory": 8001, "payment": 8002, "fraud": 8003, "notification": 8004}
 
 
@@ -37,9 +40,9 @@ class StackConfig:
     host: str = "127.0.0.1"
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     kafka_port: int = 9092
-    mongo_port: int = 27017
+    mongo_port: int = 27017  # the first of one port per MONGO_SERVICES entry
     kafka_bootstrap_servers: str | None = None  # set: use that broker, start none
-    mongo_url: str | None = None  # set: use that server, start none
+    mongo_url: str | None = None  # set: every service uses that server (its own database), start none
     redis_url: str = "redis://127.0.0.1:6379/0"
     run_dir: Path = ROOT / ".run"
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -62,18 +65,20 @@ class StackConfig:
     def bootstrap(self) -> str:
         return self.kafka_bootstrap_servers or f"{self.host}:{self.kafka_port}"
 
-    @property
-    def mongo(self) -> str:
-        return self.mongo_url or f"mongodb://{self.host}:{self.mongo_port}"
+    def mongo_port_of(self, service: str) -> int:
+        return self.mongo_port + MONGO_SERVICES.index(service)
+
+    def mongo(self, service: str) -> str:
+        return self.mongo_url or f"mongodb://{self.host}:{self.mongo_port_of(service)}"
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"
 
-    def service_env(self) -> dict[str, str]:
+    def service_env(self, service: str | None = None) -> dict[str, str]:
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MONGO_URL": self.mongo,
+            **({"MONGO_URL": self.mongo(service)} if service in MONGO_SERVICES else {}),
             "REDIS_URL": self.redis_url,
             "HTTP_HOST": self.host,
             "FRAUD_DATA_DIR": str(self.run_dir / "fraud"),
@@ -113,9 +118,9 @@ def infrastructure(config: StackConfig) -> list[ProcessSpec]:
             )
         )
     if config.mongo_url is None:
-        specs.append(
+        specs += [
             ProcessSpec(
-                name="mongo",
+                name=f"mongo-{service}",
                 argv=[
                     sys.executable,
                     "-m",
@@ -123,24 +128,24 @@ def infrastructure(config: StackConfig) -> list[ProcessSpec]:
                     "--host",
                     config.host,
                     "--port",
-                    str(config.mongo_port),
+                    str(config.mongo_port_of(service)),
                     "--storage-path",
                     ":memory:",
                 ],
                 env=dict(os.environ),
-                port=config.mongo_port,
+                port=config.mongo_port_of(service),
             )
-        )
+            for service in MONGO_SERVICES
+        ]
     return specs
 
 
 def services(config: StackConfig, names: tuple[str, ...] = SERVICES) -> list[ProcessSpec]:
-    env = config.service_env()
     return [
         ProcessSpec(
             name=name,
             argv=[sys.executable, "-m", f"services.{name}"],
-            env=env,
+            env=config.service_env(name),
             ready_url=f"{config.url(name)}/readyz",
             port=config.ports[name],
         )
