@@ -43,6 +43,11 @@ class Handlers(Generic[B]):
     def handles(self, delivery: Delivery) -> bool:
         return type(delivery.event) in self._by_type
 
+    def relevant(self, deliveries: Iterable[Delivery]) -> list[Delivery]:
+        """The deliveries this service has a handler for. The others change nothing here, so they
+        are not recorded as applied either: their offsets are committed and that is all."""
+        return [delivery for delivery in deliveries if type(delivery.event) in self._by_type]
+
     def dispatch(self, batch: B, deliveries: Iterable[Delivery]) -> None:
         """Apply each event to `batch` in delivery order; events with no handler are passed over."""
         for delivery in deliveries:

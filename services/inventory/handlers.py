@@ -125,15 +125,13 @@ def on_order_confirmed(batch: StockBatch, event: OrderConfirmed, cause: Envelope
 
 async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> None:
     """Decide a consumed batch against the stock it touches and store it all in one transaction."""
-    fresh = await service.store.unapplied(SERVICE, deliveries)
+    fresh = await service.store.unapplied(SERVICE, HANDLERS.relevant(deliveries))
     if not fresh:
         return
-    relevant = [d for d in fresh if HANDLERS.handles(d)]
     async with service.store.transaction(SERVICE) as tx:
-        if relevant:
-            batch = await _decide(service, tx, relevant)
-            await tx.save(batch.ledger.changes())
-            tx.emit(batch.replies.outgoing)
+        batch = await _decide(service, tx, fresh)
+        await tx.save(batch.ledger.changes())
+        tx.emit(batch.replies.outgoing)
         tx.mark_applied([d.envelope.id for d in fresh])
 
 

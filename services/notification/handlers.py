@@ -106,7 +106,7 @@ def sent_envelope(notification: Notification, cause: Envelope) -> Envelope:
 
 async def handle_batch(service: NotificationService, deliveries: Sequence[Delivery]) -> None:
     """Decide, deliver and record a consumed batch's notifications in one transaction."""
-    fresh = await service.store.unapplied(SERVICE, deliveries)
+    fresh = await service.store.unapplied(SERVICE, HANDLERS.relevant(deliveries))
     if not fresh:
         return
     batch = Batch(now=service.clock())
@@ -121,7 +121,6 @@ async def handle_batch(service: NotificationService, deliveries: Sequence[Delive
         tx.emit([sent_envelope(n, cause) for n, cause in todo])
 
 
-# Events of other types are marked applied and otherwise passed over.
 HANDLERS = (
     Handlers[Batch]()
     .on(OrderConfirmed, on_order_confirmed)

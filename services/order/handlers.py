@@ -221,7 +221,7 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
 
 async def handle_batch(service: OrderService, deliveries: Sequence[Delivery]) -> None:
     """Apply a consumed batch to the orders it touches and store it all in one transaction."""
-    fresh = await service.store.unapplied(SERVICE, deliveries)
+    fresh = await service.store.unapplied(SERVICE, HANDLERS.relevant(deliveries))
     if not fresh:
         return
     order_ids = {d.event.order_id for d in fresh if HANDLERS.handles(d) and isinstance(d.event, OrderEvent)}

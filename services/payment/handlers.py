@@ -102,7 +102,7 @@ async def handle_batch(service: PaymentService, deliveries: Sequence[Delivery]) 
     A provider that raises fails the whole batch before anything is written; the consumer retries
     it, and the payment ids (the providers' idempotency keys) keep a retry from charging twice.
     """
-    fresh = await service.store.unapplied(SERVICE, deliveries)
+    fresh = await service.store.unapplied(SERVICE, HANDLERS.relevant(deliveries))
     if not fresh:
         return
     order_ids = {d.event.order_id for d in fresh if isinstance(d.event, OrderEvent)}
@@ -123,5 +123,4 @@ async def handle_batch(service: PaymentService, deliveries: Sequence[Delivery]) 
         tx.emit(batch.outgoing)
 
 
-# Events of other types are marked applied and otherwise passed over.
 HANDLERS = Handlers[Batch]().on(PaymentRequested, on_payment_requested).on(OrderCancelled, on_order_cancelled)
