@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.batching import Overloaded
 from shared.errors import is_transient
 from shared.logging import correlation, get_logger
 
@@ -101,6 +102,18 @@ def create_app(service: str, *, readiness: Mapping[str, ReadinessCheck], version
             code=title.lower().replace(" ", "-"),
             instance=request.url.path,
         )
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, error: Overloaded) -> JSONResponse:
+        response = problem_response(
+            503,
+            "Busy",
+            f"too many requests are in progress ({error}); retry after the Retry-After seconds",
+            code="busy",
+            instance=request.url.path,
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

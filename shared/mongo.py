@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +66,14 @@ def is_duplicate_key(error: PyMongoError) -> bool:
     if isinstance(error, BulkWriteError):
         return any(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
     return False
+
+
+def duplicate_at(error: BulkWriteError) -> tuple[int, Mapping[str, Any]] | None:
+    """Where a bulk write hit a unique index: the failing operation's index and the index's key."""
+    for write_error in error.details.get("writeErrors", []):
+        if write_error.get("code") == DUPLICATE_KEY:
+            return int(write_error["index"]), write_error.get("keyPattern") or {}
+    return None
 
 
 async def ensure_ttl_index(collection: AsyncCollection[Document], field: str, ttl_s: float) -> None:

@@ -19,7 +19,14 @@ from services.order.domain import (
     price_lines,
 )
 from services.order.numbers import OrderNumbers, parse_order_no
-from services.order.store import IdempotencyConflict, IdempotencyKey, OrderNumberTaken, OrderStore
+from services.order.store import (
+    IdempotencyConflict,
+    IdempotencyKey,
+    NewOrder,
+    OrderNumberTaken,
+    OrderStore,
+)
+from shared.batching import Admission, GroupCommit
 from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
@@ -53,6 +60,21 @@ class OrderService:
     # How long a claim keeps other sweepers off an order: past it, a crashed sweeper's orders are free.
     sweep_lease: timedelta = timedelta(seconds=30)
     clock: Clock = utc_now
+    # Orders being placed at once; past it a new one is refused (503) instead of queueing.
+    admission: Admission = field(default_factory=lambda: Admission(256))
+    # New orders that arrive together are stored in one transaction.
+    intake: GroupCommit[NewPlacement] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.intake = GroupCommit(partial(_insert, self), max_pending=self.admission.limit)
+
+
+@dataclass(frozen=True)
+class NewPlacement:
+    """A priced order with its OrderPlaced, waiting to be stored."""
+
+    new: NewOrder
+    envelopes: Sequence[Envelope]
 
 
 class UnknownOrder(LookupError):
@@ -91,7 +113,14 @@ class IdempotencyKeyReused(ValueError):
 
 
 async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
-    """Price the order from the catalog replica, store it PENDING and emit OrderPlaced."""
+    """Price the order from the catalog replica, store it PENDING and emit OrderPlaced.
+
+    Raises Overloaded at once when too many orders are being placed already."""
+    with service.admission.admit():
+        return await _place(service, command)
+
+
+async def _place(service: OrderService, command: PlaceOrder) -> Placed:
     idempotency = None
     if command.idempotency_key:
         idempotency = IdempotencyKey(
@@ -114,8 +143,9 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
             deadlines=service.deadlines,
             correlation_id=command.correlation_id or order_id,
         )
+        placement = NewPlacement(NewOrder(order, idempotency), [_envelope(order, event) for event in events])
         try:
-            await retry_transient(partial(_insert, service, order, events, idempotency))
+            await retry_transient(partial(service.intake.submit, placement))
             return Placed(order, created=True)
         except OrderNumberTaken:
             if attempt == 2:
@@ -138,12 +168,10 @@ async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
     raise AssertionError("unreachable")
 
 
-async def _insert(
-    service: OrderService, order: Order, events: Sequence[Event], idempotency: IdempotencyKey | None
-) -> None:
+async def _insert(service: OrderService, placements: Sequence[NewPlacement]) -> None:
     async with service.store.transaction(SERVICE) as tx:
-        await tx.insert_new(order, idempotency)
-        tx.emit([_envelope(order, event) for event in events])
+        await tx.insert_new([placement.new for placement in placements])
+        tx.emit([envelope for placement in placements for envelope in placement.envelopes])
 
 
 def _envelope(order: Order, event: Event) -> Envelope:

@@ -17,6 +17,7 @@ from services.order.domain import Deadlines
 from services.order.handlers import OrderService, enforce_deadlines, handle_batch
 from services.order.numbers import RedisOrderNumbers
 from services.order.store import MongoOrderStore
+from shared.batching import Admission
 from shared.contracts import topics
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
@@ -35,6 +36,8 @@ class OrderSettings(SharedSettings):
     order_deadline_claim_s: float = Field(default=30.0, gt=0)
     # A retry with the same Idempotency-Key within this long returns the first order.
     order_idempotency_key_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    # Orders being placed at once per process; past it POST /v1/orders answers 503 with Retry-After.
+    order_max_in_progress: int = Field(default=256, ge=1)
 
     def deadlines(self) -> Deadlines:
         return Deadlines(
@@ -57,6 +60,7 @@ async def main() -> None:
             deadlines=settings.deadlines(),
             sweeper_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             sweep_lease=timedelta(seconds=settings.order_deadline_claim_s),
+            admission=Admission(settings.order_max_in_progress),
         )
 
         async def redis_ready() -> bool:

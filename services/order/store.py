@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from services.order.domain import (
     WAITING,
@@ -27,7 +27,14 @@ from shared.contracts import (
     ShippingAddress,
 )
 from shared.errors import ConcurrentWrite
-from shared.mongo import Document, MongoStore, ServiceStore, TransactionView, ensure_ttl_index
+from shared.mongo import (
+    Document,
+    MongoStore,
+    ServiceStore,
+    TransactionView,
+    duplicate_at,
+    ensure_ttl_index,
+)
 from shared.store import EventStore, UnitOfWork
 
 ORDERS = "orders"
@@ -60,12 +67,20 @@ class IdempotencyKey:
     fingerprint: str
 
 
+@dataclass(frozen=True)
+class NewOrder:
+    """An order to store for the first time, with the Idempotency-Key that asked for it, if any."""
+
+    order: Order
+    idempotency: IdempotencyKey | None = None
+
+
 class OrderTransaction(UnitOfWork, Protocol):
     """One atomic write: orders, the catalog replica, the ids of the events applied, the events caused."""
 
-    async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
-        """Store a new order at version 1. Raises OrderNumberTaken when its number is used, and
-        IdempotencyConflict when its key already created an order."""
+    async def insert_new(self, new: Sequence[NewOrder]) -> None:
+        """Store new orders at version 1. Raises OrderNumberTaken when a number is used, and
+        IdempotencyConflict when a key already created an order (for the first such order)."""
         ...
 
     async def save_changed(self, orders: Sequence[Order]) -> None:
@@ -111,30 +126,40 @@ class OrderStore(EventStore[OrderTransaction], Protocol):
 
 
 class MongoOrderTransaction(TransactionView):
-    async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
+    async def insert_new(self, new: Sequence[NewOrder]) -> None:
         db, session = self.tx.db, self.tx.session
-        if idempotency is not None:
+        keyed = [(n.order, n.idempotency) for n in new if n.idempotency is not None]
+        if keyed:
             try:
-                await db[IDEMPOTENCY].insert_one(
-                    {
-                        "_id": idempotency.key,
-                        "order_id": order.order_id,
-                        "fingerprint": idempotency.fingerprint,
-                        "created_at": order.placed_at,
-                    },
+                await db[IDEMPOTENCY].insert_many(
+                    [
+                        {
+                            "_id": key.key,
+                            "order_id": order.order_id,
+                            "fingerprint": key.fingerprint,
+                            "created_at": order.placed_at,
+                        }
+                        for order, key in keyed
+                    ],
                     session=session,
                 )
-            except DuplicateKeyError:
-                existing = await db[IDEMPOTENCY].find_one({"_id": idempotency.key})
+            except BulkWriteError as error:
+                duplicate = duplicate_at(error)
+                if duplicate is None:
+                    raise
+                key = keyed[duplicate[0]][1]
+                existing = await db[IDEMPOTENCY].find_one({"_id": key.key})
                 if existing is None:  # lost a race with a writer that rolled back
                     raise
                 raise IdempotencyConflict(existing["order_id"], existing["fingerprint"]) from None
-        order.version = 1
+        for n in new:
+            n.order.version = 1
         try:
-            await db[ORDERS].insert_one(order_to_doc(order), session=session)
-        except DuplicateKeyError as error:
-            if "order_no" in str(error.details):
-                raise OrderNumberTaken(order.order_no) from error
+            await db[ORDERS].insert_many([order_to_doc(n.order) for n in new], session=session)
+        except BulkWriteError as error:
+            duplicate = duplicate_at(error)
+            if duplicate is not None and "order_no" in duplicate[1]:
+                raise OrderNumberTaken(new[duplicate[0]].order.order_no) from error
             raise
 
     async def save_changed(self, orders: Sequence[Order]) -> None:

@@ -15,6 +15,7 @@ from services.order.store import (
     IdempotencyConflict,
     IdempotencyKey,
     MongoOrderStore,
+    NewOrder,
     OrderNumberTaken,
     OrderStore,
 )
@@ -79,7 +80,7 @@ def product(sku: str, price_fen: int = 1000, *, active: bool = True) -> CatalogI
 async def insert(store: OrderStore, *orders: Order) -> None:
     async with store.transaction("order") as tx:
         for order in orders:
-            await tx.insert_new(order, None)
+            await tx.insert_new([NewOrder(order)])
 
 
 async def save(store: OrderStore, *orders: Order) -> None:
@@ -116,12 +117,37 @@ class OrderStoreContract:
         self, store: OrderStore
     ) -> None:
         async with store.transaction("order") as tx:
-            await tx.insert_new(placed("o-1"), IdempotencyKey("c-1:key", "fingerprint-1"))
+            await tx.insert_new([NewOrder(placed("o-1"), IdempotencyKey("c-1:key", "fingerprint-1"))])
         with pytest.raises(IdempotencyConflict) as conflict:
             async with store.transaction("order") as tx:
-                await tx.insert_new(placed("o-2"), IdempotencyKey("c-1:key", "fingerprint-2"))
+                await tx.insert_new([NewOrder(placed("o-2"), IdempotencyKey("c-1:key", "fingerprint-2"))])
         assert (conflict.value.order_id, conflict.value.fingerprint) == ("o-1", "fingerprint-1")
         assert await store.get("o-2") is None
+
+    async def test_orders_inserted_together_are_stored_together_or_not_at_all(
+        self, store: OrderStore
+    ) -> None:
+        first, second = placed("o-1"), placed("o-2")
+        async with store.transaction("order") as tx:
+            await tx.insert_new([NewOrder(first), NewOrder(second, IdempotencyKey("c-2:key", "f-2"))])
+        assert await store.get_many(["o-1", "o-2"]) == {"o-1": first, "o-2": second}
+
+        fresh, reused_number, reused_key = placed("o-3"), placed("o-4"), placed("o-5")
+        reused_number.order_no = first.order_no
+        with pytest.raises(OrderNumberTaken) as taken:
+            async with store.transaction("order") as tx:
+                await tx.insert_new([NewOrder(fresh), NewOrder(reused_number)])
+        assert taken.value.args == (first.order_no,), "the error names the order that failed"
+        with pytest.raises(IdempotencyConflict) as conflict:
+            async with store.transaction("order") as tx:
+                await tx.insert_new(
+                    [
+                        NewOrder(fresh, IdempotencyKey("c-3:key", "f-3")),
+                        NewOrder(reused_key, IdempotencyKey("c-2:key", "f-5")),
+                    ]
+                )
+        assert conflict.value.order_id == "o-2"
+        assert await store.get_many(["o-3", "o-4", "o-5"]) == {}, "nothing of a failed batch is stored"
 
     async def test_a_save_bumps_the_version_and_a_save_from_a_stale_read_is_refused(
         self, store: OrderStore
@@ -160,7 +186,7 @@ class OrderStoreContract:
         cause = delivery(StockReserved(order_id="o-1", lines=[], expires_at=T0))
         with pytest.raises(Boom):
             async with store.transaction("order") as tx:
-                await tx.insert_new(new, IdempotencyKey("c-1:key", "fingerprint"))
+                await tx.insert_new([NewOrder(new, IdempotencyKey("c-1:key", "fingerprint"))])
                 await tx.save_changed([changed])
                 await tx.upsert_catalog([product("TEA")])
                 tx.mark_applied([cause.envelope.id])
@@ -173,7 +199,7 @@ class OrderStoreContract:
         assert await store.unapplied("order", [cause]) == [cause]
         assert await read_outbox() == []
         async with store.transaction("order") as tx:  # the key was not taken either
-            await tx.insert_new(placed("o-3"), IdempotencyKey("c-1:key", "fingerprint"))
+            await tx.insert_new([NewOrder(placed("o-3"), IdempotencyKey("c-1:key", "fingerprint"))])
 
     async def test_an_event_is_applied_once_per_consumer(self, store: OrderStore) -> None:
         first = delivery(StockReserved(order_id="o-1", lines=[], expires_at=T0))
@@ -190,7 +216,7 @@ class OrderStoreContract:
             tx.mark_applied([event.envelope.id])
         with pytest.raises(ConcurrentWrite):
             async with store.transaction("order") as tx:
-                await tx.insert_new(placed("o-1"), None)
+                await tx.insert_new([NewOrder(placed("o-1"))])
                 tx.mark_applied([event.envelope.id])
         assert await store.get("o-1") is None
 
@@ -308,6 +334,6 @@ class TestMongoOrderStore(OrderStoreContract):
     ) -> None:
         order = placed("o-1")
         async with store.transaction("order") as tx:
-            await tx.insert_new(order, IdempotencyKey("c-1:key", "fingerprint"))
+            await tx.insert_new([NewOrder(order, IdempotencyKey("c-1:key", "fingerprint"))])
         doc = await mongo_store.db[IDEMPOTENCY].find_one({"_id": "c-1:key"})
         assert doc is not None and doc["created_at"] == order.placed_at

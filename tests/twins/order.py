@@ -19,7 +19,7 @@ from services.order.numbers import format_order_no, order_day, parse_order_no
 from services.order.store import (
     ConcurrentUpdate,
     IdempotencyConflict,
-    IdempotencyKey,
+    NewOrder,
     OrderNumberTaken,
     OrderTransaction,
 )
@@ -52,19 +52,25 @@ class _Pending(PendingWrites):
     changed: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
 
-    async def insert_new(self, order: Order, idempotency: IdempotencyKey | None) -> None:
-        if idempotency is not None:
-            earlier = self.store.idempotency.get(idempotency.key)
+    async def insert_new(self, new: Sequence[NewOrder]) -> None:
+        for n in new:
+            if n.idempotency is None:
+                continue
+            earlier = self.store.idempotency.get(n.idempotency.key) or self.keys.get(n.idempotency.key)
             if earlier is not None:
                 raise IdempotencyConflict(earlier.order_id, earlier.fingerprint)
-            self.keys[idempotency.key] = KeyUse(order.order_id, idempotency.fingerprint, order.placed_at)
-        numbers_used = {o.order_no for o in [*self.store.orders.values(), *self.new.values()]}
-        if order.order_no in numbers_used:
-            raise OrderNumberTaken(order.order_no)
-        if order.order_id in self.store.orders or order.order_id in self.new:
-            raise ValueError(f"order {order.order_id} exists already")
-        order.version = 1
-        self.new[order.order_id] = copy.deepcopy(order)
+            self.keys[n.idempotency.key] = KeyUse(
+                n.order.order_id, n.idempotency.fingerprint, n.order.placed_at
+            )
+        for n in new:
+            order = n.order
+            numbers_used = {o.order_no for o in [*self.store.orders.values(), *self.new.values()]}
+            if order.order_no in numbers_used:
+                raise OrderNumberTaken(order.order_no)
+            if order.order_id in self.store.orders or order.order_id in self.new:
+                raise ValueError(f"order {order.order_id} exists already")
+            order.version = 1
+            self.new[order.order_id] = copy.deepcopy(order)
 
     async def save_changed(self, orders: Sequence[Order]) -> None:
         stale = [o for o in orders if not self.store.is_at_version(o)]

@@ -17,6 +17,7 @@ from services.order.handlers import (
     handle_batch,
     place_order,
 )
+from shared.batching import Admission, Overloaded
 from shared.contracts import (
     DeclineReason,
     Event,
@@ -416,3 +417,13 @@ async def test_a_dead_sweepers_orders_are_taken_over_once_its_claim_expires(
     clock_of(other).now = now + LEASE
     assert await enforce_deadlines(other) == 1
     assert (await stored(other, order.order_id)).reason is OrderEndReason.STOCK_TIMEOUT
+
+
+async def test_past_its_admission_limit_placing_an_order_is_refused_at_once(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    service.admission = Admission(limit=1)
+    with service.admission.admit(), pytest.raises(Overloaded):
+        await placed(service, ("TEA", 1))
+    assert store.orders == {}, "a refused order leaves no trace"
+    assert (await placed(service, ("TEA", 1))).status is OrderStatus.PENDING
