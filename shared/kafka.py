@@ -188,7 +188,7 @@ def make_producer(settings: SharedSettings, client_id: str) -> AIOKafkaProducer:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=client_id,
         acks="all",
-        linger_ms=2,
+        linger_ms=settings.kafka_linger_ms,
         request_timeout_ms=15000,
     )
 
@@ -201,7 +201,7 @@ def make_consumer(settings: SharedSettings, group_id: str, topics: Sequence[str]
         client_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_poll_interval_ms=300_000,
         session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),

@@ -41,6 +41,11 @@ class SharedSettings(BaseSettings):
     # A batch that keeps failing is retried this many times before its events are dead-lettered.
     handler_max_attempts: int = Field(default=3, ge=1)
     outbox_poll_interval_s: float = 0.25
+    # How long a consumer's fetch waits for records to arrive. A broker that does not wake a waiting
+    # fetch when records come (the embedded one) adds up to this much to every hop of an idle system.
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=1)
+    # How long the producer waits to fill a batch; small, because a saga hop waits for it.
+    kafka_linger_ms: int = Field(default=2, ge=0)
     # How long the group coordinator waits for a silent consumer before handing its partitions to
     # another: the stall after a crash. Kafka's floor is 6 s; longer only delays failover.
     kafka_session_timeout_s: float = Field(default=6.0, ge=1.0)

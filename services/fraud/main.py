@@ -13,6 +13,7 @@ import faust
 from faust.types import AgentT, TableT, TopicT
 from pydantic import Field
 
+from services.fraud import transport
 from services.fraud.agents import (
     BY_CUSTOMER_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -68,9 +69,10 @@ class FraudApp:
 
 def build_app(settings: FraudSettings, outputs: Outputs | None = None) -> FraudApp:
     """The app, its topics, tables and agents; `outputs` defaults to sending to the topics."""
-    app = faust.App(
+    app = transport.App(
         SERVICE,
         broker=settings.broker_urls(),
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         store="memory://",
         datadir=settings.fraud_data_dir,
         topic_partitions=settings.topic_partitions,

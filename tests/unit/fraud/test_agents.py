@@ -332,3 +332,14 @@ async def test_a_send_to_a_topic_returns_only_once_the_broker_has_acked() -> Non
     await asyncio.wait_for(sending, 5)
 
     assert topic.sent == [{"key": b"k", "value": b"v", "headers": [("empty", None)]}]
+
+
+async def test_the_faust_consumer_waits_no_longer_than_the_services_fetch_wait(tmp_path: Path) -> None:
+    # faust fixes 1,500 ms; on a broker whose long poll is not woken by new records, that is what
+    # an idle hop would cost.
+    fraud = build_app(FraudSettings(fraud_data_dir=str(tmp_path), kafka_fetch_max_wait_ms=7))
+    consumer = fraud.app.consumer._thread._create_worker_consumer(fraud.app.transport)  # type: ignore[attr-defined]
+    try:
+        assert consumer._fetch_max_wait_ms == 7
+    finally:
+        await consumer.stop()
