@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test unit contract integration lint fmt clean \
+.PHONY: run test unit contract integration lint fmt clean bench bench-quick \
 	run-order run-inventory run-payment run-fraud run-notification
 
 run: $(INSTALLED) ## start broker, databases and all five services; Ctrl-C stops everything
 	$(PY) -m devstack up
 
-test: lint unit contract integration ## lint, type-check, unit, store contract and integration tests
+test: lint unit contract integration bench-quick ## lint, type-check, unit, contract, integration tests, quick benchmark
 
 unit: $(INSTALLED)
 	$(PY) -m pytest -m unit tests/unit
@@ -20,6 +20,12 @@ contract: $(INSTALLED)
 
 integration: $(INSTALLED)
 	$(PY) -m pytest -m integration tests/integration
+
+bench: $(INSTALLED) ## the saga under rising load against same-run ceilings (under 10 minutes)
+	$(PY) -m bench
+
+bench-quick: $(INSTALLED) ## a few seconds of light load: the benchmark still works (asserts no timing)
+	$(PY) -m bench --quick
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -42,7 +42,7 @@ class LocalStack:
         self.running[spec.name] = Running(spec, process, log)
 
     def stop(self, name: str, sig: signal.Signals = signal.SIGTERM, wait_s: float = 20.0) -> int:
-        return self._stop_together([name], sig, wait_s)[name]
+        return self.stop_together([name], sig, wait_s)[name]
 
     def restart(self, name: str) -> None:
         spec = self.running[name].spec if name in self.running else self._service_spec(name)
@@ -57,12 +57,13 @@ class LocalStack:
     def stop_all(self) -> None:
         # Services first (they drain and leave their groups), infrastructure last; each group is
         # signalled at once so that their shutdowns overlap instead of adding up.
-        self._stop_together([n for n in self.running if self.running[n].spec.ready_url])
-        self._stop_together(list(self.running))
+        self.stop_together([n for n in self.running if self.running[n].spec.ready_url])
+        self.stop_together(list(self.running))
 
-    def _stop_together(
+    def stop_together(
         self, names: list[str], sig: signal.Signals = signal.SIGTERM, wait_s: float = 20.0
     ) -> dict[str, int]:
+        """Signal every named process, then wait for them all; their exit codes by name."""
         stopping = [self.running.pop(name) for name in names]
         for running in stopping:
             with contextlib.suppress(ProcessLookupError):
