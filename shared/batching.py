@@ -9,6 +9,7 @@ one is refused at once with Overloaded, instead of waiting behind a queue that o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, TypeVar
@@ -21,24 +22,39 @@ class Overloaded(RuntimeError):
 
 
 class Admission:
-    """At most `limit` requests of one kind in progress at once; the next is refused at once.
+    """Bounds the requests of one kind in progress: at most `limit`, and none new once the oldest
+    has been in progress for `max_age_s`; a refused request fails at once with Overloaded.
 
-    A service that cannot keep up answers "come back shortly" in microseconds rather than letting
-    every request's latency grow with a queue it cannot drain."""
+    A service that cannot keep up then answers "come back shortly" in microseconds, and the
+    requests it took keep their latency, rather than every request waiting behind a growing queue.
+    """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, max_age_s: float = 0.5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
-        self.in_progress = 0
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._started: dict[object, float] = {}  # in start order, so the first is the oldest
+
+    @property
+    def in_progress(self) -> int:
+        return len(self._started)
 
     @contextmanager
     def admit(self) -> Iterator[None]:
-        if self.in_progress >= self.limit:
-            raise Overloaded(f"{self.in_progress} requests are already in progress")
-        self.in_progress += 1
+        now = self._clock()
+        if len(self._started) >= self.limit:
+            raise Overloaded(f"{len(self._started)} requests are already in progress")
+        oldest = next(iter(self._started.values()), now)
+        if now - oldest > self.max_age_s:
+            raise Overloaded(f"the oldest request in progress has waited {now - oldest:.2f}s")
+        token = object()
+        self._started[token] = now
         try:
             yield
         finally:
-            self.in_progress -= 1
+            del self._started[token]
 
 
 class GroupCommit(Generic[T]):

@@ -36,8 +36,10 @@ class OrderSettings(SharedSettings):
     order_deadline_claim_s: float = Field(default=30.0, gt=0)
     # A retry with the same Idempotency-Key within this long returns the first order.
     order_idempotency_key_ttl_s: float = Field(default=24 * 3600.0, gt=0)
-    # Orders being placed at once per process; past it POST /v1/orders answers 503 with Retry-After.
+    # Orders being placed at once per process, and how long the oldest may have been in progress;
+    # past either, POST /v1/orders answers 503 with Retry-After at once instead of queueing.
     order_max_in_progress: int = Field(default=256, ge=1)
+    order_max_in_progress_age_s: float = Field(default=0.5, gt=0)
 
     def deadlines(self) -> Deadlines:
         return Deadlines(
@@ -60,7 +62,7 @@ async def main() -> None:
             deadlines=settings.deadlines(),
             sweeper_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             sweep_lease=timedelta(seconds=settings.order_deadline_claim_s),
-            admission=Admission(settings.order_max_in_progress),
+            admission=Admission(settings.order_max_in_progress, settings.order_max_in_progress_age_s),
         )
 
         async def redis_ready() -> bool:

@@ -92,3 +92,17 @@ def test_admission_refuses_past_its_limit_and_frees_a_place_when_a_request_ends(
     with admission.admit():
         assert admission.in_progress == 1
     assert admission.in_progress == 0
+
+
+def test_admission_refuses_new_requests_while_the_oldest_has_waited_too_long() -> None:
+    now = [0.0]
+    admission = Admission(limit=100, max_age_s=0.5, clock=lambda: now[0])
+    with admission.admit():
+        now[0] = 0.4
+        with admission.admit():
+            pass
+        now[0] = 0.6
+        with pytest.raises(Overloaded, match="waited 0.60s"), admission.admit():
+            pass
+    with admission.admit():
+        assert admission.in_progress == 1, "once the slow request ends, requests are taken again"
