@@ -11,6 +11,7 @@ import pytest
 from services.order.domain import CatalogItem, Deadlines, Order, OrderStatus
 from services.order.store import (
     IDEMPOTENCY,
+    ORDERS,
     ConcurrentUpdate,
     IdempotencyConflict,
     IdempotencyKey,
@@ -18,6 +19,7 @@ from services.order.store import (
     NewOrder,
     OrderNumberTaken,
     OrderStore,
+    order_to_doc,
 )
 from shared.contracts import (
     Envelope,
@@ -337,3 +339,34 @@ class TestMongoOrderStore(OrderStoreContract):
             await tx.insert_new([NewOrder(order, IdempotencyKey("c-1:key", "fingerprint"))])
         doc = await mongo_store.db[IDEMPOTENCY].find_one({"_id": "c-1:key"})
         assert doc is not None and doc["created_at"] == order.placed_at
+
+    async def test_an_order_update_maintains_no_index_but_its_deadline(
+        self, store: MongoOrderStore, mongo_store: MongoStore
+    ) -> None:
+        # Every secondary index on orders is rewritten at each of the saga's updates; lookups that
+        # never change live in insert-only collections instead.
+        indexes = [dict(index["key"]) async for index in await mongo_store.db[ORDERS].list_indexes()]
+        assert indexes == [{"_id": 1}, {"deadline_at": 1}]
+
+    async def test_orders_stored_before_the_lookups_existed_get_them_and_lose_the_old_indexes(
+        self, mongo_store: MongoStore
+    ) -> None:
+        older, newer = placed("o-1"), placed("o-2", after=timedelta(minutes=1))
+        orders = mongo_store.db[ORDERS]
+        await orders.create_index([("order_no", 1)], unique=True)
+        await orders.create_index([("customer_id", 1), ("placed_at", -1)])
+        await orders.insert_many([order_to_doc(older), order_to_doc(newer)])
+
+        store = MongoOrderStore(mongo_store)
+        await store.ensure_indexes(idempotency_key_ttl_s=3600)
+
+        assert [o.order_id for o in await store.for_customer(older.customer_id, 10)] == ["o-2", "o-1"]
+        assert await store.latest_order_no(older.order_no.split("-")[0]) == max(
+            older.order_no, newer.order_no
+        )
+        reused = placed("o-3")
+        reused.order_no = older.order_no
+        with pytest.raises(OrderNumberTaken):
+            await insert(store, reused)
+        indexes = [dict(index["key"]) async for index in await orders.list_indexes()]
+        assert indexes == [{"_id": 1}, {"deadline_at": 1}]
