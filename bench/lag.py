@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from bench.peaks import PeakSampler
 from shared.contracts import topics
 
 # Each service's consumer group and the topics it reads (services/*/main.py; the fraud app's faust
@@ -24,15 +23,14 @@ GROUP_TOPICS: Mapping[str, tuple[str, ...]] = {
 SAMPLE_INTERVAL_S = 1.0
 
 
-class LagSampler:
+class LagSampler(PeakSampler):
     """Samples every group's lag (records behind, summed over its partitions) and keeps each one's max."""
 
     def __init__(self, bootstrap: str) -> None:
+        super().__init__(self.lag, SAMPLE_INTERVAL_S, tolerated=(KafkaError,))
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self._partitions: dict[str, list[TopicPartition]] = {}
-        self.peaks: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self._admin.start()
@@ -49,17 +47,6 @@ class LagSampler:
         await self._consumer.stop()
         await self._admin.close()
 
-    def start(self) -> None:
-        self.peaks = {}
-        self._task = asyncio.create_task(self._sample())
-
-    async def stop(self) -> dict[str, int]:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        return dict(self.peaks)
-
     async def lag(self) -> dict[str, int]:
         every_partition = [tp for partitions in self._partitions.values() for tp in partitions]
         ends = await self._consumer.end_offsets(every_partition)
@@ -73,10 +60,3 @@ class LagSampler:
                 for tp in partitions
             )
         return lags
-
-    async def _sample(self) -> None:
-        while True:
-            with contextlib.suppress(KafkaError):
-                for group, lag in (await self.lag()).items():
-                    self.peaks[group] = max(self.peaks.get(group, 0), lag)
-            await asyncio.sleep(SAMPLE_INTERVAL_S)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Mapping
 
 import psutil
+
+from bench.peaks import PeakSampler
 
 RSS_SAMPLE_INTERVAL_S = 0.5
 
@@ -59,30 +60,12 @@ def own_cpu_s() -> float:
     return times.user + times.system
 
 
-class PeakRss:
+class PeakRss(PeakSampler):
     """Samples every process's resident memory while running and keeps each one's peak."""
 
     def __init__(self, watch: ProcessWatch) -> None:
+        super().__init__(self._rss, RSS_SAMPLE_INTERVAL_S)
         self._watch = watch
-        self.peaks: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._sample())
-
-    async def stop(self) -> dict[str, int]:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._take()
-        return dict(self.peaks)
-
-    async def _sample(self) -> None:
-        while True:
-            self._take()
-            await asyncio.sleep(RSS_SAMPLE_INTERVAL_S)
-
-    def _take(self) -> None:
-        for name, rss in self._watch.rss().items():
-            self.peaks[name] = max(self.peaks.get(name, 0), rss)
+    async def _rss(self) -> Mapping[str, int]:
+        return self._watch.rss()
