@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 run: $(INSTALLED) ## start broker, databases and all five services; Ctrl-C stops everything
 	$(PY) -m devstack up
 
-test: lint unit contract integration bench-quick ## lint, type-check, unit, contract, integration tests, quick benchmark
+test: lint unit contract bench-quick integration ## lint, type-check, unit, contract, integration tests, quick benchmark
 
 unit: $(INSTALLED)
 	$(PY) -m pytest -m unit tests/unit
