@@ -34,8 +34,8 @@ async def test_an_idle_request_is_written_alone_at_once() -> None:
     assert write.calls == [["a"]]
 
 
-async def test_requests_arriving_during_a_write_share_the_next_one() -> None:
-    write = Recorder()
+async def submit_during_a_write(write: Recorder) -> list[BaseException | None]:
+    """Submit "a", then "b", "c" and "d" while a's write is still in flight; every outcome."""
     write.release.clear()
     group = GroupCommit(write)
     first = asyncio.create_task(group.submit("a"))
@@ -43,20 +43,18 @@ async def test_requests_arriving_during_a_write_share_the_next_one() -> None:
     rest = [asyncio.create_task(group.submit(item)) for item in "bcd"]
     await asyncio.sleep(0)
     write.release.set()
-    await asyncio.gather(first, *rest)
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+async def test_requests_arriving_during_a_write_share_the_next_one() -> None:
+    write = Recorder()
+    assert await submit_during_a_write(write) == [None] * 4
     assert write.calls == [["a"], ["b", "c", "d"]]
 
 
 async def test_one_bad_item_fails_only_its_own_caller() -> None:
     write = Recorder(bad=frozenset({"c"}))
-    write.release.clear()
-    group = GroupCommit(write)
-    first = asyncio.create_task(group.submit("a"))
-    await asyncio.sleep(0)
-    rest = [asyncio.create_task(group.submit(item)) for item in "bcd"]
-    await asyncio.sleep(0)
-    write.release.set()
-    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+    outcomes = await submit_during_a_write(write)
     assert [type(o).__name__ for o in outcomes] == ["NoneType", "NoneType", "ValueError", "NoneType"]
     assert write.calls == [["a"], ["b", "c", "d"], ["b"], ["c"], ["d"]]
 
