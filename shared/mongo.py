@@ -63,9 +63,7 @@ def is_duplicate_key(error: PyMongoError) -> bool:
     """A unique index refused a write: DuplicateKeyError from single writes, BulkWriteError from bulk."""
     if isinstance(error, DuplicateKeyError):
         return True
-    if isinstance(error, BulkWriteError):
-        return any(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
-    return False
+    return isinstance(error, BulkWriteError) and duplicate_at(error) is not None
 
 
 def duplicate_at(error: BulkWriteError) -> tuple[int, Mapping[str, Any]] | None:

@@ -252,7 +252,7 @@ async def handle_batch(service: OrderService, deliveries: Sequence[Delivery]) ->
     fresh = await service.store.unapplied(SERVICE, HANDLERS.relevant(deliveries))
     if not fresh:
         return
-    order_ids = {d.event.order_id for d in fresh if HANDLERS.handles(d) and isinstance(d.event, OrderEvent)}
+    order_ids = {d.event.order_id for d in fresh if isinstance(d.event, OrderEvent)}
     batch = Batch(
         source=SERVICE,
         orders=await service.store.get_many(order_ids) if order_ids else {},
