@@ -5,9 +5,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from services.fraud.domain import Rules
 from shared.contracts import Envelope, Event, OrderLine, OrderPlaced, PaymentMethod
 from shared.kafka import Headers, encode, headers_for, new_envelope
 from tests.unit.samples import ADDRESS, T0
+
+# The rules the unit tests score with (the service's defaults, and one blocked customer).
+RULES = Rules(
+    review_above_fen=2_000_000,
+    reject_above_fen=5_000_000,
+    velocity_max_orders=5,
+    velocity_window_s=600,
+    blocked_customers=frozenset({"cust-blocked-demo"}),
+)
 
 
 def placed(

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.fraud.domain import OrderFacts, Rules, assess, recent_count, remember
+from services.fraud.domain import OrderFacts, assess, recent_count, remember
 from shared.contracts import FraudDecision, FraudReason
-from tests.unit.fraud.factories import placed
+from tests.unit.fraud.factories import RULES, placed
 
 pytestmark = pytest.mark.unit
-
-RULES = Rules(
-    review_above_fen=2_000_000,
-    reject_above_fen=5_000_000,
-    velocity_max_orders=5,
-    velocity_window_s=600,
-    blocked_customers=frozenset({"cust-blocked-demo"}),
-)
 
 
 def facts(customer_id: str = "cust-1", total_fen: int = 10_000) -> OrderFacts:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from services.fraud.domain import Rules
 from services.fraud.handlers import HANDLERS, SERVICE, FraudBatch, public_view
 from shared.contracts import (
     Envelope,
@@ -18,18 +17,10 @@ from shared.contracts import (
     decode_data,
 )
 from shared.kafka import Delivery, topic_for
-from tests.unit.fraud.factories import envelope_of, placed
+from tests.unit.fraud.factories import RULES, envelope_of, placed
 from tests.unit.samples import T0
 
 pytestmark = pytest.mark.unit
-
-RULES = Rules(
-    review_above_fen=2_000_000,
-    reject_above_fen=5_000_000,
-    velocity_max_orders=5,
-    velocity_window_s=600,
-    blocked_customers=frozenset({"cust-blocked-demo"}),
-)
 
 
 class Tables:
