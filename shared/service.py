@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter
 
+from shared.auth import TokenVerifier
 from shared.contracts import topics
 from shared.errors import is_transient
 from shared.http import ReadinessCheck, create_app
@@ -46,6 +47,7 @@ class Wiring:
     workers: Sequence[Worker] = ()
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     cleanup: Sequence[Cleanup] = ()
+    description: str = ""  # the OpenAPI document's description of the service
 
 
 async def run_service(
@@ -75,7 +77,13 @@ async def run_service(
         except (KafkaError, TimeoutError, OSError):
             return False
 
-    app = create_app(service, readiness={"kafka": kafka_ready, "mongo": store.ping, **wiring.readiness})
+    app = create_app(
+        service,
+        readiness={"kafka": kafka_ready, "mongo": store.ping, **wiring.readiness},
+        token_verifier=TokenVerifier(settings),
+        max_body_bytes=settings.http_max_body_bytes,
+        description=wiring.description,
+    )
     for router in wiring.routers:
         app.include_router(router)
 

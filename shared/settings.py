@@ -57,6 +57,24 @@ class SharedSettings(BaseSettings):
     # How long the ids of applied events are kept (a TTL index), so a redelivery is recognised.
     processed_event_ttl_s: float = Field(default=8 * DAY_S, gt=0)
 
+    # Identity (shared/auth.py). The platform signs its own tokens (accounts, guests, shopctl) with
+    # this key; every service verifies them with it. An operator's OpenID Connect provider may issue
+    # tokens too: its issuer, JWKS URL and the claims that carry the role and the merchant id.
+    auth_signing_key: SecretStr = SecretStr("dev-only-signing-key-0123456789abcdef0123456789")
+    auth_issuer: str = "order-platform"
+    auth_audience: str = "order-platform"
+    auth_access_token_ttl_s: float = Field(default=3600.0, gt=0)
+    auth_refresh_token_ttl_s: float = Field(default=30 * DAY_S, gt=0)
+    auth_oidc_issuer: str | None = None
+    auth_oidc_jwks_url: str | None = None
+    auth_oidc_audience: str | None = None
+    auth_oidc_role_claim: str = "role"
+    auth_oidc_merchant_claim: str = "merchant_id"
+    # Key for personal data encrypted at rest (32 bytes, base64url, as `Fernet.generate_key()` makes).
+    pii_encryption_key: SecretStr = SecretStr("ZGV2LW9ubHktcGlpLWtleS0wMTIzNDU2Nzg5YWJjZGU=")
+    # Request bodies above this size are refused with 413 before they are read into memory.
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
     @property
     def kafka_heartbeat_interval_s(self) -> float:
         return self.kafka_session_timeout_s / 3
@@ -78,6 +96,14 @@ class SharedSettings(BaseSettings):
                 f"TOPIC_RETENTION_S ({self.topic_retention_s:g}): an event redelivered after its id "
                 "expired would be applied twice"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_is_complete(self) -> Self:
+        if bool(self.auth_oidc_issuer) != bool(self.auth_oidc_jwks_url):
+            raise ValueError("AUTH_OIDC_ISSUER and AUTH_OIDC_JWKS_URL go together: set both or neither")
+        if len(self.auth_signing_key.get_secret_value().encode()) < 32:
+            raise ValueError("AUTH_SIGNING_KEY must be at least 32 bytes (HS256 needs a 256-bit key)")
         return self
 
     @model_validator(mode="after")
