@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -31,9 +32,12 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer, f"{host}:{port}")
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> Response:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Response:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self._writer.write(head.encode() + body)
@@ -86,12 +90,14 @@ class ConnectionPool:
         self._max_idle_s = max_idle_s
         self._idle: list[tuple[Connection, float]] = []  # most recently used last
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> Response:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Response:
         """One request on a pooled connection; a connection that failed or was cancelled is closed."""
         async with self._slots:
             connection = await self._connection()
             try:
-                response = await connection.request(method, path, body)
+                response = await connection.request(method, path, body, headers)
             except BaseException:
                 await connection.close()
                 raise

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 import orjson
 
 from bench.http1 import ConnectionPool, ProtocolError
+from shared.auth import Principal, Role, TokenIssuer
+from shared.settings import SharedSettings
 
 NO_ANSWER = 0  # the status recorded when the request failed or timed out
 CONNECTIONS = 64
@@ -27,6 +29,8 @@ ADDRESS = {
     "line1": "1 Kehua Rd",
     "postal_code": "610041",
 }
+# Signs each shopper's token as the platform would (shopctl's key from the environment).
+ISSUER = TokenIssuer(SharedSettings())
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,9 @@ class Answer:
     order_id: str | None
 
 
-def order_body(customer_id: str, sku: str) -> bytes:
+def order_body(sku: str) -> bytes:
     return orjson.dumps(
         {
-            "customer_id": customer_id,
             "items": [{"sku": sku, "quantity": 1}],
             "shipping_address": ADDRESS,
             "payment": {"method": "bank_card", "token": "tok_approve"},
@@ -61,12 +64,15 @@ async def open_loop(
 
     async def place(index: int, due: float) -> Answer:
         customer_id = customer(index)
-        body = order_body(customer_id, sku)
+        body = order_body(sku)
+        token = ISSUER.access_token(Principal(customer_id, Role.CUSTOMER))
         late = loop.time() - due
         try:
             # The timeout covers the wait for a free connection too, so a step always ends.
             async with asyncio.timeout(REQUEST_TIMEOUT_S - late):
-                response = await pool.request("POST", "/v1/orders", body)
+                response = await pool.request(
+                    "POST", "/v1/orders", body, {"Authorization": f"Bearer {token}"}
+                )
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
             return Answer(customer_id, NO_ANSWER, loop.time() - due, late, None)
         order_id = orjson.loads(response.body).get("order_id") if response.status == 202 else None

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import httpx
 
 from devstack.processes import eventually
+from shared.auth import Principal, Role, TokenIssuer
+from shared.settings import SharedSettings
 
 INITIAL_STOCK = 1_000_000
 PRICE_FEN = 100
@@ -22,7 +24,10 @@ async def create_product(inventory_url: str, gateway_url: str, run_id: str) -> s
     """A product with a million units, once the gateway's catalog replica lists it."""
     merchant_id = f"bench-m-{run_id}"
     sku = f"BENCH-{run_id.upper()}"
-    async with httpx.AsyncClient(base_url=inventory_url, timeout=10.0) as inventory:
+    admin = TokenIssuer(SharedSettings()).access_token(Principal("bench", Role.ADMIN))
+    async with httpx.AsyncClient(
+        base_url=inventory_url, timeout=10.0, headers={"Authorization": f"Bearer {admin}"}
+    ) as inventory:
         response = await inventory.post(
             "/v1/merchants", json={"merchant_id": merchant_id, "name": f"Benchmark merchant {run_id}"}
         )

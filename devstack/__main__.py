@@ -29,6 +29,8 @@ from devstack.stack import (
     wait_for_catalog,
     wait_until_ready,
 )
+from shared.auth import Principal, Role, TokenIssuer
+from shared.settings import SharedSettings, load_settings
 
 
 def up(config: StackConfig) -> int:
@@ -76,16 +78,29 @@ def ready(config: StackConfig) -> int:
     products = httpx.get(f"{config.url('inventory')}/v1/products", timeout=5).json()["items"]
     wait_for_catalog(config, [product["sku"] for product in products])
     in_stock = next(p for p in products if p["available"] > 0 and p["kind"] == "physical")
-    print(banner(config, in_stock["sku"]), flush=True)
+    merchants = sorted({product["merchant_id"] for product in products})
+    print(banner(config, in_stock["sku"], demo_tokens(merchants)), flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     return 0
 
 
-def banner(config: StackConfig, sku: str) -> str:
+def demo_tokens(merchants: list[str]) -> dict[str, str]:
+    """Ready-made tokens for the demo: a shopper, each demo merchant and an admin (as `shopctl token`
+    makes them, with the stack's signing key)."""
+    issuer = TokenIssuer(load_settings(SharedSettings))
+    tokens = {"shopper cust-1": issuer.access_token(Principal("cust-1", Role.CUSTOMER))}
+    for merchant_id in merchants:
+        tokens[f"merchant {merchant_id}"] = issuer.access_token(
+            Principal(merchant_id, Role.MERCHANT, merchant_id=merchant_id)
+        )
+    tokens["admin"] = issuer.access_token(Principal("admin", Role.ADMIN))
+    return tokens
+
+
+def banner(config: StackConfig, sku: str, tokens: dict[str, str]) -> str:
     gateway = config.url("order")
     body = json.dumps(
         {
-            "customer_id": "cust-1",
             "items": [{"sku": sku, "quantity": 1}],
             "shipping_address": {
                 "name": "Li Lei",
@@ -107,11 +122,18 @@ def banner(config: StackConfig, sku: str) -> str:
         f"    kafka         {config.bootstrap}",
         *(f"    mongodb       {config.mongo(name)}  ({name})" for name in MONGO_SERVICES),
         "",
-        "  Place a first order:",
+        "  Tokens (valid one hour; more with .venv/bin/shopctl token --role ROLE --subject ID):",
+        *(f"    {who:<28} {token}" for who, token in tokens.items()),
+        "",
+        "  Place a first order as the shopper:",
+        f"    export SHOPPER='{tokens['shopper cust-1']}'",
         f"    curl -s -X POST {gateway}/v1/orders -H 'content-type: application/json' \\",
+        '      -H "Authorization: Bearer $SHOPPER" \\',
         f"      -d '{body}'",
-        "  Follow it (status, timeline):",
-        f"    curl -s {gateway}/v1/orders/ORDER_ID",
+        "  Follow it (long-polls until confirmed, or streams every step):",
+        f'    curl -s -H "Authorization: Bearer $SHOPPER" \\\n'
+        f"      '{gateway}/v1/orders/ORDER_ID?wait_for=CONFIRMED'",
+        f'    curl -sN -H "Authorization: Bearer $SHOPPER" {gateway}/v1/orders/ORDER_ID/events',
         f"  Products: curl -s {gateway}/v1/products   Stock: curl -s {config.url('inventory')}/v1/products",
         "  Ctrl-C stops everything.",
         "=" * 72,

@@ -124,6 +124,8 @@ class TokenVerifier:
         if issuer == self._local_issuer:
             return self._local(token, use)
         if self._jwks is not None and issuer == self._oidc_issuer:
+            if use is not TokenUse.ACCESS:
+                raise InvalidToken("only the platform's own refresh tokens are accepted here")
             return await self._oidc(token)
         raise InvalidToken("the bearer token comes from an issuer this platform does not trust")
 

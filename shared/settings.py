@@ -117,6 +117,11 @@ class SharedSettings(BaseSettings):
             and (
                 name not in self.model_fields_set
                 or getattr(self, name).get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+                # The dev default given explicitly is no better than leaving it unset.
+                or (
+                    isinstance(field.default, SecretStr)
+                    and getattr(self, name).get_secret_value() == field.default.get_secret_value()
+                )
             )
         ]
         if unset:

@@ -1,3 +1,4 @@
 from services.fraud.main import main
+from shared.runtime import run
 
-main()
+run(main)

@@ -1,64 +1,67 @@
-"""Faust's web server: health, readiness, metrics and stored scores (shaped like shared/http.py)."""
+"""Fraud's HTTP API (admin only): the decision fraud emitted for an order, read from the scores table.
+
+The app around it is shared.http's (health, readiness, metrics, problem+json, bearer auth), served by
+uvicorn in the worker process (main.py); faust's own web server is off.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
 
-import faust
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.fraud.handlers import SERVICE, Table, public_view
+from services.fraud.handlers import public_view
+from shared.auth import Role, require_role
+from shared.contracts import FraudDecision, FraudReason
+from shared.http import Problem, problem_responses
 
-PROBLEM_JSON = "application/problem+json"
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
-ReadinessCheck = Callable[[], Awaitable[bool]]
+
+class FraudScoreOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "ord_7d2f4b1c",
+                    "decision": "review",
+                    "score": 50,
+                    "reasons": ["AMOUNT_HIGH"],
+                    "event_id": "5b0e8f3a-9c1d-4e2f-8a7b-6c5d4e3f2a1b",
+                    "scored_at": "2026-11-25T12:00:01Z",
+                    "correlation_id": "3f2e1d0c-b9a8-4765-8432-10fedcba9876",
+                }
+            ]
+        }
+    )
+
+    order_id: str
+    decision: FraudDecision
+    score: int = Field(ge=0, le=100, description="0 = no risk seen, 100 = certain fraud.")
+    reasons: list[FraudReason] = Field(description="The rules the order tripped, if any.")
+    event_id: str = Field(description="The id of the FraudScored event that carried this decision.")
+    scored_at: datetime
+    correlation_id: str = Field(description="The correlation id of the order's saga, to find its logs.")
 
 
-def register_routes(app: faust.App, *, scores: Table, readiness: Mapping[str, ReadinessCheck]) -> None:
-    @app.page("/healthz")
-    async def healthz(self: View, _request: Request) -> Response:
-        """Alive: the event loop answers."""
-        return self.json({"status": "ok", "service": SERVICE})
+def build_router(scores: Mapping[str, Any]) -> APIRouter:
+    """The routes over `scores` (order id -> the stored FraudScored envelope), all for admin only."""
+    router = APIRouter(prefix="/v1/fraud", tags=["fraud"], dependencies=[Depends(require_role(Role.ADMIN))])
 
-    @app.page("/readyz")
-    async def readyz(self: View, _request: Request) -> Response:
-        """Ready: the consumer holds its partitions and the broker answers."""
-        checks = {name: await check() for name, check in readiness.items()}
-        ready = all(checks.values())
-        return self.json(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status=200 if ready else 503,
-        )
-
-    @app.page("/metrics")
-    async def metrics(self: View, _request: Request) -> Response:
-        """Prometheus exposition of this process's registry."""
-        return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    @app.page("/v1/fraud/scores/{order_id}")
-    async def get_score(self: View, request: Request, order_id: str) -> Response:
-        """The decision fraud emitted for one order."""
+    @router.get(
+        "/scores/{order_id}", response_model=FraudScoreOut, responses=problem_responses(401, 403, 404, 422)
+    )
+    async def get_score(order_id: OrderId) -> FraudScoreOut:
+        """The decision fraud emitted for one order: approve, review or reject, with its score and reasons."""
         stored = scores.get(order_id)
         if stored is None:
-            return _problem(
-                self,
-                request,
-                404,
-                "Not Found",
-                f"no fraud score for order {order_id!r}",
-                code="score-not-found",
+            raise Problem(
+                404, "Score not found", f"no fraud score for order {order_id}", code="score-not-found"
             )
-        return self.json(public_view(stored))
+        return FraudScoreOut.model_validate(public_view(stored))
 
-
-def _problem(view: View, request: Request, status: int, title: str, detail: str, *, code: str) -> Response:
-    body: dict[str, Any] = {
-        "type": f"https://errors.order-platform.example/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    return view.json(body, status=status, content_type=PROBLEM_JSON)
+    return router

@@ -1,4 +1,9 @@
-"""Wires the fraud worker: settings, the faust app, its tables, agents and web views."""
+"""Wires the fraud worker: settings, the faust app with its tables and agents, and the HTTP app.
+
+One process, one event loop: shared.runtime.serve runs uvicorn (the shared FastAPI app) and, as its
+worker, the faust app (faust's documented `faust_app_running`, with faust's own web server off).
+SIGTERM stops the HTTP server and the faust app, which commits and leaves its consumer group.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from functools import partial, update_wrapper
 from typing import Any
 
 import faust
+from fastapi import FastAPI
+from faust.contrib.asgi import faust_app_running
 from faust.types import AgentT, TableT, TopicT
 from pydantic import Field
 
@@ -23,13 +30,23 @@ from services.fraud.agents import (
     route,
     score,
 )
-from services.fraud.api import register_routes
+from services.fraud.api import build_router
 from services.fraud.domain import Rules
 from services.fraud.handlers import SERVICE, FraudBatch
+from shared.auth import TokenVerifier
 from shared.contracts import topics
+from shared.http import ReadinessCheck, create_app
 from shared.kafka import ensure_topics, wait_for_broker
 from shared.logging import configure_logging
+from shared.runtime import Worker, serve
 from shared.settings import SharedSettings, load_settings
+
+DESCRIPTION = (
+    "Fraud scoring: every placed order is scored once against its customer's recent orders and the "
+    "block list, and the decision (approve, review or reject, with a score and reasons) is published as "
+    "FraudScored. Over HTTP, admin reads the decision stored for an order. Errors are RFC 9457 "
+    "problem+json."
+)
 
 
 class FraudSettings(SharedSettings):
@@ -58,7 +75,7 @@ class FraudSettings(SharedSettings):
 
 @dataclass(frozen=True)
 class FraudApp:
-    """The faust app with the agents and tables that tests and the web views reach into."""
+    """The faust app with the agents and tables that tests and the HTTP routes reach into."""
 
     app: faust.App
     route: AgentT[bytes]
@@ -76,11 +93,9 @@ def build_app(settings: FraudSettings, outputs: Outputs | None = None) -> FraudA
         store="memory://",
         datadir=settings.fraud_data_dir,
         topic_partitions=settings.topic_partitions,
-        web_port=settings.fraud_port,
-        web_bind=settings.http_host,
-        web_host=settings.http_host,
-        # Table contents are served only through our own view; faust's /table would expose them all.
-        web_tables_enabled=False,
+        # HTTP is the shared FastAPI app on FRAUD_PORT (http_app below); faust's aiohttp server, which
+        # would also expose every table at /table, stays off.
+        web_enabled=False,
         producer_acks=-1,
         # The group coordinator holds a join for up to these; faust's 60 s defaults make every start slow.
         broker_session_timeout=settings.kafka_session_timeout_s,
@@ -100,7 +115,7 @@ def build_app(settings: FraudSettings, outputs: Outputs | None = None) -> FraudA
     scores = app.Table("scores", partitions=settings.topic_partitions)
     history = app.Table("velocity", partitions=settings.topic_partitions)
     new_batch = partial(FraudBatch, scores, history, settings.rules())
-    fraud = FraudApp(
+    return FraudApp(
         app=app,
         route=app.agent(order_events, name="route")(_bind(route, outputs=outputs)),
         score=app.agent(by_customer, name="score")(_bind(score, new_batch=new_batch, outputs=outputs)),
@@ -108,7 +123,14 @@ def build_app(settings: FraudSettings, outputs: Outputs | None = None) -> FraudA
         history=history,
     )
 
+
+def readiness(app: faust.App, settings: FraudSettings) -> dict[str, ReadinessCheck]:
+    """Ready: the app runs, holds partitions of its scoring topic with tables recovered, and the
+    broker answers."""
+
     async def consumer_assigned() -> bool:
+        if not app.started or app.should_stop:
+            return False
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager, not its ABC
         if app.rebalancing or not recovery.completed.is_set():
             return False
@@ -117,8 +139,41 @@ def build_app(settings: FraudSettings, outputs: Outputs | None = None) -> FraudA
     async def broker_reachable() -> bool:
         return await _any_reachable(settings.kafka_bootstrap_servers)
 
-    register_routes(app, scores=scores, readiness={"consumer": consumer_assigned, "kafka": broker_reachable})
-    return fraud
+    return {"consumer": consumer_assigned, "kafka": broker_reachable}
+
+
+def http_app(fraud: FraudApp, settings: FraudSettings) -> FastAPI:
+    """The shared FastAPI app (health, readiness, metrics, problem+json, auth) with fraud's routes."""
+    app = create_app(
+        SERVICE,
+        readiness=readiness(fraud.app, settings),
+        token_verifier=TokenVerifier(settings),
+        max_body_bytes=settings.http_max_body_bytes,
+        description=DESCRIPTION,
+    )
+    app.include_router(build_router(fraud.scores))
+    return app
+
+
+def faust_worker(app: faust.App) -> Worker:
+    """Runs the faust app until stop, then stops it: the consumer commits and leaves its group.
+
+    A crashed faust app ends the worker with its error, which takes the process down (serve)."""
+
+    async def consume(stop: asyncio.Event) -> None:
+        async with faust_app_running(app):
+            stopping = asyncio.ensure_future(stop.wait())
+            ended = asyncio.ensure_future(app.wait_until_stopped())
+            try:
+                await asyncio.wait({stopping, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                ended.cancel()
+        if app.crash_reason is not None:
+            raise RuntimeError(f"the faust app crashed: {app.crash_reason!r}") from app.crash_reason
+
+    consume.__qualname__ = "faust_worker"
+    return consume
 
 
 def _bind(agent: Callable[..., Awaitable[None]], **dependencies: Any) -> Callable[..., Awaitable[None]]:
@@ -157,13 +212,16 @@ async def prepare(settings: FraudSettings) -> None:
     await ensure_topics(settings, topics.ALL)
 
 
-def main() -> None:
+async def main() -> None:
     settings = load_settings(FraudSettings)
     configure_logging(SERVICE, settings.log_level)
-    asyncio.run(prepare(settings))
-    # asyncio.run closed its loop; faust's worker runs on a fresh one.
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    app = build_app(settings).app
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
-    worker.spinner = None  # a terminal spinner's escape codes would corrupt the JSON log stream
-    worker.execute_from_commandline()
+    await prepare(settings)
+    # Built on the running loop, which faust_app_running binds the app to.
+    fraud = build_app(settings)
+    await serve(
+        service=SERVICE,
+        app=http_app(fraud, settings),
+        host=settings.http_host,
+        port=settings.fraud_port,
+        workers=[faust_worker(fraud.app)],
+    )

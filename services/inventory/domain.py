@@ -14,9 +14,12 @@ from enum import StrEnum
 
 from shared.contracts import (
     CURRENCY,
+    MAX_UNITS_PER_ORDER,
     Event,
+    MerchantUpserted,
     OrderEndReason,
     OrderLine,
+    PaymentMethod,
     ProductKind,
     ProductUpserted,
     ReservationEndReason,
@@ -29,12 +32,44 @@ from shared.contracts import (
 )
 
 MAX_SUBSTITUTES = 3
+# Sane bounds for money and stock: far above any real catalog, far below where int64 or a float
+# on the way through JSON would lose a unit.
+MAX_PRICE_FEN = 10**10
+MAX_STOCK = 10**10
+EVERY_PAYMENT_METHOD = frozenset(PaymentMethod)
 
 
 @dataclass(frozen=True)
 class Merchant:
     merchant_id: str
     name: str
+    payment_methods: frozenset[PaymentMethod] = EVERY_PAYMENT_METHOD
+
+    @property
+    def accepted_methods(self) -> list[PaymentMethod]:
+        """The methods it accepts, in a stable order (the order PaymentMethod lists them in)."""
+        return [method for method in PaymentMethod if method in self.payment_methods]
+
+    def upserted(self) -> MerchantUpserted:
+        return MerchantUpserted(
+            merchant_id=self.merchant_id, name=self.name, payment_methods=self.accepted_methods
+        )
+
+
+class StockOutOfRange(ValueError):
+    """A stock change would take sellable units below zero or above MAX_STOCK; nothing changes."""
+
+
+@dataclass(frozen=True)
+class ProductDetails:
+    """Everything about a product a catalog edit may change: all of it but its stock."""
+
+    name: str
+    merchant_id: str
+    price_fen: int
+    kind: ProductKind = ProductKind.PHYSICAL
+    active: bool = True
+    max_per_order: int = MAX_UNITS_PER_ORDER
 
 
 @dataclass
@@ -48,6 +83,50 @@ class Product:
     kind: ProductKind = ProductKind.PHYSICAL
     active: bool = True
     currency: str = CURRENCY
+    max_per_order: int = MAX_UNITS_PER_ORDER
+
+    @classmethod
+    def create(cls, sku: str, details: ProductDetails, available: int) -> Product:
+        """A new product with its first stock; nothing is reserved yet."""
+        return cls(
+            sku=sku,
+            name=details.name,
+            merchant_id=details.merchant_id,
+            price_fen=details.price_fen,
+            available=available,
+            kind=details.kind,
+            active=details.active,
+            max_per_order=details.max_per_order,
+        )
+
+    def edited(self, details: ProductDetails) -> Product:
+        """This product with new details and the very same stock: an edit never restocks, so a price
+        change made from a stale read cannot undo the sales made since."""
+        return replace(
+            self,
+            name=details.name,
+            merchant_id=details.merchant_id,
+            price_fen=details.price_fen,
+            kind=details.kind,
+            active=details.active,
+            max_per_order=details.max_per_order,
+        )
+
+    def stock_change(self, add: int) -> StockDelta:
+        """Restock (`add` > 0) or correct downwards (`add` < 0) the sellable units; what orders hold
+        stays theirs, so a correction may take away at most what is available."""
+        after = self.available + add
+        if after < 0:
+            raise StockOutOfRange(
+                f"cannot take {-add} unit(s) away from {self.sku}: only {self.available} are sellable "
+                f"({self.reserved} more are held by orders and stay theirs)"
+            )
+        if after > MAX_STOCK:
+            raise StockOutOfRange(
+                f"cannot add {add} unit(s) to {self.sku}: it would hold {after}, "
+                f"above the limit of {MAX_STOCK}"
+            )
+        return StockDelta(available=add, reserved=0)
 
     def upserted(self) -> ProductUpserted:
         return ProductUpserted(
@@ -58,6 +137,7 @@ class Product:
             price_fen=self.price_fen,
             currency=self.currency,
             active=self.active,
+            max_per_order=self.max_per_order,
         )
 
 

@@ -7,8 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.inventory.domain import Ledger, Merchant, Product, Reservation, ReservationStatus
+from services.inventory.domain import (
+    Changes,
+    Ledger,
+    Merchant,
+    Product,
+    ProductDetails,
+    Reservation,
+    ReservationStatus,
+)
 from services.inventory.store import InventoryStore, StockTransaction
+from shared.auth import Principal
 from shared.clock import Clock, utc_now
 from shared.contracts import (
     Envelope,
@@ -18,7 +27,6 @@ from shared.contracts import (
     OrderEvent,
     OrderPlaced,
     OrderRejected,
-    ProductKind,
     ReservationEndReason,
 )
 from shared.errors import retry_transient
@@ -44,57 +52,143 @@ class UnknownMerchant(LookupError):
     """A product names a merchant that was never registered."""
 
 
+class UnknownProduct(LookupError):
+    """No product has this sku."""
+
+
 class MerchantConflict(ValueError):
-    """The merchant id is taken by a merchant with another name."""
+    """The merchant id is taken by a merchant with other details."""
+
+
+class NotPermitted(PermissionError):
+    """The caller acts neither for the merchant concerned nor as an admin."""
+
+
+class ProductMoveRefused(ValueError):
+    """A merchant tried to hand one of its products to another merchant; only an admin may."""
 
 
 @dataclass(frozen=True)
 class PutProduct:
     sku: str
-    name: str
-    merchant_id: str
-    price_fen: int
-    available: int
-    kind: ProductKind = ProductKind.PHYSICAL
-    active: bool = True
+    details: ProductDetails
+    # The first stock of a new product; an existing product keeps the stock it has.
+    available: int = 0
 
 
-async def register_merchant(service: Inventory, merchant: Merchant) -> bool:
-    """Register a merchant; False when the very same merchant was already there."""
-    existing = await service.store.add_merchant(merchant)
-    if existing is None:
+@dataclass(frozen=True)
+class ProductPut:
+    product: Product
+    created: bool
+
+
+def _authorize(caller: Principal, merchant_id: str, action: str) -> None:
+    if not caller.acts_for_merchant(merchant_id):
+        raise NotPermitted(f"only merchant {merchant_id} or an admin may {action}")
+
+
+async def register_merchant(
+    service: Inventory, caller: Principal, merchant: Merchant, correlation_id: str | None
+) -> bool:
+    """Register a new merchant and announce it; False (and nothing written) when the very same
+    merchant is already there, MerchantConflict when another one holds the id."""
+    _authorize(caller, merchant.merchant_id, f"register merchant {merchant.merchant_id}")
+
+    async def write() -> bool:
+        async with service.store.transaction(SERVICE) as tx:
+            existing = await tx.merchant(merchant.merchant_id)
+            if existing == merchant:
+                return False
+            if existing is not None:
+                raise MerchantConflict(
+                    f"merchant {merchant.merchant_id} is already registered as {existing.name!r} "
+                    f"accepting {', '.join(existing.accepted_methods)}; "
+                    f"change it with PUT /v1/merchants/{merchant.merchant_id}"
+                )
+            await tx.put_merchant(merchant)
+            tx.emit([_announcement(merchant.upserted(), correlation_id)])
         return True
-    if existing.name != merchant.name:
-        raise MerchantConflict(f"merchant {merchant.merchant_id} is already registered as {existing.name!r}")
-    return False
+
+    return await retry_transient(write)
 
 
-async def upsert_product(service: Inventory, command: PutProduct, correlation_id: str | None) -> Product:
-    """Create or replace a product (its `available` is a restock; reserved stays) and announce it."""
+async def upsert_merchant(
+    service: Inventory, caller: Principal, merchant: Merchant, correlation_id: str | None
+) -> bool:
+    """Create or change a merchant and announce it (every time, so a replica can be refreshed by
+    writing the merchant again); True when it was created."""
+    _authorize(caller, merchant.merchant_id, f"change merchant {merchant.merchant_id}")
+
+    async def write() -> bool:
+        async with service.store.transaction(SERVICE) as tx:
+            existing = await tx.merchant(merchant.merchant_id)
+            await tx.put_merchant(merchant)
+            tx.emit([_announcement(merchant.upserted(), correlation_id)])
+        return existing is None
+
+    return await retry_transient(write)
+
+
+async def upsert_product(
+    service: Inventory, caller: Principal, command: PutProduct, correlation_id: str | None
+) -> ProductPut:
+    """Create a product with its first stock, or change an existing one's details and keep its stock;
+    announce it either way (ProductUpserted)."""
+    details = command.details
+
+    async def write() -> ProductPut:
+        async with service.store.transaction(SERVICE) as tx:
+            existing = (await tx.products([command.sku])).get(command.sku)
+            if existing is None:
+                _authorize(caller, details.merchant_id, f"add products for merchant {details.merchant_id}")
+                product = Product.create(command.sku, details, command.available)
+            else:
+                _authorize(caller, existing.merchant_id, f"change {command.sku}")
+                if details.merchant_id != existing.merchant_id and not caller.is_admin:
+                    raise ProductMoveRefused(
+                        f"{command.sku} belongs to merchant {existing.merchant_id} and cannot move to "
+                        f"merchant {details.merchant_id}; only an admin may move a product"
+                    )
+                product = existing.edited(details)
+            if await tx.merchant(details.merchant_id) is None:
+                raise UnknownMerchant(f"no merchant {details.merchant_id}")
+            stored = await tx.put_product(product)
+            tx.emit([_announcement(stored.upserted(), correlation_id)])
+        return ProductPut(stored, created=existing is None)
+
+    # The product document is also written by the order consumer's reservations.
+    return await retry_transient(write)
+
+
+async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -> Product:
+    """Restock (`add` > 0) or correct downwards (`add` < 0) a product's sellable units."""
 
     async def write() -> Product:
         async with service.store.transaction(SERVICE) as tx:
-            if await tx.merchant(command.merchant_id) is None:
-                raise UnknownMerchant(f"no merchant {command.merchant_id}")
-            product = await tx.put_product(
-                Product(
-                    sku=command.sku,
-                    name=command.name,
-                    merchant_id=command.merchant_id,
-                    price_fen=command.price_fen,
-                    available=command.available,
-                    kind=command.kind,
-                    active=command.active,
-                )
-            )
-            envelope = new_envelope(
-                product.upserted(), source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4())
-            )
-            tx.emit([envelope])
-        return product
+            product = (await tx.products([sku])).get(sku)
+            if product is None:
+                raise UnknownProduct(f"no product {sku}")
+            _authorize(caller, product.merchant_id, f"change the stock of {sku}")
+            # The same guarded increment as a reservation's: a concurrent reservation either lands
+            # first (and this decides on it after a retry) or conflicts, never lost or overwritten.
+            await tx.save(Changes(stock={sku: product.stock_change(add)}, created=[], moved_from_held=[]))
+            return (await tx.products([sku]))[sku]
 
-    # A restock races the reservations on the same product document.
-    return await retry_transient(write)
+    changed = await retry_transient(write)
+    # Who by role and merchant, not by subject: a subject may be a customer's phone or e-mail.
+    log.info(
+        "stock_changed",
+        sku=sku,
+        add=add,
+        available=changed.available,
+        by_role=caller.role.value,
+        by_merchant=caller.merchant_id,
+    )
+    return changed
+
+
+def _announcement(event: Event, correlation_id: str | None) -> Envelope:
+    return new_envelope(event, source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4()))
 
 
 # --- reactions to order events -------------------------------------------------------------------

@@ -15,6 +15,14 @@ from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
 
+DESCRIPTION = (
+    "Merchants, the catalog and its stock, and the reservations orders hold. Catalog reads are public; "
+    "a product's edits and stock changes need its merchant's token or an admin's, and a merchant is "
+    "registered or changed by itself or an admin. A product edit never changes stock: stock moves "
+    "only through POST /v1/products/{sku}/stock and orders' reservations. Errors are RFC 9457 "
+    "problem+json."
+)
+
 
 class InventorySettings(SharedSettings):
     inventory_port: int = 8001
@@ -36,6 +44,7 @@ async def main() -> None:
 
         return Wiring(
             routers=[build_router(service)],
+            description=DESCRIPTION,
             handle_batch=partial(handle_batch, service),
             subscribe=[topics.ORDER_EVENTS],
             workers=[

@@ -1,41 +1,62 @@
 """Loads a demo catalog through the HTTP API: `python -m services.inventory.seed --url http://127.0.0.1:8001`.
 
-Safe to run again: merchants answer 200 when they exist and products are replaced (restocked).
+A dev tool: it signs its own admin token with the local key (AUTH_SIGNING_KEY from the environment)
+and refuses to run with ENVIRONMENT=prod. Safe to run again: merchants are written again (and
+announced again), new products are created with their demo stock, existing products get their demo
+details but keep the stock they have. It prints what it did.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
+from typing import TextIO
 
 import httpx
 
+from shared.auth import Principal, Role, TokenIssuer
+from shared.contracts import MAX_UNITS_PER_ORDER, PaymentMethod
+from shared.settings import SharedSettings, load_settings
+
+EVERY_METHOD = list(PaymentMethod)
 MERCHANTS = [
-    ("m-westlake-tea", "西湖茶庄 West Lake Tea House"),
-    ("m-jingdezhen", "景德镇瓷器坊 Jingdezhen Porcelain"),
-    ("m-sichuan-pantry", "川味小铺 Sichuan Pantry"),
+    ("m-westlake-tea", "西湖茶庄 West Lake Tea House", EVERY_METHOD),
+    ("m-jingdezhen", "景德镇瓷器坊 Jingdezhen Porcelain", [PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY]),
+    ("m-sichuan-pantry", "川味小铺 Sichuan Pantry", EVERY_METHOD),
 ]
 
-# sku, name, merchant, price in fen, stock
+# sku, name, merchant, price in fen, stock when created, most units per order
 PRODUCTS = [
-    ("SKU-TEA-LONGJING", "明前龙井 Longjing green tea 250g", "m-westlake-tea", 16800, 120),
-    ("SKU-TEA-PUER", "普洱熟茶饼 Pu'er tea cake 357g", "m-westlake-tea", 9800, 60),
-    ("SKU-TEA-JASMINE", "茉莉花茶 Jasmine tea 100g", "m-westlake-tea", 4500, 200),
-    ("SKU-CUP-CELADON", "青瓷茶杯 Celadon tea cup", "m-jingdezhen", 3900, 80),
-    ("SKU-POT-BLUEWHITE", "青花瓷茶壶 Blue-and-white teapot", "m-jingdezhen", 25800, 20),
-    ("SKU-BOWL-RICE", "手绘饭碗 Hand-painted rice bowl", "m-jingdezhen", 2800, 150),
-    ("SKU-SAUCE-DOUBAN", "郫县豆瓣酱 Pixian chili bean paste 500g", "m-sichuan-pantry", 1590, 180),
-    ("SKU-PEPPER-HUAJIAO", "汉源花椒 Hanyuan Sichuan pepper 100g", "m-sichuan-pantry", 2990, 90),
-    ("SKU-SOLDOUT-1", "限量腊肉礼盒 Limited cured pork gift box", "m-sichuan-pantry", 19900, 0),
+    ("SKU-TEA-LONGJING", "明前龙井 Longjing green tea 250g", "m-westlake-tea", 16800, 120, 10),
+    ("SKU-TEA-PUER", "普洱熟茶饼 Pu'er tea cake 357g", "m-westlake-tea", 9800, 60, 20),
+    ("SKU-TEA-JASMINE", "茉莉花茶 Jasmine tea 100g", "m-westlake-tea", 4500, 200, MAX_UNITS_PER_ORDER),
+    ("SKU-CUP-CELADON", "青瓷茶杯 Celadon tea cup", "m-jingdezhen", 3900, 80, 24),
+    ("SKU-POT-BLUEWHITE", "青花瓷茶壶 Blue-and-white teapot", "m-jingdezhen", 25800, 20, 4),
+    ("SKU-BOWL-RICE", "手绘饭碗 Hand-painted rice bowl", "m-jingdezhen", 2800, 150, 24),
+    ("SKU-SAUCE-DOUBAN", "郫县豆瓣酱 Pixian chili bean paste 500g", "m-sichuan-pantry", 1590, 180, 50),
+    ("SKU-PEPPER-HUAJIAO", "汉源花椒 Hanyuan Sichuan pepper 100g", "m-sichuan-pantry", 2990, 90, 50),
+    ("SKU-SOLDOUT-1", "限量腊肉礼盒 Limited cured pork gift box", "m-sichuan-pantry", 19900, 0, 2),
 ]
 
+SEED_TOKEN_TTL = timedelta(minutes=10)
 
-def seed(url: str) -> None:
-    with httpx.Client(base_url=url, timeout=10.0) as client:
-        for merchant_id, name in MERCHANTS:
-            client.post("/v1/merchants", json={"merchant_id": merchant_id, "name": name}).raise_for_status()
-        for sku, name, merchant_id, price_fen, available in PRODUCTS:
-            response = client.put(
+
+def seed(client: httpx.Client, out: TextIO) -> None:
+    """Write the demo merchants and products through `client` (which carries an admin token)."""
+    for merchant_id, name, methods in MERCHANTS:
+        response = _checked(
+            client.put(f"/v1/merchants/{merchant_id}", json={"name": name, "payment_methods": methods})
+        )
+        merchant = response.json()
+        done = "created" if response.status_code == 201 else "updated"
+        out.write(
+            f"merchant {merchant['merchant_id']:<18} {done:<20} accepts "
+            f"{', '.join(merchant['payment_methods'])}  {merchant['name']}\n"
+        )
+    for sku, name, merchant_id, price_fen, available, max_per_order in PRODUCTS:
+        response = _checked(
+            client.put(
                 f"/v1/products/{sku}",
                 json={
                     "name": name,
@@ -43,20 +64,39 @@ def seed(url: str) -> None:
                     "price_fen": price_fen,
                     "kind": "physical",
                     "available": available,
+                    "max_per_order": max_per_order,
                 },
             )
-            response.raise_for_status()
-            product = response.json()
-            sys.stdout.write(
-                f"{product['sku']:<20} {product['price_fen']:>7} fen  stock {product['available']:>4}"
-                f"  {product['merchant_id']:<18} {product['name']}\n"
-            )
+        )
+        product = response.json()
+        done = "created" if response.status_code == 201 else "updated (stock kept)"
+        out.write(
+            f"product  {product['sku']:<18} {done:<20} {product['price_fen']:>7} fen  "
+            f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
+            f"{product['merchant_id']:<18} {product['name']}\n"
+        )
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    raise SystemExit(f"{response.request.method} {response.request.url}: {response.status_code} {detail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Create the demo merchants and products.")
     parser.add_argument("--url", default="http://127.0.0.1:8001", help="the inventory service's base URL")
-    seed(parser.parse_args().url)
+    url = parser.parse_args().url
+    settings = load_settings(SharedSettings)
+    if not settings.is_dev:
+        sys.exit("the demo seed mints its own admin token; it does not run with ENVIRONMENT=prod")
+    admin = TokenIssuer(settings).access_token(Principal("inventory-seed", Role.ADMIN), ttl=SEED_TOKEN_TTL)
+    with httpx.Client(base_url=url, timeout=10.0, headers={"Authorization": f"Bearer {admin}"}) as client:
+        seed(client, sys.stdout)
 
 
 if __name__ == "__main__":

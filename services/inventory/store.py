@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from services.inventory.domain import (
     Changes,
@@ -19,7 +19,7 @@ from services.inventory.domain import (
     Reservation,
     ReservationStatus,
 )
-from shared.contracts import ProductKind, StockLine
+from shared.contracts import MAX_UNITS_PER_ORDER, PaymentMethod, ProductKind, StockLine
 from shared.errors import ConcurrentWrite
 from shared.mongo import Document, MongoStore, ServiceStore, TransactionView
 from shared.store import EventStore, UnitOfWork
@@ -54,6 +54,10 @@ class StockTransaction(UnitOfWork, Protocol):
 
     async def merchant(self, merchant_id: str) -> Merchant | None: ...
 
+    async def put_merchant(self, merchant: Merchant) -> None:
+        """Create or replace a merchant."""
+        ...
+
     async def save(self, changes: Changes) -> None:
         """Add the stock deltas, insert the new reservations and move on those still held.
 
@@ -62,7 +66,8 @@ class StockTransaction(UnitOfWork, Protocol):
         ...
 
     async def put_product(self, product: Product) -> Product:
-        """Create or replace a product; its `reserved` stays as stored (0 for a new one)."""
+        """Create a product with its `available` (nothing reserved), or change an existing one's details
+        and keep its stored stock, whatever `product` says: only `save` moves stock. Returns it as stored."""
         ...
 
 
@@ -71,9 +76,7 @@ class InventoryStore(EventStore[StockTransaction], Protocol):
 
     async def get_product(self, sku: str) -> Product | None: ...
 
-    async def add_merchant(self, merchant: Merchant) -> Merchant | None:
-        """Insert; when the id is taken, the merchant already stored (and nothing is written)."""
-        ...
+    async def get_merchant(self, merchant_id: str) -> Merchant | None: ...
 
     async def list_merchants(self) -> list[Merchant]: ...
 
@@ -100,18 +103,12 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
         doc = await self._products.find_one({"_id": sku})
         return None if doc is None else _product(doc)
 
-    async def add_merchant(self, merchant: Merchant) -> Merchant | None:
-        try:
-            await self._merchants.insert_one(
-                {"_id": merchant.merchant_id, "name": merchant.name, "created_at": datetime.now(UTC)}
-            )
-            return None
-        except DuplicateKeyError:
-            doc = await self._merchants.find_one({"_id": merchant.merchant_id})
-            return None if doc is None else Merchant(doc["_id"], doc["name"])
+    async def get_merchant(self, merchant_id: str) -> Merchant | None:
+        doc = await self._merchants.find_one({"_id": merchant_id})
+        return None if doc is None else _merchant(doc)
 
     async def list_merchants(self) -> list[Merchant]:
-        return [Merchant(d["_id"], d["name"]) async for d in self._merchants.find().sort("_id", ASCENDING)]
+        return [_merchant(d) async for d in self._merchants.find().sort("_id", ASCENDING)]
 
 
 class _MongoTransaction(TransactionView):
@@ -156,7 +153,23 @@ class _MongoTransaction(TransactionView):
 
     async def merchant(self, merchant_id: str) -> Merchant | None:
         doc = await self.tx.db[MERCHANTS].find_one({"_id": merchant_id}, session=self.tx.session)
-        return None if doc is None else Merchant(doc["_id"], doc["name"])
+        return None if doc is None else _merchant(doc)
+
+    async def put_merchant(self, merchant: Merchant) -> None:
+        now = datetime.now(UTC)
+        await self.tx.db[MERCHANTS].update_one(
+            {"_id": merchant.merchant_id},
+            {
+                "$set": {
+                    "name": merchant.name,
+                    "payment_methods": [method.value for method in merchant.accepted_methods],
+                    "updated_at": now,
+                },
+                "$setOnInsert": {"created_at": now},
+            },
+            upsert=True,
+            session=self.tx.session,
+        )
 
     async def save(self, changes: Changes) -> None:
         now = datetime.now(UTC)
@@ -189,6 +202,7 @@ class _MongoTransaction(TransactionView):
                 raise StockConflict(f"{len(moves) - result.matched_count} reservation(s) already moved on")
 
     async def put_product(self, product: Product) -> Product:
+        now = datetime.now(UTC)
         doc = await self.tx.db[PRODUCTS].find_one_and_update(
             {"_id": product.sku},
             {
@@ -198,11 +212,13 @@ class _MongoTransaction(TransactionView):
                     "price_fen": product.price_fen,
                     "currency": product.currency,
                     "kind": product.kind.value,
-                    "available": product.available,
                     "active": product.active,
-                    "updated_at": datetime.now(UTC),
+                    "max_per_order": product.max_per_order,
+                    "updated_at": now,
                 },
-                "$setOnInsert": {"reserved": 0},
+                # Stock is set once, at creation; after that only `save`'s guarded increments move
+                # it, so an edit cannot overwrite what the order consumer reserved meanwhile.
+                "$setOnInsert": {"available": product.available, "reserved": 0, "created_at": now},
             },
             upsert=True,
             return_document=True,
@@ -236,7 +252,16 @@ def _product(doc: Document) -> Product:
         kind=ProductKind(doc.get("kind", ProductKind.PHYSICAL.value)),
         active=bool(doc.get("active", True)),
         currency=doc.get("currency", "CNY"),
+        max_per_order=int(doc.get("max_per_order", MAX_UNITS_PER_ORDER)),
     )
+
+
+def _merchant(doc: Document) -> Merchant:
+    # Merchants stored before payment methods existed accept every method, as they did then.
+    methods = doc.get("payment_methods")
+    if methods is None:
+        return Merchant(doc["_id"], doc["name"])
+    return Merchant(doc["_id"], doc["name"], frozenset(PaymentMethod(m) for m in methods))
 
 
 def _reservation(doc: Document) -> Reservation:

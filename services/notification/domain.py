@@ -55,6 +55,7 @@ REASONS: dict[OrderEndReason, str] = {
     OrderEndReason.FRAUD_TIMEOUT: "风险审核超时",
     OrderEndReason.REVIEW_TIMEOUT: "人工审核超时",
     OrderEndReason.PAYMENT_TIMEOUT: "支付超时",
+    OrderEndReason.CUSTOMER_CANCELLED: "您已取消订单",
 }
 
 

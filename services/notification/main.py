@@ -12,6 +12,13 @@ from shared.contracts import topics
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
 
+DESCRIPTION = (
+    "The notification log: every message the platform sends about an order (a merchant's new-order "
+    "notice, a customer's confirmation, rejection or cancellation), with its delivery outcome. "
+    "A customer, merchant or guest token lists the notifications addressed to it; admin lists anyone's. "
+    "Errors are RFC 9457 problem+json."
+)
+
 
 class NotificationSettings(SharedSettings):
     notification_port: int = 8004
@@ -30,6 +37,7 @@ async def main() -> None:
             routers=[build_router(service)],
             handle_batch=partial(handle_batch, service),
             subscribe=[topics.ORDER_EVENTS],
+            description=DESCRIPTION,
         )
 
     await run_service(

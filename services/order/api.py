@@ -1,39 +1,72 @@
-"""The client gateway: place and follow orders, browse the catalog replica."""
+"""The client gateway: place, follow, find and cancel orders; browse the catalog replica.
+
+Who may do what:
+- a customer places orders in their own name and sees and cancels only their own;
+- a guest (no token, a contact instead) places an order and gets a token for that one order;
+- a merchant sees the orders that hold its products; an admin sees and cancels any.
+Someone else's order answers 404, never 403, so order ids do not leak.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from services.order.accounts.domain import CompleteAddress, MainlandMobile, email_address
+from services.order.accounts.store import AddressBook
 from services.order.domain import (
     MAX_LINES,
     MAX_QUANTITY,
+    CannotCancel,
     CatalogItem,
+    FieldIssue,
     Order,
     OrderError,
+    OrderStatus,
     RequestedItem,
-    UnknownProducts,
 )
 from services.order.handlers import (
     IdempotencyKeyReused,
+    InvalidOrder,
     OrderService,
     PlaceOrder,
+    UnknownOrder,
+    cancel_order,
+    find_by_contact,
     place_order,
+    review_request,
 )
+from services.order.store import InvalidCursor, OrderQuery, Scope
+from services.order.throttle import Throttle, rule
+from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer
 from shared.contracts import PaymentMethod, ShippingAddress
-from shared.http import Problem
+from shared.crypto import PersonalData
+from shared.http import Problem, field_errors, problem_responses
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+LONG_POLL_MAX_S = 30.0
+# How often a waiting request re-reads an order another replica may have changed.
+REREAD_INTERVAL_S = 1.0
+
+
+# --- request and response models ---------------------------------------------------------------
 
 
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Identifier
-    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, description="Also limited by the product's max_per_order.")
 
 
 class PaymentIn(BaseModel):
@@ -43,19 +76,102 @@ class PaymentIn(BaseModel):
     token: str = Field(min_length=1, max_length=256, description="The payment provider's token.")
 
 
-class PlaceOrderIn(BaseModel):
+class ContactIn(BaseModel):
+    """How to reach a guest and find their order again: an e-mail address or a mobile number."""
+
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: Identifier
+    email: str | None = Field(default=None, max_length=254, examples=["li.lei@example.com"])
+    phone: MainlandMobile | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ContactIn:
+        if (self.email is None) == (self.phone is None):
+            raise ValueError("give either email or phone")
+        if self.email is not None:
+            self.email = email_address(self.email)
+        return self
+
+    def normalised(self) -> str:
+        return f"email:{self.email}" if self.email is not None else f"phone:{self.phone}"
+
+
+class PlaceOrderIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [{"sku": "SKU-TEA-LONGJING", "quantity": 1}],
+                    "shipping_address": {
+                        "name": "李雷",
+                        "phone": "13800138000",
+                        "province": "浙江省",
+                        "city": "杭州市",
+                        "district": "西湖区",
+                        "line1": "文三路 18 号",
+                        "postal_code": "310000",
+                    },
+                    "payment": {"method": "bank_card", "token": "tok_approve"},
+                },
+                {
+                    "contact": {"email": "guest@example.com"},
+                    "items": [{"sku": "SKU-TEA-PUER", "quantity": 2}],
+                    "shipping_address": {
+                        "name": "韩梅梅",
+                        "phone": "13912345678",
+                        "province": "广东省",
+                        "city": "深圳市",
+                        "district": "南山区",
+                        "line1": "科苑路 9 号",
+                        "postal_code": "518000",
+                    },
+                    "payment": {"method": "alipay", "token": "tok_approve"},
+                },
+            ]
+        },
+    )
+
+    customer_id: Identifier | None = Field(
+        default=None,
+        description="Leave out with a customer token (it is the token's subject); required for an admin "
+        "ordering on a customer's behalf; absent for a guest.",
+    )
+    contact: ContactIn | None = Field(default=None, description="A guest's contact (no token).")
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_LINES)
-    shipping_address: ShippingAddress
+    shipping_address: CompleteAddress | None = None
+    address_id: Identifier | None = Field(
+        default=None, description="A saved address (GET /v1/me/addresses) instead of shipping_address."
+    )
     payment: PaymentIn
+
+    @model_validator(mode="after")
+    def _one_address(self) -> PlaceOrderIn:
+        if (self.shipping_address is None) == (self.address_id is None):
+            raise ValueError("give either shipping_address or address_id")
+        return self
 
 
 class OrderAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "5f0c1f1e-7d1b-4c55-9b0e-0c8f6f7e2a11",
+                    "order_no": "20261126-000042",
+                    "status": "PENDING",
+                    "access_token": None,
+                }
+            ]
+        }
+    )
+
     order_id: str
     order_no: str
-    status: str
+    status: OrderStatus
+    access_token: str | None = Field(
+        default=None, description="A guest's token for this one order (guest checkout only)."
+    )
 
 
 class LineOut(BaseModel):
@@ -69,17 +185,76 @@ class LineOut(BaseModel):
 
 
 class TimelineOut(BaseModel):
-    status: str
+    status: OrderStatus
     at: datetime
     cause: str
-    note: str
+    note: str = Field(description="What happened, written for the customer.")
+    detail: str | None = Field(default=None, description="Internal detail (admin only).")
+
+
+class RiskOut(BaseModel):
+    """The saga's internal checks (admin only)."""
+
+    stock: str
+    fraud: str
+    fraud_score: int | None
 
 
 class OrderOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "5f0c1f1e-7d1b-4c55-9b0e-0c8f6f7e2a11",
+                    "order_no": "20261126-000042",
+                    "customer_id": "cust-1",
+                    "status": "CONFIRMED",
+                    "reason": None,
+                    "lines": [
+                        {
+                            "sku": "SKU-TEA-LONGJING",
+                            "name": "明前龙井 Longjing green tea 250g",
+                            "merchant_id": "m-westlake-tea",
+                            "kind": "physical",
+                            "quantity": 1,
+                            "unit_price_fen": 16800,
+                            "line_total_fen": 16800,
+                        }
+                    ],
+                    "total_fen": 16800,
+                    "currency": "CNY",
+                    "payment_method": "bank_card",
+                    "payment_id": "pay-1",
+                    "shipping_address": {
+                        "name": "李雷",
+                        "phone": "13800138000",
+                        "province": "浙江省",
+                        "city": "杭州市",
+                        "district": "西湖区",
+                        "line1": "文三路 18 号",
+                        "postal_code": "310000",
+                    },
+                    "placed_at": "2026-11-26T03:12:00Z",
+                    "deadline_at": None,
+                    "timeline": [
+                        {
+                            "status": "PENDING",
+                            "at": "2026-11-26T03:12:00Z",
+                            "cause": "order.placed",
+                            "note": "Order received; checking stock and payment safety.",
+                            "detail": None,
+                        }
+                    ],
+                    "risk": None,
+                }
+            ]
+        }
+    )
+
     order_id: str
     order_no: str
     customer_id: str
-    status: str
+    status: OrderStatus
     reason: str | None
     lines: list[LineOut]
     total_fen: int
@@ -90,10 +265,29 @@ class OrderOut(BaseModel):
     placed_at: datetime
     deadline_at: datetime | None
     timeline: list[TimelineOut]
+    risk: RiskOut | None = Field(default=None, description="Admin only.")
 
 
-class OrderList(BaseModel):
+class OrderPageOut(BaseModel):
     items: list[OrderOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+class LookupIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"order_no": "20261126-000042", "contact": {"email": "guest@example.com"}}]
+        },
+    )
+
+    order_no: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]{8}-[0-9]{1,12}$")
+    contact: ContactIn
+
+
+class LookupOut(BaseModel):
+    order: OrderOut
+    access_token: str = Field(description="A guest token for this order, to follow or cancel it.")
 
 
 class ProductOut(BaseModel):
@@ -102,18 +296,37 @@ class ProductOut(BaseModel):
     merchant_id: str
     kind: str
     price_fen: int
+    max_per_order: int
 
 
 class ProductList(BaseModel):
     items: list[ProductOut]
 
 
-def order_out(order: Order) -> OrderOut:
+# --- who may see what --------------------------------------------------------------------------
+
+
+def can_read(principal: Principal, order: Order) -> bool:
+    if principal.role is Role.ADMIN:
+        return True
+    if principal.role is Role.CUSTOMER:
+        return order.customer_id == principal.subject
+    if principal.role is Role.GUEST:
+        return order.order_id == principal.order_id
+    return principal.merchant_id in order.merchant_ids
+
+
+def can_cancel(principal: Principal, order: Order) -> bool:
+    return principal.role is not Role.MERCHANT and can_read(principal, order)
+
+
+def order_out(order: Order, principal: Principal) -> OrderOut:
+    internal = principal.is_admin
     return OrderOut(
         order_id=order.order_id,
         order_no=order.order_no,
         customer_id=order.customer_id,
-        status=order.status.value,
+        status=order.status,
         reason=order.reason,
         lines=[
             LineOut(**line.model_dump(mode="json"), line_total_fen=line.line_total_fen)
@@ -127,8 +340,18 @@ def order_out(order: Order) -> OrderOut:
         placed_at=order.placed_at,
         deadline_at=order.deadline_at,
         timeline=[
-            TimelineOut(status=e.status.value, at=e.at, cause=e.cause, note=e.note) for e in order.timeline
+            TimelineOut(
+                status=entry.status,
+                at=entry.at,
+                cause=entry.cause,
+                note=entry.note,
+                detail=entry.detail if internal else None,
+            )
+            for entry in order.timeline
         ],
+        risk=RiskOut(stock=order.stock.value, fraud=order.fraud.value, fraud_score=order.fraud_score)
+        if internal
+        else None,
     )
 
 
@@ -139,36 +362,154 @@ def product_out(item: CatalogItem) -> ProductOut:
         merchant_id=item.merchant_id,
         kind=item.kind.value,
         price_fen=item.price_fen,
+        max_per_order=item.max_per_order,
     )
 
 
-def build_router(service: OrderService) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+def _not_found(order_id: str) -> Problem:
+    return Problem(404, "Order not found", f"no order {order_id}", code="order-not-found")
 
-    @router.post("/orders", status_code=status.HTTP_202_ACCEPTED, response_model=OrderAccepted)
+
+def _invalid(errors: list[dict[str, str]]) -> Problem:
+    detail = "; ".join(f"{e['field'] or e['location']}: {e['message']}" for e in errors)
+    return Problem(422, "Invalid order", detail, code="invalid-order", errors=errors)
+
+
+def _issue_errors(issues: list[FieldIssue]) -> list[dict[str, str]]:
+    return [{"field": issue.field, "message": issue.message, "location": "body"} for issue in issues]
+
+
+def _lenient_items(raw: Any) -> list[RequestedItem | None]:
+    """The items of a request that failed validation, where they are well-formed enough to check
+    against the catalog, so one answer names every problem."""
+    if not isinstance(raw, list):
+        return []
+    found: list[RequestedItem | None] = []
+    for item in raw[: MAX_LINES * 2]:
+        sku = item.get("sku") if isinstance(item, dict) else None
+        quantity = item.get("quantity") if isinstance(item, dict) else None
+        if isinstance(sku, str) and isinstance(quantity, int) and not isinstance(quantity, bool):
+            found.append(RequestedItem(sku, quantity) if 1 <= quantity <= MAX_QUANTITY else None)
+        else:
+            found.append(None)
+    return found
+
+
+def _lenient_method(raw: Any) -> PaymentMethod | None:
+    method = raw.get("method") if isinstance(raw, dict) else None
+    try:
+        return PaymentMethod(method) if isinstance(method, str) else None
+    except ValueError:
+        return None
+
+
+# --- the routes --------------------------------------------------------------------------------
+
+
+def client_limit(throttle: Throttle, limit: str) -> Callable[[Request, Principal | None], Awaitable[None]]:
+    """A dependency that counts each request against `limit` per client: a token's subject, or
+    the address of a client without one."""
+    per_client = rule(limit)
+
+    async def dependency(request: Request, principal: MaybeCaller) -> None:
+        who = principal.subject if principal else f"ip:{request.client.host if request.client else '-'}"
+        await throttle.check(per_client, "gateway", who)
+
+    return dependency
+
+
+def rate_limited(router: APIRouter, throttle: Throttle, limit: str) -> APIRouter:
+    """`router` with every route counted by `client_limit`."""
+    limited = APIRouter(dependencies=[Depends(client_limit(throttle, limit))])
+    limited.include_router(router)
+    return limited
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    per_client: str = "600/minute"
+    lookup_per_client: str = "20/minute"
+    lookup_per_order: str = "10/hour"
+    guest_token_ttl: timedelta = timedelta(days=30)
+
+
+def build_router(
+    service: OrderService,
+    *,
+    issuer: TokenIssuer,
+    personal: PersonalData,
+    addresses: AddressBook,
+    throttle: Throttle,
+    limits: GatewayLimits,
+) -> APIRouter:
+    lookup_per_client = rule(limits.lookup_per_client)
+    lookup_per_order = rule(limits.lookup_per_order)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(client_limit(throttle, limits.per_client))])
+
+    async def readable(order_id: str, principal: Principal) -> Order:
+        order = await service.store.get(order_id)
+        if order is None or not can_read(principal, order):
+            raise _not_found(order_id)
+        return order
+
+    def guest_token(order: Order) -> str:
+        return issuer.access_token(
+            Principal(subject=order.customer_id, role=Role.GUEST, order_id=order.order_id),
+            ttl=limits.guest_token_ttl,
+        )
+
+    @router.post(
+        "/orders",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=OrderAccepted,
+        responses=problem_responses(401, 403, 413, 422, 429, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PlaceOrderIn.model_json_schema()}},
+            }
+        },
+        tags=["orders"],
+    )
     async def create_order(
-        body: PlaceOrderIn,
         request: Request,
         response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+        principal: MaybeCaller,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                min_length=1,
+                max_length=128,
+                description="Retries with the same key and body return the first answer (24 h).",
+            ),
+        ] = None,
         x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
     ) -> OrderAccepted:
-        """Accept an order; it is processed asynchronously, follow it with GET /v1/orders/{id}."""
+        """Accept an order; it is processed asynchronously. Follow it with `GET /v1/orders/{id}`
+        (`?wait_for=CONFIRMED` long-polls) or `GET /v1/orders/{id}/events` (Server-Sent Events).
+
+        With a customer token the order is the customer's. Without a token, give `contact` to order
+        as a guest: the answer then carries an `access_token` for this order. Every problem with the
+        request comes in one 422 whose `errors` name each field."""
+        body = await _place_order_body(request, service)
+        customer_id, key_scope = _who_orders(principal, body, personal)
+        address, reference = await _shipping_address(body, customer_id, principal, addresses)
         command = PlaceOrder(
-            customer_id=body.customer_id,
+            customer_id=customer_id,
             items=[RequestedItem(item.sku, item.quantity) for item in body.items],
-            shipping_address=body.shipping_address,
+            shipping_address=address,
             payment_method=body.payment.method,
             payment_token=body.payment.token,
+            key_scope=key_scope,
             idempotency_key=idempotency_key,
             correlation_id=x_correlation_id,
+            contact=body.contact.normalised() if principal is None and body.contact else None,
+            address_reference=reference,
         )
         try:
             placed = await place_order(service, command)
-        except UnknownProducts as error:
-            raise Problem(
-                422, "Unknown product", str(error), code="unknown-product", skus=error.skus
-            ) from None
+        except InvalidOrder as error:
+            raise _invalid(_issue_errors(error.issues)) from None
         except IdempotencyKeyReused as error:
             raise Problem(422, "Idempotency key reused", str(error), code="idempotency-key-reused") from None
         except OrderError as error:
@@ -177,43 +518,220 @@ def build_router(service: OrderService) -> APIRouter:
         response.headers["Location"] = str(request.url_for("get_order", order_id=order.order_id))
         if not placed.created:
             response.headers["Idempotent-Replayed"] = "true"
-        return OrderAccepted(order_id=order.order_id, order_no=order.order_no, status=order.status.value)
+        return OrderAccepted(
+            order_id=order.order_id,
+            order_no=order.order_no,
+            # A replay answers what the first request was answered.
+            status=OrderStatus.PENDING,
+            access_token=guest_token(order) if principal is None else None,
+        )
 
-    @router.get("/orders/{order_id}", response_model=OrderOut, name="get_order")
-    async def get_order(order_id: str) -> OrderOut:
-        """An order with its lines, totals and the timeline of every transition."""
-        order = await service.store.get(order_id)
-        if order is None:
-            raise Problem(404, "Order not found", f"no order {order_id}", code="order-not-found")
-        return order_out(order)
-
-    @router.get("/orders", response_model=OrderList)
+    @router.get(
+        "/orders",
+        response_model=OrderPageOut,
+        responses=problem_responses(401, 403, 422, 429),
+        tags=["orders"],
+    )
     async def list_orders(
-        customer_id: Identifier, limit: Annotated[int, Query(ge=1, le=100)] = 20
-    ) -> OrderList:
-        """A customer's most recent orders, newest first."""
-        orders = await service.store.for_customer(customer_id, limit)
-        return OrderList(items=[order_out(order) for order in orders])
+        principal: Caller,
+        status_in: Annotated[
+            list[OrderStatus] | None, Query(alias="status", description="Repeat for several.")
+        ] = None,
+        created_from: Annotated[datetime | None, Query(description="Placed at or after (ISO 8601).")] = None,
+        created_before: Annotated[datetime | None, Query(description="Placed before (ISO 8601).")] = None,
+        customer_id: Annotated[str | None, Query(max_length=64, description="Admin only.")] = None,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> OrderPageOut:
+        """Orders newest first, a page at a time: a customer's own, a merchant's (orders holding its
+        products), or for an admin every order or one customer's."""
+        if principal.role is Role.GUEST:
+            raise Problem(
+                403,
+                "Forbidden",
+                "a guest token reaches one order: GET /v1/orders/{order_id}",
+                code="forbidden",
+            )
+        if (
+            customer_id is not None
+            and not principal.is_admin
+            and not (principal.role is Role.CUSTOMER and customer_id == principal.subject)
+        ):
+            raise Problem(403, "Forbidden", "you can list only your own orders", code="forbidden")
+        for name, value in (("created_from", created_from), ("created_before", created_before)):
+            if value is not None and value.tzinfo is None:
+                raise Problem(
+                    422, "Invalid request", f"{name}: give a time zone, e.g. 2026-11-26T00:00:00+08:00"
+                )
+        owner: str | None
+        if principal.role is Role.CUSTOMER:
+            scope, owner = Scope.CUSTOMER, principal.subject
+        elif principal.role is Role.MERCHANT:
+            scope, owner = Scope.MERCHANT, principal.merchant_id
+        elif customer_id is not None:
+            scope, owner = Scope.CUSTOMER, customer_id
+        else:
+            scope, owner = Scope.ALL, None
+        query = OrderQuery(
+            scope=scope,
+            owner=owner,
+            statuses=frozenset(status_in) if status_in else None,
+            placed_from=created_from,
+            placed_before=created_before,
+            cursor=cursor,
+            limit=limit,
+        )
+        try:
+            page = await service.store.page(query)
+        except InvalidCursor as error:
+            raise Problem(422, "Invalid cursor", str(error), code="invalid-cursor") from None
+        return OrderPageOut(
+            items=[order_out(order, principal) for order in page.orders], next_cursor=page.next_cursor
+        )
 
-    @router.get("/products", response_model=ProductList)
+    @router.post(
+        "/orders/lookup",
+        response_model=LookupOut,
+        responses=problem_responses(404, 422, 429),
+        tags=["orders"],
+    )
+    async def lookup_order(body: LookupIn, request: Request) -> LookupOut:
+        """Find a guest order again by its number and the contact it was placed with. A wrong number
+        and a wrong contact answer the same 404. Throttled per client address and per order number."""
+        client = request.client.host if request.client else "-"
+        await throttle.check(lookup_per_client, "lookup", f"ip:{client}")
+        await throttle.check(lookup_per_order, "lookup", f"order:{body.order_no}")
+        order = await find_by_contact(service, body.order_no, body.contact.normalised())
+        if order is None:
+            raise Problem(
+                404,
+                "Order not found",
+                "no order with this number and contact",
+                code="order-not-found",
+            )
+        guest = Principal(subject=order.customer_id, role=Role.GUEST, order_id=order.order_id)
+        return LookupOut(order=order_out(order, guest), access_token=guest_token(order))
+
+    @router.get(
+        "/orders/by-number/{order_no}",
+        response_model=OrderOut,
+        responses=problem_responses(401, 404, 429),
+        tags=["orders"],
+    )
+    async def get_order_by_number(
+        principal: Caller, order_no: Annotated[str, Path(max_length=32, pattern=r"^[0-9]{8}-[0-9]{1,12}$")]
+    ) -> OrderOut:
+        """An order by the number shown to the customer."""
+        order = await service.store.by_number(order_no)
+        if order is None or not can_read(principal, order):
+            raise Problem(404, "Order not found", f"no order {order_no}", code="order-not-found")
+        return order_out(order, principal)
+
+    @router.get(
+        "/orders/{order_id}",
+        response_model=OrderOut,
+        name="get_order",
+        responses=problem_responses(401, 404, 422, 429),
+        tags=["orders"],
+    )
+    async def get_order(
+        principal: Caller,
+        order_id: OrderId,
+        wait_for: Annotated[
+            OrderStatus | None,
+            Query(description="Long-poll: answer as soon as the order has this status or has ended."),
+        ] = None,
+        timeout_s: Annotated[
+            float,
+            Query(
+                alias="timeout", gt=0, le=LONG_POLL_MAX_S, description="Longest wait in seconds for wait_for."
+            ),
+        ] = 10.0,
+    ) -> OrderOut:
+        """An order with its lines, totals and the timeline of every transition."""
+        order = await readable(order_id, principal)
+        if wait_for is not None:
+            until = time.monotonic() + timeout_s
+            while order.status is not wait_for and not order.is_final:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                await service.watch.next_change(order_id, min(remaining, REREAD_INTERVAL_S))
+                order = await readable(order_id, principal)
+        return order_out(order, principal)
+
+    @router.get(
+        "/orders/{order_id}/events",
+        response_class=EventSourceResponse,
+        responses={
+            200: {
+                "description": "A `text/event-stream`: one `transition` event per timeline entry "
+                "(data: the entry as JSON, id: its position), ending after the order's final state. "
+                "Reconnect with `Last-Event-ID` to resume.",
+                "content": {"text/event-stream": {}},
+            },
+            **problem_responses(401, 404, 429),
+        },
+        tags=["orders"],
+    )
+    async def order_events(
+        principal: Caller,
+        order_id: OrderId,
+        last_event_id: Annotated[int | None, Header(ge=-1)] = None,
+    ) -> EventSourceResponse:
+        """Server-Sent Events: each transition of the order as it happens, until it ends."""
+        await readable(order_id, principal)
+        start = 0 if last_event_id is None else last_event_id + 1
+
+        async def transitions() -> AsyncIterator[ServerSentEvent]:
+            sent = start
+            while True:
+                order = await readable(order_id, principal)
+                view = order_out(order, principal)
+                for position in range(sent, len(view.timeline)):
+                    entry = view.timeline[position]
+                    yield ServerSentEvent(
+                        data=orjson.dumps(entry.model_dump(mode="json")).decode(),
+                        event="transition",
+                        id=str(position),
+                    )
+                sent = max(sent, len(view.timeline))
+                if order.is_final:
+                    return
+                await service.watch.next_change(order_id, REREAD_INTERVAL_S)
+
+        return EventSourceResponse(transitions(), ping=15)
+
+    @router.post(
+        "/orders/{order_id}/cancel",
+        response_model=OrderOut,
+        responses=problem_responses(401, 403, 404, 409, 429, 503),
+        tags=["orders"],
+    )
+    async def cancel(principal: Caller, order_id: OrderId) -> OrderOut:
+        """Cancel an order before it is paid: it ends CANCELLED (CUSTOMER_CANCELLED) and its stock
+        goes back. Cancelling again answers the cancelled order; a paid order answers 409."""
+        order = await readable(order_id, principal)
+        if not can_cancel(principal, order):
+            raise Problem(403, "Forbidden", "merchants cannot cancel a customer's order", code="forbidden")
+        try:
+            cancelled = await cancel_order(service, order_id)
+        except CannotCancel as error:
+            raise Problem(409, "Cannot cancel", str(error), code="cannot-cancel") from None
+        except UnknownOrder:
+            raise _not_found(order_id) from None
+        return order_out(cancelled, principal)
+
+    @router.get("/products", response_model=ProductList, responses=problem_responses(429), tags=["catalog"])
     async def list_products(limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> ProductList:
         """The products clients can order (the gateway's replica of inventory's catalog)."""
         items = await service.store.catalog_page(limit)
-        return ProductList(
-            items=[
-                ProductOut(
-                    sku=i.sku,
-                    name=i.name,
-                    merchant_id=i.merchant_id,
-                    kind=i.kind.value,
-                    price_fen=i.price_fen,
-                )
-                for i in items
-            ]
-        )
+        return ProductList(items=[product_out(item) for item in items])
 
-    @router.get("/products/{sku}", response_model=ProductOut)
-    async def get_product(sku: str) -> ProductOut:
+    @router.get(
+        "/products/{sku}", response_model=ProductOut, responses=problem_responses(404, 429), tags=["catalog"]
+    )
+    async def get_product(sku: Annotated[str, Path(max_length=64)]) -> ProductOut:
         """One orderable product from the replica."""
         found = (await service.store.catalog_items([sku])).get(sku)
         if found is None or not found.active:
@@ -221,3 +739,84 @@ def build_router(service: OrderService) -> APIRouter:
         return product_out(found)
 
     return router
+
+
+async def _place_order_body(request: Request, service: OrderService) -> PlaceOrderIn:
+    """The request body validated, with the catalog's objections added to pydantic's: one 422
+    lists every problem, the shape's and the catalog's."""
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Problem(422, "Invalid request", "the body is not JSON", code="invalid-request") from None
+    try:
+        return PlaceOrderIn.model_validate(data)
+    except ValidationError as error:
+        errors = field_errors({**e, "loc": ("body", *e["loc"])} for e in error.errors())
+    if isinstance(data, dict):
+        issues = await review_request(
+            service, _lenient_items(data.get("items")), _lenient_method(data.get("payment"))
+        )
+        reported = {e["field"] for e in errors}
+        errors += [e for e in _issue_errors(issues) if e["field"] not in reported]
+    raise _invalid(errors)
+
+
+def _who_orders(principal: Principal | None, body: PlaceOrderIn, personal: PersonalData) -> tuple[str, str]:
+    """The customer the order is for, and the scope its Idempotency-Key belongs to."""
+    if principal is None:
+        if body.customer_id is not None:
+            raise Problem(
+                401,
+                "Unauthenticated",
+                "ordering as a customer needs that customer's token; a guest leaves customer_id out",
+                code="unauthenticated",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if body.contact is None:
+            raise Problem(
+                401,
+                "Unauthenticated",
+                "sign in (Authorization: Bearer), or order as a guest with contact.email or contact.phone",
+                code="unauthenticated",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if body.address_id is not None:
+            raise _invalid(
+                [{"field": "address_id", "message": "a guest gives shipping_address", "location": "body"}]
+            )
+        return f"guest-{uuid.uuid4().hex}", f"guest:{personal.blind_index(body.contact.normalised())}"
+    if body.contact is not None:
+        raise _invalid(
+            [{"field": "contact", "message": "only a guest order takes a contact", "location": "body"}]
+        )
+    if principal.role is Role.CUSTOMER:
+        if body.customer_id is not None and body.customer_id != principal.subject:
+            raise Problem(403, "Forbidden", "you can place orders only in your own name", code="forbidden")
+        return principal.subject, f"customer:{principal.subject}"
+    if principal.role is Role.ADMIN:
+        if body.customer_id is None:
+            raise _invalid(
+                [
+                    {
+                        "field": "customer_id",
+                        "message": "an admin orders on a customer's behalf: name the customer",
+                        "location": "body",
+                    }
+                ]
+            )
+        return body.customer_id, f"admin:{principal.subject}"
+    raise Problem(403, "Forbidden", f"a {principal.role} token cannot place orders", code="forbidden")
+
+
+async def _shipping_address(
+    body: PlaceOrderIn, customer_id: str, principal: Principal | None, addresses: AddressBook
+) -> tuple[ShippingAddress, str | None]:
+    if body.shipping_address is not None:
+        return body.shipping_address, None
+    if body.address_id is None or principal is None:
+        raise AssertionError("PlaceOrderIn holds one of shipping_address and address_id")
+    saved = await addresses.address(customer_id, body.address_id)
+    if saved is None:
+        raise _invalid([{"field": "address_id", "message": "no such saved address", "location": "body"}])
+    return saved, f"address:{body.address_id}"

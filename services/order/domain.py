@@ -5,6 +5,7 @@ No I/O here: handlers load an Order, call one of its methods and store what it r
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,7 +72,8 @@ class TimelineEntry:
     status: OrderStatus
     at: datetime
     cause: str
-    note: str = ""
+    note: str = ""  # written for the customer
+    detail: str = ""  # internal: stock counts, risk score and rules; admin only
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,80 @@ class CatalogItem:
     kind: ProductKind
     price_fen: int
     active: bool = True
+    max_per_order: int = MAX_QUANTITY
+
+
+@dataclass(frozen=True)
+class MerchantTerms:
+    """The order service's replica of what a merchant accepts, kept from MerchantUpserted."""
+
+    merchant_id: str
+    payment_methods: frozenset[PaymentMethod]
 
 
 @dataclass(frozen=True)
 class RequestedItem:
     sku: str
     quantity: int
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    """One thing wrong with an order request, named by its field so an app can highlight it."""
+
+    field: str
+    message: str
+
+
+def review_items(
+    items: Sequence[RequestedItem | None],
+    catalog: Mapping[str, CatalogItem],
+    merchants: Mapping[str, MerchantTerms],
+    payment_method: PaymentMethod | None,
+) -> list[FieldIssue]:
+    """Everything wrong with the items and the payment method against the catalog, all at once.
+
+    `items` keeps the request's positions (None where an item was malformed), so each issue names
+    the right `items.N` field. A merchant missing from the replica (it predates MerchantUpserted)
+    accepts every method."""
+    issues: list[FieldIssue] = []
+    present = [item for item in items if item is not None]
+    if len({item.sku for item in present}) > MAX_LINES:
+        issues.append(FieldIssue("items", f"an order may have at most {MAX_LINES} distinct products"))
+    totals: dict[str, int] = {}
+    for each in present:
+        totals[each.sku] = totals.get(each.sku, 0) + each.quantity
+    refusing: set[str] = set()
+    for index, item in enumerate(items):
+        if item is None:
+            continue
+        product = catalog.get(item.sku)
+        if product is None or not product.active:
+            issues.append(FieldIssue(f"items.{index}.sku", f"unknown or unavailable product {item.sku}"))
+            continue
+        if totals[item.sku] > product.max_per_order:
+            issues.append(
+                FieldIssue(
+                    f"items.{index}.quantity",
+                    f"at most {product.max_per_order} of {item.sku} per order (asked {totals[item.sku]})",
+                )
+            )
+        terms = merchants.get(product.merchant_id)
+        if payment_method is not None and terms is not None and payment_method not in terms.payment_methods:
+            refusing.add(product.merchant_id)
+    if refusing and payment_method is not None:
+        issues.append(
+            FieldIssue(
+                "payment.method",
+                f"{payment_method} is not accepted by merchant(s) {', '.join(sorted(refusing))}",
+            )
+        )
+    return issues
+
+
+def same_contact(given: str, recorded: str | None) -> bool:
+    """Compares in constant time, so the answer's timing tells nothing about the recorded contact."""
+    return recorded is not None and hmac.compare_digest(given.encode(), recorded.encode())
 
 
 class OrderError(ValueError):
@@ -100,6 +170,10 @@ class UnknownProducts(OrderError):
     def __init__(self, skus: list[str]) -> None:
         super().__init__(f"unknown or unavailable product(s): {', '.join(skus)}")
         self.skus = skus
+
+
+class CannotCancel(OrderError):
+    """The order is past the point where a customer may cancel it."""
 
 
 def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogItem]) -> list[OrderLine]:
@@ -150,6 +224,8 @@ class Order:
     currency: str = CURRENCY
     # The id the order's events carry end to end, so logs and traces join up across services.
     correlation_id: str = ""
+    # A guest's contact ("email:li@example.com" or "phone:13800138000"), to find the order again.
+    contact: str | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
     version: int = 0
 
@@ -160,6 +236,10 @@ class Order:
     @property
     def is_final(self) -> bool:
         return self.status not in WAITING
+
+    @property
+    def merchant_ids(self) -> frozenset[str]:
+        return frozenset(line.merchant_id for line in self.lines)
 
     @classmethod
     def place(
@@ -175,6 +255,7 @@ class Order:
         now: datetime,
         deadlines: Deadlines,
         correlation_id: str,
+        contact: str | None = None,
     ) -> tuple[Order, list[Event]]:
         order = cls(
             order_id=order_id,
@@ -187,8 +268,9 @@ class Order:
             placed_at=now,
             deadline_at=now + deadlines.checks,
             correlation_id=correlation_id,
+            contact=contact,
         )
-        order._record(now, "order.placed", "order received; reserving stock and scoring risk")
+        order._record(now, "order.placed", "Order received; checking stock and payment safety.")
         placed = OrderPlaced(
             order_id=order_id,
             order_no=order_no,
@@ -207,14 +289,22 @@ class Order:
         if self.is_final or self.stock is not Check.PENDING:
             return []  # late or repeated: inventory releases on the order's own end event
         self.stock = Check.PASSED
-        self._record(now, "inventory.stock_reserved", "stock reserved")
+        self._record(now, "inventory.stock_reserved", "Your items are set aside for you.")
         return self._advance(now, deadlines)
 
-    def stock_rejected(self, now: datetime, detail: str) -> list[Event]:
+    def stock_rejected(self, now: datetime, skus: Sequence[str], detail: str) -> list[Event]:
         if self.is_final or self.stock is not Check.PENDING:
             return []
         self.stock = Check.FAILED
-        return self._reject(now, OrderEndReason.OUT_OF_STOCK, "inventory.stock_rejected", detail)
+        names = {line.sku: line.name for line in self.lines}
+        short = ", ".join(names.get(sku, sku) for sku in skus) or "some items"
+        return self._reject(
+            now,
+            OrderEndReason.OUT_OF_STOCK,
+            "inventory.stock_rejected",
+            detail,
+            note=f"Sorry, not enough stock of {short}. Nothing was charged.",
+        )
 
     def fraud_scored(
         self, now: datetime, decision: FraudDecision, score: int, reasons: Sequence[str], deadlines: Deadlines
@@ -222,20 +312,31 @@ class Order:
         if self.is_final or self.fraud not in (Check.PENDING, Check.REVIEW):
             return []
         self.fraud_score = score
-        why = ", ".join(reasons) or "no risk signals"
+        why = f"risk score {score}: {', '.join(reasons) or 'no risk signals'}"
         if decision is FraudDecision.REJECT:
             self.fraud = Check.FAILED
-            return self._reject(now, OrderEndReason.FRAUD, "fraud.scored", f"risk score {score}: {why}")
+            return self._reject(
+                now,
+                OrderEndReason.FRAUD,
+                "fraud.scored",
+                why,
+                note="Sorry, we cannot accept this order. Nothing was charged.",
+            )
         if decision is FraudDecision.REVIEW:
             if self.fraud is Check.REVIEW:
                 return []
             self.fraud = Check.REVIEW
             self.status = OrderStatus.UNDER_REVIEW
             self.deadline_at = now + deadlines.review
-            self._record(now, "fraud.scored", f"sent to manual review (score {score}: {why})")
+            self._record(
+                now,
+                "fraud.scored",
+                "Your order is being reviewed; we will let you know shortly.",
+                f"sent to manual review ({why})",
+            )
             return []
         self.fraud = Check.PASSED
-        self._record(now, "fraud.scored", f"risk approved (score {score})")
+        self._record(now, "fraud.scored", "Order checks passed.", f"risk approved ({why})")
         return self._advance(now, deadlines)
 
     def payment_authorized(self, now: datetime, payment_id: str) -> list[Event]:
@@ -244,7 +345,9 @@ class Order:
         self.payment_id = payment_id
         self.status = OrderStatus.CONFIRMED
         self.deadline_at = None
-        self._record(now, "payment.authorized", f"payment {payment_id} authorized")
+        self._record(
+            now, "payment.authorized", "Payment received; your order is confirmed.", f"payment {payment_id}"
+        )
         return [
             OrderConfirmed(
                 order_id=self.order_id,
@@ -261,20 +364,58 @@ class Order:
         if self.status is not OrderStatus.AWAITING_PAYMENT:
             return []
         self.payment_id = payment_id
-        return self._cancel(now, OrderEndReason.PAYMENT_DECLINED, "payment.failed", provider_reason)
+        return self._cancel(
+            now,
+            OrderEndReason.PAYMENT_DECLINED,
+            "payment.failed",
+            provider_reason,
+            note="The payment was declined; the order is cancelled. Nothing was charged.",
+        )
+
+    def cancel_by_customer(self, now: datetime) -> list[Event]:
+        """The customer changed their mind before paying: held stock goes back, nothing is charged.
+
+        Cancelling twice is no error; cancelling once paid or ended raises CannotCancel."""
+        if self.status is OrderStatus.CANCELLED and self.reason is OrderEndReason.CUSTOMER_CANCELLED:
+            return []
+        if self.status is OrderStatus.CONFIRMED:
+            raise CannotCancel(
+                "the order is paid and confirmed; cancelling a paid order needs a refund, which "
+                "this platform does not offer yet"
+            )
+        if self.is_final:
+            raise CannotCancel(f"the order has already ended ({self.status}, {self.reason})")
+        return self._cancel(
+            now,
+            OrderEndReason.CUSTOMER_CANCELLED,
+            "customer.cancelled",
+            "cancelled by the customer",
+            note="You cancelled the order. Nothing was charged.",
+        )
 
     def deadline_passed(self, now: datetime) -> list[Event]:
         """Drive an order whose next event is overdue to its compensating end."""
         if self.is_final or self.deadline_at is None or now < self.deadline_at:
             return []
         cause = "deadline"
+        sorry = "Sorry, we could not complete your order in time. Nothing was charged."
         if self.status is OrderStatus.AWAITING_PAYMENT:
-            return self._cancel(now, OrderEndReason.PAYMENT_TIMEOUT, cause, "no payment answer in time")
+            return self._cancel(
+                now,
+                OrderEndReason.PAYMENT_TIMEOUT,
+                cause,
+                "no payment answer in time",
+                note="No payment arrived in time; the order is cancelled.",
+            )
         if self.status is OrderStatus.UNDER_REVIEW:
-            return self._reject(now, OrderEndReason.REVIEW_TIMEOUT, cause, "no review decision in time")
+            return self._reject(
+                now, OrderEndReason.REVIEW_TIMEOUT, cause, "no review decision in time", note=sorry
+            )
         if self.stock is Check.PENDING:
-            return self._reject(now, OrderEndReason.STOCK_TIMEOUT, cause, "no stock answer in time")
-        return self._reject(now, OrderEndReason.FRAUD_TIMEOUT, cause, "no risk score in time")
+            return self._reject(
+                now, OrderEndReason.STOCK_TIMEOUT, cause, "no stock answer in time", note=sorry
+            )
+        return self._reject(now, OrderEndReason.FRAUD_TIMEOUT, cause, "no risk score in time", note=sorry)
 
     # --- transitions ---------------------------------------------------------------------
 
@@ -283,7 +424,12 @@ class Order:
             return []
         self.status = OrderStatus.AWAITING_PAYMENT
         self.deadline_at = now + deadlines.payment
-        self._record(now, "order.payment_requested", f"payment requested ({self.payment_method})")
+        self._record(
+            now,
+            "order.payment_requested",
+            "Waiting for your payment.",
+            f"payment requested ({self.payment_method})",
+        )
         return [
             PaymentRequested(
                 order_id=self.order_id,
@@ -295,8 +441,10 @@ class Order:
             )
         ]
 
-    def _reject(self, now: datetime, reason: OrderEndReason, cause: str, detail: str) -> list[Event]:
-        self._end(now, OrderStatus.REJECTED, reason, cause, detail)
+    def _reject(
+        self, now: datetime, reason: OrderEndReason, cause: str, detail: str, *, note: str
+    ) -> list[Event]:
+        self._end(now, OrderStatus.REJECTED, reason, cause, note, detail)
         return [
             OrderRejected(
                 order_id=self.order_id,
@@ -307,8 +455,10 @@ class Order:
             )
         ]
 
-    def _cancel(self, now: datetime, reason: OrderEndReason, cause: str, detail: str) -> list[Event]:
-        self._end(now, OrderStatus.CANCELLED, reason, cause, detail)
+    def _cancel(
+        self, now: datetime, reason: OrderEndReason, cause: str, detail: str, *, note: str
+    ) -> list[Event]:
+        self._end(now, OrderStatus.CANCELLED, reason, cause, note, detail)
         return [
             OrderCancelled(
                 order_id=self.order_id,
@@ -320,12 +470,18 @@ class Order:
         ]
 
     def _end(
-        self, now: datetime, status: OrderStatus, reason: OrderEndReason, cause: str, detail: str
+        self,
+        now: datetime,
+        status: OrderStatus,
+        reason: OrderEndReason,
+        cause: str,
+        note: str,
+        detail: str,
     ) -> None:
         self.status = status
         self.reason = reason
         self.deadline_at = None
-        self._record(now, cause, f"{reason}: {detail}" if detail else reason)
+        self._record(now, cause, note, f"{reason}: {detail}" if detail else reason)
 
-    def _record(self, now: datetime, cause: str, note: str) -> None:
-        self.timeline.append(TimelineEntry(status=self.status, at=now, cause=cause, note=note))
+    def _record(self, now: datetime, cause: str, note: str, detail: str = "") -> None:
+        self.timeline.append(TimelineEntry(status=self.status, at=now, cause=cause, note=note, detail=detail))

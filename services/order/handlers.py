@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -14,12 +16,18 @@ import orjson
 from services.order.domain import (
     CatalogItem,
     Deadlines,
+    FieldIssue,
+    MerchantTerms,
     Order,
+    OrderError,
     RequestedItem,
     price_lines,
+    review_items,
+    same_contact,
 )
 from services.order.numbers import OrderNumbers, parse_order_no
 from services.order.store import (
+    ConcurrentUpdate,
     IdempotencyConflict,
     IdempotencyKey,
     NewOrder,
@@ -32,6 +40,7 @@ from shared.contracts import (
     Envelope,
     Event,
     FraudScored,
+    MerchantUpserted,
     OrderEvent,
     PaymentAuthorized,
     PaymentFailed,
@@ -64,9 +73,63 @@ class OrderService:
     admission: Admission = field(default_factory=lambda: Admission(256))
     # New orders that arrive together are stored in one transaction.
     intake: GroupCommit[NewPlacement] = field(init=False)
+    # Wakes the long-polls and event streams of orders this process changed.
+    watch: OrderWatch = field(init=False)
+    # Requests with one Idempotency-Key are placed one after the other in this process; across
+    # replicas the key's unique index decides.
+    _key_locks: dict[str, tuple[asyncio.Lock, int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.intake = GroupCommit(partial(_insert, self), max_pending=self.admission.limit)
+        self.watch = OrderWatch()
+
+    @asynccontextmanager
+    async def one_at_a_time(self, key: str | None) -> AsyncIterator[None]:
+        if key is None:
+            yield
+            return
+        # The lock lives while anyone holds or waits for it: dropped earlier, a later request
+        # would get a fresh lock and run beside the ones still queued.
+        lock, users = self._key_locks.get(key, (asyncio.Lock(), 0))
+        self._key_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._key_locks[key]
+            if users == 1:
+                del self._key_locks[key]
+            else:
+                self._key_locks[key] = (lock, users - 1)
+
+
+class OrderWatch:
+    """Who is waiting for which order to change, woken when this process commits a change.
+
+    Another replica's changes are not seen here, so waiters also re-read on a short interval."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    def changed(self, order_ids: Iterable[str]) -> None:
+        for order_id in order_ids:
+            for event in self._waiting.get(order_id, ()):
+                event.set()
+
+    async def next_change(self, order_id: str, timeout_s: float) -> None:
+        """Return when `order_id` changes in this process, or after `timeout_s`."""
+        event = asyncio.Event()
+        self._waiting.setdefault(order_id, set()).add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            pass  # the caller re-reads the order either way
+        finally:
+            waiters = self._waiting.get(order_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiting[order_id]
 
 
 @dataclass(frozen=True)
@@ -88,18 +151,37 @@ class PlaceOrder:
     shipping_address: ShippingAddress
     payment_method: PaymentMethod
     payment_token: str
+    # Whose Idempotency-Keys this request's key is one of: the caller, or a guest's contact.
+    key_scope: str
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    contact: str | None = None  # a guest's normalised contact
+    # What the client sent to name the address (a saved address id or the address itself), so a
+    # replay is compared with the request and not with what the address book holds now.
+    address_reference: str | None = None
 
     def fingerprint(self) -> str:
         """What makes two requests "the same" for an Idempotency-Key replay."""
         body = {
             "customer_id": self.customer_id,
             "items": [(item.sku, item.quantity) for item in self.items],
-            "address": self.shipping_address.model_dump(),
+            "address": self.address_reference or self.shipping_address.model_dump(),
             "payment": [self.payment_method.value, self.payment_token],
+            "contact": self.contact,
         }
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    @property
+    def scoped_key(self) -> str | None:
+        return None if self.idempotency_key is None else f"{self.key_scope}:{self.idempotency_key}"
+
+
+class InvalidOrder(OrderError):
+    """The request names products, quantities or a payment method the catalog refuses."""
+
+    def __init__(self, issues: Sequence[FieldIssue]) -> None:
+        super().__init__("; ".join(f"{issue.field}: {issue.message}" for issue in issues))
+        self.issues = list(issues)
 
 
 @dataclass(frozen=True)
@@ -112,20 +194,54 @@ class IdempotencyKeyReused(ValueError):
     """The same Idempotency-Key came with a different request body."""
 
 
+async def review_request(
+    service: OrderService, items: Sequence[RequestedItem | None], method: PaymentMethod | None
+) -> list[FieldIssue]:
+    """What the catalog and the merchants' terms say is wrong with an order request."""
+    catalog = await service.store.catalog_items(item.sku for item in items if item is not None)
+    merchants = await service.store.merchant_terms({product.merchant_id for product in catalog.values()})
+    return review_items(items, catalog, merchants, method)
+
+
 async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
     """Price the order from the catalog replica, store it PENDING and emit OrderPlaced.
 
-    Raises Overloaded at once when too many orders are being placed already."""
+    A request with an Idempotency-Key used before returns that order and does nothing else: no
+    pricing, no order number, nothing sent on. Raises Overloaded at once when too many orders are
+    being placed already, InvalidOrder when the catalog refuses the request."""
     with service.admission.admit():
-        return await _place(service, command)
+        async with service.one_at_a_time(command.scoped_key):
+            return await _place(service, command)
+
+
+async def _replay(service: OrderService, command: PlaceOrder) -> Placed | None:
+    if command.scoped_key is None:
+        return None
+    used = await service.store.idempotency_key(command.scoped_key)
+    if used is None:
+        return None
+    return await _earlier(service, command, used.order_id, used.fingerprint)
+
+
+async def _earlier(service: OrderService, command: PlaceOrder, order_id: str, fingerprint: str) -> Placed:
+    if fingerprint != command.fingerprint():
+        raise IdempotencyKeyReused("this Idempotency-Key was already used for a different order request")
+    earlier = await service.store.get(order_id)
+    if earlier is None:
+        raise ConcurrentUpdate("the order of a used Idempotency-Key is not readable yet")
+    return Placed(earlier, created=False)
 
 
 async def _place(service: OrderService, command: PlaceOrder) -> Placed:
+    replayed = await _replay(service, command)
+    if replayed is not None:
+        return replayed
     idempotency = None
-    if command.idempotency_key:
-        idempotency = IdempotencyKey(
-            f"{command.customer_id}:{command.idempotency_key}", command.fingerprint()
-        )
+    if command.scoped_key is not None:
+        idempotency = IdempotencyKey(command.scoped_key, command.fingerprint())
+    issues = await review_request(service, command.items, command.payment_method)
+    if issues:
+        raise InvalidOrder(issues)
     catalog = await service.store.catalog_items(item.sku for item in command.items)
     lines = price_lines(command.items, catalog)
     now = service.clock()
@@ -142,6 +258,7 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
             now=now,
             deadlines=service.deadlines,
             correlation_id=command.correlation_id or order_id,
+            contact=command.contact,
         )
         placement = NewPlacement(NewOrder(order, idempotency), [_envelope(order, event) for event in events])
         try:
@@ -156,15 +273,8 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
             if latest is not None:
                 await service.numbers.continue_after(latest)
             log.warning("order_no_sequence_repaired", after=latest)
-        except IdempotencyConflict as conflict:
-            if idempotency is not None and conflict.fingerprint != idempotency.fingerprint:
-                raise IdempotencyKeyReused(
-                    "this Idempotency-Key was already used for a different order request"
-                ) from None
-            earlier = await service.store.get(conflict.order_id)
-            if earlier is None:
-                raise
-            return Placed(earlier, created=False)
+        except IdempotencyConflict as conflict:  # another replica took the key meanwhile
+            return await _earlier(service, command, conflict.order_id, conflict.fingerprint)
     raise AssertionError("unreachable")
 
 
@@ -172,6 +282,37 @@ async def _insert(service: OrderService, placements: Sequence[NewPlacement]) -> 
     async with service.store.transaction(SERVICE) as tx:
         await tx.insert_new([placement.new for placement in placements])
         tx.emit([envelope for placement in placements for envelope in placement.envelopes])
+
+
+async def find_by_contact(service: OrderService, order_no: str, contact: str) -> Order | None:
+    """A guest's order, when `contact` is the one it was placed with."""
+    order = await service.store.by_number(order_no)
+    if order is None or not same_contact(contact, order.contact):
+        return None
+    return order
+
+
+async def cancel_order(service: OrderService, order_id: str) -> Order:
+    """Cancel at the customer's request; raises CannotCancel once the order is paid or ended."""
+    for attempt in (1, 2, 3):
+        order = await service.store.get(order_id)
+        if order is None:
+            raise UnknownOrder(f"no order {order_id}")
+        events = order.cancel_by_customer(service.clock())
+        if not events:
+            return order
+        try:
+            async with service.store.transaction(SERVICE) as tx:
+                await tx.save_changed([order])
+                tx.emit([_envelope(order, event) for event in events])
+        except ConcurrentUpdate:
+            if attempt == 3:
+                raise
+            continue  # the saga moved the order meanwhile: decide again on its new state
+        service.watch.changed([order_id])
+        log.info("order_cancelled_by_customer", order_id=order_id)
+        return order
+    raise AssertionError("unreachable")
 
 
 def _envelope(order: Order, event: Event) -> Envelope:
@@ -190,6 +331,7 @@ class Batch(Replies):
     deadlines: Deadlines
     changed: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    merchants: dict[str, MerchantTerms] = field(default_factory=dict)
 
     def order(self, order_id: str) -> Order:
         try:
@@ -212,7 +354,10 @@ def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> No
 
 def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
     short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
-    batch.apply(event.order_id, cause, lambda order: order.stock_rejected(batch.now, short or event.reason))
+    skus = [shortage.sku for shortage in event.shortages]
+    batch.apply(
+        event.order_id, cause, lambda order: order.stock_rejected(batch.now, skus, short or event.reason)
+    )
 
 
 def on_fraud_scored(batch: Batch, event: FraudScored, cause: Envelope) -> None:
@@ -244,6 +389,13 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
         kind=event.kind,
         price_fen=event.price_fen,
         active=event.active,
+        max_per_order=event.max_per_order,
+    )
+
+
+def on_merchant_upserted(batch: Batch, event: MerchantUpserted, _cause: Envelope) -> None:
+    batch.merchants[event.merchant_id] = MerchantTerms(
+        merchant_id=event.merchant_id, payment_methods=frozenset(event.payment_methods)
     )
 
 
@@ -263,8 +415,10 @@ async def handle_batch(service: OrderService, deliveries: Sequence[Delivery]) ->
     async with service.store.transaction(SERVICE) as tx:
         await tx.save_changed(list(batch.changed.values()))
         await tx.upsert_catalog(list(batch.catalog.values()))
+        await tx.upsert_merchants(list(batch.merchants.values()))
         tx.mark_applied([d.envelope.id for d in fresh])
         tx.emit(batch.outgoing)
+    service.watch.changed(batch.changed)
 
 
 # --- deadlines -----------------------------------------------------------------------------
@@ -294,6 +448,7 @@ async def _end_overdue(service: OrderService, order: Order, now: datetime) -> bo
     async with service.store.transaction(SERVICE) as tx:
         await tx.save_changed([order])
         tx.emit([_envelope(order, event) for event in events])
+    service.watch.changed([order.order_id])
     log.info("deadline_passed", order_id=order.order_id, reason=order.reason)
     return True
 
@@ -306,4 +461,5 @@ HANDLERS = (
     .on(PaymentAuthorized, on_payment_authorized)
     .on(PaymentFailed, on_payment_failed)
     .on(ProductUpserted, on_product_upserted)
+    .on(MerchantUpserted, on_merchant_upserted)
 )

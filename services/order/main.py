@@ -8,17 +8,22 @@ import uuid
 from datetime import timedelta
 from functools import partial
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.order.api import build_router
+from services.order.accounts import api as accounts_api
+from services.order.accounts.store import MongoAccountStore
+from services.order.api import GatewayLimits, build_router, rate_limited
 from services.order.domain import Deadlines
 from services.order.handlers import OrderService, enforce_deadlines, handle_batch
 from services.order.numbers import RedisOrderNumbers
 from services.order.store import MongoOrderStore
+from services.order.throttle import Throttle, rule
+from shared.auth import TokenIssuer, TokenVerifier
 from shared.batching import Admission
 from shared.contracts import topics
+from shared.crypto import PersonalData
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -40,6 +45,29 @@ class OrderSettings(SharedSettings):
     # past either, POST /v1/orders answers 503 with Retry-After at once instead of queueing.
     order_max_in_progress: int = Field(default=256, ge=1)
     order_max_in_progress_age_s: float = Field(default=0.5, gt=0)
+    # Requests per client (a token's subject, or the address of an anonymous client), in the
+    # `limits` notation; the guest lookup has its own, tighter limits against contact guessing.
+    order_rate_limit: str = "600/minute"
+    order_lookup_rate_limit_per_client: str = "20/minute"
+    order_lookup_rate_limit_per_order: str = "10/hour"
+    # How long a guest's token for their order lasts.
+    order_guest_token_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+
+    @field_validator(
+        "order_rate_limit", "order_lookup_rate_limit_per_client", "order_lookup_rate_limit_per_order"
+    )
+    @classmethod
+    def _a_limit(cls, value: str) -> str:
+        rule(value)  # raises ValueError naming what it could not read
+        return value
+
+    def gateway_limits(self) -> GatewayLimits:
+        return GatewayLimits(
+            per_client=self.order_rate_limit,
+            lookup_per_client=self.order_lookup_rate_limit_per_client,
+            lookup_per_order=self.order_lookup_rate_limit_per_order,
+            guest_token_ttl=timedelta(seconds=self.order_guest_token_ttl_s),
+        )
 
     def deadlines(self) -> Deadlines:
         return Deadlines(
@@ -54,8 +82,13 @@ async def main() -> None:
 
     async def wire(plumbing: Plumbing) -> Wiring:
         redis = Redis.from_url(settings.redis_url)
-        store = MongoOrderStore(plumbing.store)
+        personal = PersonalData(settings.pii_encryption_key)
+        store = MongoOrderStore(plumbing.store, personal)
         await store.ensure_indexes(idempotency_key_ttl_s=settings.order_idempotency_key_ttl_s)
+        account_store = MongoAccountStore(plumbing.store, personal)
+        await account_store.ensure_indexes()
+        issuer = TokenIssuer(settings)
+        throttle = Throttle.over_redis(settings.redis_url)
         service = OrderService(
             store=store,
             numbers=RedisOrderNumbers(redis),
@@ -71,8 +104,23 @@ async def main() -> None:
             except RedisError:
                 return False
 
+        gateway = build_router(
+            service,
+            issuer=issuer,
+            personal=personal,
+            addresses=account_store,
+            throttle=throttle,
+            limits=settings.gateway_limits(),
+        )
         return Wiring(
-            routers=[build_router(service)],
+            routers=[
+                gateway,
+                rate_limited(
+                    accounts_api.build_router(account_store, issuer, TokenVerifier(settings)),
+                    throttle,
+                    settings.order_rate_limit,
+                ),
+            ],
             handle_batch=partial(handle_batch, service),
             subscribe=[topics.INVENTORY_EVENTS, topics.FRAUD_EVENTS, topics.PAYMENT_EVENTS],
             workers=[

@@ -1,24 +1,31 @@
-"""Where orders and the catalog replica live: the store protocol, its MongoDB implementation, the
-document mapping. The in-memory twin for tests is tests/twins/order.py."""
+"""Where orders and the catalog and merchant replicas live: the store protocol, its MongoDB
+implementation, the document mapping. The in-memory twin for tests is tests/twins/order.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import base64
+import binascii
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.order.domain import (
+    MAX_QUANTITY,
     WAITING,
     CatalogItem,
     Check,
+    MerchantTerms,
     Order,
     OrderStatus,
     TimelineEntry,
 )
+from services.order.numbers import order_day
 from shared.contracts import (
     OrderEndReason,
     OrderLine,
@@ -26,6 +33,7 @@ from shared.contracts import (
     ProductKind,
     ShippingAddress,
 )
+from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite
 from shared.mongo import (
     Document,
@@ -43,9 +51,13 @@ IDEMPOTENCY = "idempotency_keys"
 # Insert-only lookups beside `orders`: an order is updated at every step of the saga, and each
 # secondary index on `orders` is rewritten by every update (on the embedded server an update with
 # three of them costs 2.4 times one without). So `orders` is indexed by deadline alone; the number's
-# uniqueness and the customer's listing live in documents written once, when the order is placed.
+# uniqueness and the customers' and merchants' listings live in documents written once, when the
+# order is placed. Their keys sort by placement, so a listing is a range read of one of them.
 ORDER_NUMBERS = "order_numbers"  # _id: order_no
 CUSTOMER_ORDERS = "customer_orders"  # _id: customer_order_key(...)
+MERCHANT_ORDERS = "merchant_orders"  # _id: merchant_order_keys(...), one per merchant in the order
+MERCHANTS = "merchants"  # _id: merchant_id; the replica of what each merchant accepts
+MIGRATIONS = "migrations"  # _id: the name of a one-off migration that has completed
 
 
 class ConcurrentUpdate(ConcurrentWrite):
@@ -74,6 +86,43 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True)
+class KeyRecord:
+    """What an Idempotency-Key is stored with: the order it created and its request's fingerprint."""
+
+    order_id: str
+    fingerprint: str
+
+
+class Scope(StrEnum):
+    CUSTOMER = "customer"  # one customer's orders
+    MERCHANT = "merchant"  # orders holding at least one of one merchant's products
+    ALL = "all"  # every order (admin)
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    """A page of orders, newest first. `owner` is the customer or merchant id (None for ALL)."""
+
+    scope: Scope
+    owner: str | None = None
+    statuses: frozenset[OrderStatus] | None = None
+    placed_from: datetime | None = None  # inclusive
+    placed_before: datetime | None = None  # exclusive
+    cursor: str | None = None  # OrderPage.next_cursor of the page before
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    """`orders` newest first; `next_cursor` is None on the last page. With a status filter a page
+    may hold fewer than `limit` orders and still have a next page: a page scans a bounded number of
+    orders, so one request never reads a customer's whole history."""
+
+    orders: list[Order]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
 class NewOrder:
     """An order to store for the first time, with the Idempotency-Key that asked for it, if any."""
 
@@ -96,6 +145,8 @@ class OrderTransaction(UnitOfWork, Protocol):
 
     async def upsert_catalog(self, items: Sequence[CatalogItem]) -> None: ...
 
+    async def upsert_merchants(self, terms: Sequence[MerchantTerms]) -> None: ...
+
 
 class OrderStore(EventStore[OrderTransaction], Protocol):
     async def get(self, order_id: str) -> Order | None: ...
@@ -104,9 +155,13 @@ class OrderStore(EventStore[OrderTransaction], Protocol):
         """The orders found among `order_ids`, by id."""
         ...
 
-    async def for_customer(self, customer_id: str, limit: int) -> list[Order]:
-        """A customer's most recent orders, newest first."""
+    async def by_number(self, order_no: str) -> Order | None: ...
+
+    async def idempotency_key(self, key: str) -> KeyRecord | None:
+        """What a stored (unexpired) Idempotency-Key created, if it was used."""
         ...
+
+    async def page(self, query: OrderQuery) -> OrderPage: ...
 
     async def claim_overdue(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Order]:
         """Claim for `owner`, until `now + lease`, up to `limit` waiting orders whose deadline has
@@ -127,11 +182,184 @@ class OrderStore(EventStore[OrderTransaction], Protocol):
         """Active products, by SKU."""
         ...
 
+    async def merchant_terms(self, merchant_ids: Iterable[str]) -> dict[str, MerchantTerms]:
+        """The replica's merchants among `merchant_ids`."""
+        ...
+
+
+# --- paging over the insert-only lookups ---------------------------------------------------
+
+KEY_SEPARATOR = "|"  # never in a customer or merchant id (the API's identifier pattern has no "|")
+_AFTER_SEPARATOR = "}"  # the character after "|": `owner}` bounds every key of `owner|...`
+_AFTER_ORDER_NUMBERS = ":"  # the character after "9": bounds every `YYYYMMDD-seq`
+_ORDER_NUMBER = re.compile(r"[0-9]{8}-[0-9]+")
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,1024}")
+MAX_PAGE_SCAN = 1000
+
+
+class InvalidCursor(ValueError):
+    """A cursor this listing did not hand out: damaged, made up, or from another owner's listing."""
+
+
+def scan_budget(limit: int) -> int:
+    """How many lookup keys one page may scan: enough for a sparse status filter to find something,
+    few enough that one request never reads a whole history."""
+    return max(limit, min(max(limit * 5, 200), MAX_PAGE_SCAN))
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidCursor("the cursor is not one this listing handed out")
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("the cursor is not one this listing handed out") from None
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    """Where a page's keys are: `lookup`'s keys in [lower, upper), read newest (highest) first."""
+
+    lookup: str
+    lower: str
+    upper: str
+    budget: int
+    chunk: int  # keys read (and orders loaded) per round trip
+    query: OrderQuery
+    time_in_key: bool  # the key range already holds the time range exactly
+
+    def keeps(self, order: Order) -> bool:
+        query = self.query
+        if query.statuses is not None and order.status not in query.statuses:
+            return False
+        if self.time_in_key:
+            return True
+        # As the key would have it: Mongo keeps milliseconds, so compare what it keeps.
+        placed_at = _to_millisecond(order.placed_at)
+        if query.placed_from is not None and placed_at < query.placed_from:
+            return False
+        return query.placed_before is None or placed_at < query.placed_before
+
+
+def plan_page(query: OrderQuery) -> PagePlan | None:
+    """The key range a query reads, or None when no order can match it. Raises InvalidCursor for
+    a cursor outside the listing and ValueError for a query no caller should make."""
+    if query.limit < 1:
+        raise ValueError(f"a page holds at least one order, not {query.limit}")
+    since, before = query.placed_from, query.placed_before
+    if any(bound is not None and bound.tzinfo is None for bound in (since, before)):
+        raise ValueError("a time range needs time-zone-aware datetimes")
+    if query.scope is Scope.ALL:
+        lookup, time_in_key = ORDER_NUMBERS, False
+        # An order's number carries the China-local day it was placed (numbers.order_day), so
+        # the days narrow the range; the exact times are checked on the loaded orders.
+        lower = "" if since is None else f"{order_day(since)}-"
+        last_day = None if before is None else order_day(before - timedelta(microseconds=1))
+        upper = f"{last_day or ''}{_AFTER_ORDER_NUMBERS}"
+    else:
+        if not query.owner or KEY_SEPARATOR in query.owner:
+            raise ValueError(f"a {query.scope} page needs the {query.scope}'s id, not {query.owner!r}")
+        lookup, time_in_key = (CUSTOMER_ORDERS if query.scope is Scope.CUSTOMER else MERCHANT_ORDERS), True
+        prefix = f"{query.owner}{KEY_SEPARATOR}"
+        lower = prefix if since is None else f"{prefix}{_stamp(since)}"
+        upper = f"{query.owner}{_AFTER_SEPARATOR}" if before is None else f"{prefix}{_stamp(before)}"
+    if query.cursor is not None:
+        after = decode_cursor(query.cursor)
+        if not _in_listing(query, after):
+            raise InvalidCursor("the cursor belongs to another listing")
+        upper = min(upper, after)
+    no_status = query.statuses is not None and not query.statuses
+    if no_status or (since is not None and before is not None and since >= before):
+        return None
+    budget = scan_budget(query.limit)
+    # Unfiltered, every key is an order on the page; filtered, read ahead in larger rounds.
+    filtered = query.statuses is not None or (not time_in_key and (since, before) != (None, None))
+    chunk = min(budget, max(query.limit * 2, 100) if filtered else query.limit)
+    return PagePlan(lookup, lower, upper, budget, chunk, query, time_in_key)
+
+
+def _in_listing(query: OrderQuery, key: str) -> bool:
+    if query.scope is Scope.ALL:
+        return _ORDER_NUMBER.fullmatch(key) is not None
+    return key.startswith(f"{query.owner}{KEY_SEPARATOR}")
+
+
+ScanKeys = Callable[[str, str, str, int], Awaitable[list[tuple[str, str]]]]
+LoadOrders = Callable[[list[str]], Awaitable[dict[str, Order]]]
+
+
+async def page_through(query: OrderQuery, scan: ScanKeys, load: LoadOrders) -> OrderPage:
+    """A page of `query`, newest first. `scan(lookup, lower, upper, n)` gives up to n (key,
+    order_id) of `lookup` in [lower, upper), highest key first; `load` reads orders by id at once.
+
+    The cursor is the last key the page scanned, so the next page starts below it: a page never
+    repeats nor skips an order, even while new orders are placed above it."""
+    plan = plan_page(query)
+    if plan is None:
+        return OrderPage([], None)
+    found: list[Order] = []
+    scanned = 0
+    upper = plan.upper
+    while True:
+        want = min(plan.chunk, plan.budget - scanned)
+        keys = await scan(plan.lookup, plan.lower, upper, want + 1)  # one more tells if any is left
+        chunk = keys[:want]
+        orders = await load([order_id for _, order_id in chunk])
+        kept = [plan.keeps(order) if (order := orders.get(order_id)) else False for _, order_id in chunk]
+        used = 0
+        for (key, order_id), keep in zip(chunk, kept, strict=True):
+            if len(found) == query.limit:
+                break
+            used += 1
+            upper = key
+            if keep:
+                found.append(orders[order_id])
+        scanned += used
+        # Past the page's last order: keys the scan read beyond it, or orders it loaded that match.
+        more_keys, more_kept = len(keys) > used, any(kept[used:])
+        if not more_keys or (len(keys) <= want and not more_kept):
+            return OrderPage(found, None)
+        if len(found) == query.limit or scanned >= plan.budget:
+            return OrderPage(found, encode_cursor(upper))
+
+
+def customer_order_key(order: Order) -> str:
+    return _lookup_key(order.customer_id, order.placed_at, order.order_id)
+
+
+def merchant_order_keys(order: Order) -> list[str]:
+    """One key per merchant with a line in the order, so each merchant lists it once."""
+    return [_lookup_key(m, order.placed_at, order.order_id) for m in sorted(order.merchant_ids)]
+
+
+def _lookup_key(owner: str, placed_at: datetime, order_id: str) -> str:
+    # Milliseconds, as Mongo keeps placed_at: a key rebuilt from a stored order is the key its
+    # insert wrote, so a backfill racing with new inserts adds no second key for an order.
+    return f"{owner}{KEY_SEPARATOR}{_stamp(_to_millisecond(placed_at))}{KEY_SEPARATOR}{order_id}"
+
+
+def _stamp(when: datetime) -> str:
+    # Fixed-width UTC time, so that an owner's keys sort as their orders were placed.
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
+
+
+def _to_millisecond(when: datetime) -> datetime:
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
 
 # --- MongoDB -------------------------------------------------------------------------------
 
+_MIGRATION_BATCH = 500
 
+
+@dataclass
 class MongoOrderTransaction(TransactionView):
+    documents: OrderDocuments
+
     async def insert_new(self, new: Sequence[NewOrder]) -> None:
         db, session = self.tx.db, self.tx.session
         keyed = [(n.order, n.idempotency) for n in new if n.idempotency is not None]
@@ -170,9 +398,13 @@ class MongoOrderTransaction(TransactionView):
         await db[CUSTOMER_ORDERS].insert_many(
             [{"_id": customer_order_key(n.order), "order_id": n.order.order_id} for n in new], session=session
         )
+        await db[MERCHANT_ORDERS].insert_many(
+            [{"_id": key, "order_id": n.order.order_id} for n in new for key in merchant_order_keys(n.order)],
+            session=session,
+        )
         for n in new:
             n.order.version = 1
-        await db[ORDERS].insert_many([order_to_doc(n.order) for n in new], session=session)
+        await db[ORDERS].insert_many([self.documents.to_doc(n.order) for n in new], session=session)
 
     async def save_changed(self, orders: Sequence[Order]) -> None:
         if not orders:
@@ -182,7 +414,7 @@ class MongoOrderTransaction(TransactionView):
             read_version = order.version
             order.version += 1
             # $set rather than a replace, so a sweeper's claim on the order outlives the change.
-            fields = {name: value for name, value in order_to_doc(order).items() if name != "_id"}
+            fields = {name: value for name, value in self.documents.to_doc(order).items() if name != "_id"}
             writes.append(UpdateOne({"_id": order.order_id, "version": read_version}, {"$set": fields}))
         result = await self.tx.db[ORDERS].bulk_write(writes, ordered=False, session=self.tx.session)
         if result.matched_count != len(writes):
@@ -199,10 +431,21 @@ class MongoOrderTransaction(TransactionView):
             session=self.tx.session,
         )
 
+    async def upsert_merchants(self, terms: Sequence[MerchantTerms]) -> None:
+        if not terms:
+            return
+        await self.tx.db[MERCHANTS].bulk_write(
+            [UpdateOne({"_id": t.merchant_id}, {"$set": merchant_to_doc(t)}, upsert=True) for t in terms],
+            ordered=True,  # the same merchant twice: the later terms win
+            session=self.tx.session,
+        )
+
 
 class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
-    def __init__(self, store: MongoStore) -> None:
-        super().__init__(store, MongoOrderTransaction)
+    def __init__(self, store: MongoStore, personal_data: PersonalData) -> None:
+        self.documents = OrderDocuments(personal_data)
+        super().__init__(store, lambda tx: MongoOrderTransaction(tx, self.documents))
+        self._db = store.db
         self._orders = store.db[ORDERS]
         self._catalog = store.db[CATALOG]
         self._idempotency = store.db[IDEMPOTENCY]
@@ -211,6 +454,17 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
         await self._orders.create_index([("deadline_at", ASCENDING)])
         await ensure_ttl_index(self._idempotency, "created_at", idempotency_key_ttl_s)
         await self._move_lookups_out_of_orders()
+        await self._once("merchant_orders", self._list_stored_orders_by_merchant)
+        await self._once("sealed_personal_data", self._seal_personal_data_in_stored_orders)
+
+    async def _once(self, migration: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Runs a migration unless it completed before. Each is idempotent: replicas starting
+        together may both run one, and a run cut short is run again in full."""
+        done = self._db[MIGRATIONS]
+        if await done.find_one({"_id": migration}) is not None:
+            return
+        await run()
+        await done.update_one({"_id": migration}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True)
 
     async def _move_lookups_out_of_orders(self) -> None:
         """Orders stored before the insert-only lookups existed get theirs, and the indexes that
@@ -219,34 +473,68 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
         present = {index["name"] async for index in await self._orders.list_indexes()} & old
         if not present:
             return
-        db = self._orders.database
         async for doc in self._orders.find({}, {"order_no": 1, "customer_id": 1, "placed_at": 1}):
-            await db[ORDER_NUMBERS].update_one(
+            await self._db[ORDER_NUMBERS].update_one(
                 {"_id": doc["order_no"]}, {"$setOnInsert": {"order_id": doc["_id"]}}, upsert=True
             )
-            key = _customer_key(doc["customer_id"], doc["placed_at"], doc["_id"])
-            await db[CUSTOMER_ORDERS].update_one(
+            key = _lookup_key(doc["customer_id"], doc["placed_at"], doc["_id"])
+            await self._db[CUSTOMER_ORDERS].update_one(
                 {"_id": key}, {"$setOnInsert": {"order_id": doc["_id"]}}, upsert=True
             )
         for name in present:
             await self._orders.drop_index(name)
 
+    async def _list_stored_orders_by_merchant(self) -> None:
+        """Orders placed before merchants could list theirs get their merchant_orders keys."""
+        writes: list[UpdateOne] = []
+        async for doc in self._orders.find({}, {"placed_at": 1, "lines.merchant_id": 1}):
+            for merchant_id in sorted({line["merchant_id"] for line in doc["lines"]}):
+                key = _lookup_key(merchant_id, doc["placed_at"], doc["_id"])
+                writes.append(
+                    UpdateOne({"_id": key}, {"$setOnInsert": {"order_id": doc["_id"]}}, upsert=True)
+                )
+            if len(writes) >= _MIGRATION_BATCH:
+                await self._db[MERCHANT_ORDERS].bulk_write(writes, ordered=False)
+                writes = []
+        if writes:
+            await self._db[MERCHANT_ORDERS].bulk_write(writes, ordered=False)
+
+    async def _seal_personal_data_in_stored_orders(self) -> None:
+        """Addresses stored in clear before personal data was sealed get sealed."""
+        in_clear = {"shipping_address": {"$type": "object"}}
+        writes: list[UpdateOne] = []
+        async for doc in self._orders.find(in_clear, {"shipping_address": 1}):
+            sealed = self.documents.seal_address(ShippingAddress.model_validate(doc["shipping_address"]))
+            # Guarded by the clear form: an order saved meanwhile was sealed by its save.
+            writes.append(UpdateOne({"_id": doc["_id"], **in_clear}, {"$set": {"shipping_address": sealed}}))
+            if len(writes) >= _MIGRATION_BATCH:
+                await self._orders.bulk_write(writes, ordered=False)
+                writes = []
+        if writes:
+            await self._orders.bulk_write(writes, ordered=False)
+
     async def get(self, order_id: str) -> Order | None:
         doc = await self._orders.find_one({"_id": order_id})
-        return order_from_doc(doc) if doc else None
+        return self.documents.from_doc(doc) if doc else None
 
     async def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
         cursor = self._orders.find({"_id": {"$in": list(set(order_ids))}})
-        return {doc["_id"]: order_from_doc(doc) async for doc in cursor}
+        return {doc["_id"]: self.documents.from_doc(doc) async for doc in cursor}
 
-    async def for_customer(self, customer_id: str, limit: int) -> list[Order]:
-        db = self._orders.database
-        prefix = f"{customer_id}{KEY_SEPARATOR}"
-        # The keys sort by time within a customer; "}" is the character after the separator.
-        cursor = db[CUSTOMER_ORDERS].find({"_id": {"$gte": prefix, "$lt": f"{customer_id}}}"}})
-        order_ids = [doc["order_id"] async for doc in cursor.sort("_id", DESCENDING).limit(limit)]
-        found = await self.get_many(order_ids)
-        return [found[order_id] for order_id in order_ids if order_id in found]
+    async def by_number(self, order_no: str) -> Order | None:
+        number = await self._db[ORDER_NUMBERS].find_one({"_id": order_no})
+        return None if number is None else await self.get(number["order_id"])
+
+    async def idempotency_key(self, key: str) -> KeyRecord | None:
+        doc = await self._idempotency.find_one({"_id": key})
+        return None if doc is None else KeyRecord(doc["order_id"], doc["fingerprint"])
+
+    async def page(self, query: OrderQuery) -> OrderPage:
+        return await page_through(query, self._scan, self.get_many)
+
+    async def _scan(self, lookup: str, lower: str, upper: str, limit: int) -> list[tuple[str, str]]:
+        keys = self._db[lookup].find({"_id": {"$gte": lower, "$lt": upper}})
+        return [(doc["_id"], doc["order_id"]) async for doc in keys.sort("_id", DESCENDING).limit(limit)]
 
     async def claim_overdue(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Order]:
         due = {"deadline_at": {"$lte": now}, "status": {"$in": [status.value for status in WAITING]}}
@@ -262,10 +550,10 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
             {"$set": {"sweep_owner": owner, "sweep_until": now + lease}},
         )
         claimed = self._orders.find({"_id": {"$in": ids}, **due, "sweep_owner": owner})
-        return [order_from_doc(doc) async for doc in claimed.sort("deadline_at", ASCENDING)]
+        return [self.documents.from_doc(doc) async for doc in claimed.sort("deadline_at", ASCENDING)]
 
     async def latest_order_no(self, day: str) -> str | None:
-        doc = await self._orders.database[ORDER_NUMBERS].find_one(
+        doc = await self._db[ORDER_NUMBERS].find_one(
             {"_id": {"$gte": f"{day}-", "$lt": f"{day}."}}, {"_id": 1}, sort=[("_id", DESCENDING)]
         )
         return None if doc is None else str(doc["_id"])
@@ -278,78 +566,91 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
         cursor = self._catalog.find({"active": True}).sort("_id", ASCENDING).limit(limit)
         return [catalog_from_doc(doc) async for doc in cursor]
 
-
-KEY_SEPARATOR = "|"  # never in a customer id (the API's identifier pattern has no "|")
-
-
-def customer_order_key(order: Order) -> str:
-    return _customer_key(order.customer_id, order.placed_at, order.order_id)
-
-
-def _customer_key(customer_id: str, placed_at: datetime, order_id: str) -> str:
-    # Fixed-width UTC time, so that a customer's keys sort as their orders were placed.
-    when = placed_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    return f"{customer_id}{KEY_SEPARATOR}{when}{KEY_SEPARATOR}{order_id}"
+    async def merchant_terms(self, merchant_ids: Iterable[str]) -> dict[str, MerchantTerms]:
+        cursor = self._db[MERCHANTS].find({"_id": {"$in": list(set(merchant_ids))}})
+        return {doc["_id"]: merchant_from_doc(doc) async for doc in cursor}
 
 
 # --- document mapping ----------------------------------------------------------------------
 
 
-def order_to_doc(order: Order) -> Document:
-    return {
-        "_id": order.order_id,
-        "order_no": order.order_no,
-        "customer_id": order.customer_id,
-        "lines": [line.model_dump(mode="json") for line in order.lines],
-        "total_fen": order.total_fen,
-        "currency": order.currency,
-        "shipping_address": order.shipping_address.model_dump(mode="json"),
-        "payment_method": order.payment_method.value,
-        "payment_token": order.payment_token,
-        "placed_at": order.placed_at,
-        "deadline_at": order.deadline_at,
-        "status": order.status.value,
-        "reason": None if order.reason is None else order.reason.value,
-        "stock": order.stock.value,
-        "fraud": order.fraud.value,
-        "fraud_score": order.fraud_score,
-        "payment_id": order.payment_id,
-        "correlation_id": order.correlation_id,
-        "timeline": [
-            {"status": e.status.value, "at": e.at, "cause": e.cause, "note": e.note} for e in order.timeline
-        ],
-        "version": order.version,
-    }
+@dataclass(frozen=True)
+class OrderDocuments:
+    """Orders as documents. The address and a guest's contact are personal data: sealed at rest,
+    never in clear. Documents from before sealing (the address a plain object) still read."""
 
+    personal_data: PersonalData
 
-def order_from_doc(doc: Mapping[str, Any]) -> Order:
-    reason = doc.get("reason")
-    return Order(
-        order_id=doc["_id"],
-        order_no=doc["order_no"],
-        customer_id=doc["customer_id"],
-        lines=[OrderLine.model_validate(line) for line in doc["lines"]],
-        shipping_address=ShippingAddress.model_validate(doc["shipping_address"]),
-        payment_method=PaymentMethod(doc["payment_method"]),
-        payment_token=doc["payment_token"],
-        placed_at=doc["placed_at"],
-        deadline_at=doc.get("deadline_at"),
-        status=OrderStatus(doc["status"]),
-        reason=None if reason is None else OrderEndReason(reason),
-        stock=Check(doc["stock"]),
-        fraud=Check(doc["fraud"]),
-        fraud_score=doc.get("fraud_score"),
-        payment_id=doc.get("payment_id"),
-        currency=doc.get("currency", "CNY"),
-        correlation_id=doc.get("correlation_id", doc["_id"]),
-        timeline=[
-            TimelineEntry(
-                status=OrderStatus(e["status"]), at=e["at"], cause=e["cause"], note=e.get("note", "")
-            )
-            for e in doc["timeline"]
-        ],
-        version=doc["version"],
-    )
+    def seal_address(self, address: ShippingAddress) -> str:
+        return self.personal_data.seal(address.model_dump_json())
+
+    def to_doc(self, order: Order) -> Document:
+        return {
+            "_id": order.order_id,
+            "order_no": order.order_no,
+            "customer_id": order.customer_id,
+            "lines": [line.model_dump(mode="json") for line in order.lines],
+            "total_fen": order.total_fen,
+            "currency": order.currency,
+            "shipping_address": self.seal_address(order.shipping_address),
+            "contact": None if order.contact is None else self.personal_data.seal(order.contact),
+            "payment_method": order.payment_method.value,
+            "payment_token": order.payment_token,
+            "placed_at": order.placed_at,
+            "deadline_at": order.deadline_at,
+            "status": order.status.value,
+            "reason": None if order.reason is None else order.reason.value,
+            "stock": order.stock.value,
+            "fraud": order.fraud.value,
+            "fraud_score": order.fraud_score,
+            "payment_id": order.payment_id,
+            "correlation_id": order.correlation_id,
+            "timeline": [
+                {"status": e.status.value, "at": e.at, "cause": e.cause, "note": e.note, "detail": e.detail}
+                for e in order.timeline
+            ],
+            "version": order.version,
+        }
+
+    def from_doc(self, doc: Mapping[str, Any]) -> Order:
+        reason = doc.get("reason")
+        address = doc["shipping_address"]
+        contact = doc.get("contact")
+        return Order(
+            order_id=doc["_id"],
+            order_no=doc["order_no"],
+            customer_id=doc["customer_id"],
+            lines=[OrderLine.model_validate(line) for line in doc["lines"]],
+            shipping_address=(
+                ShippingAddress.model_validate_json(self.personal_data.open(address))
+                if isinstance(address, str)
+                else ShippingAddress.model_validate(address)
+            ),
+            payment_method=PaymentMethod(doc["payment_method"]),
+            payment_token=doc["payment_token"],
+            placed_at=doc["placed_at"],
+            deadline_at=doc.get("deadline_at"),
+            status=OrderStatus(doc["status"]),
+            reason=None if reason is None else OrderEndReason(reason),
+            stock=Check(doc["stock"]),
+            fraud=Check(doc["fraud"]),
+            fraud_score=doc.get("fraud_score"),
+            payment_id=doc.get("payment_id"),
+            currency=doc.get("currency", "CNY"),
+            correlation_id=doc.get("correlation_id", doc["_id"]),
+            contact=None if contact is None else self.personal_data.open(contact),
+            timeline=[
+                TimelineEntry(
+                    status=OrderStatus(e["status"]),
+                    at=e["at"],
+                    cause=e["cause"],
+                    note=e.get("note", ""),
+                    detail=e.get("detail", ""),
+                )
+                for e in doc["timeline"]
+            ],
+            version=doc["version"],
+        )
 
 
 def catalog_to_doc(item: CatalogItem) -> Document:
@@ -359,6 +660,7 @@ def catalog_to_doc(item: CatalogItem) -> Document:
         "kind": item.kind.value,
         "price_fen": item.price_fen,
         "active": item.active,
+        "max_per_order": item.max_per_order,
     }
 
 
@@ -370,4 +672,16 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
         kind=ProductKind(doc["kind"]),
         price_fen=doc["price_fen"],
         active=doc["active"],
+        max_per_order=doc.get("max_per_order", MAX_QUANTITY),
+    )
+
+
+def merchant_to_doc(terms: MerchantTerms) -> Document:
+    return {"payment_methods": sorted(method.value for method in terms.payment_methods)}
+
+
+def merchant_from_doc(doc: Mapping[str, Any]) -> MerchantTerms:
+    return MerchantTerms(
+        merchant_id=doc["_id"],
+        payment_methods=frozenset(PaymentMethod(method) for method in doc["payment_methods"]),
     )

@@ -12,6 +12,13 @@ from shared.contracts import topics
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
 
+DESCRIPTION = (
+    "Payments of orders: one per order, authorized with the order's payment method and voided when its "
+    "order is cancelled. Read-only over HTTP: admin reads every payment; a customer "
+    "the payments of their own orders and a guest token the payment of its order; anyone else's is 404. "
+    "Merchants are refused (403). Errors are RFC 9457 problem+json."
+)
+
 
 class PaymentSettings(SharedSettings):
     payment_port: int = 8002
@@ -31,6 +38,7 @@ async def main() -> None:
             routers=[build_router(store)],
             handle_batch=partial(handle_batch, service),
             subscribe=[topics.ORDER_EVENTS],
+            description=DESCRIPTION,
         )
 
     await run_service(

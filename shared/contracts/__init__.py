@@ -20,6 +20,8 @@ from shared.contracts.common import (
 )
 from shared.contracts.fraud import FraudDecision, FraudReason, FraudScored
 from shared.contracts.inventory import (
+    MAX_UNITS_PER_ORDER,
+    MerchantUpserted,
     ProductUpserted,
     ReservationEndReason,
     Shortage,
@@ -48,6 +50,8 @@ __all__ = [
     "FraudDecision",
     "FraudReason",
     "FraudScored",
+    "MAX_UNITS_PER_ORDER",
+    "MerchantUpserted",
     "NotificationSent",
     "OrderCancelled",
     "OrderConfirmed",

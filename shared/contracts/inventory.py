@@ -8,9 +8,12 @@ from enum import StrEnum
 from pydantic import Field
 
 from shared.contracts.base import Event, OrderEvent, register
-from shared.contracts.common import CURRENCY, Fen, ProductKind, StockLine
+from shared.contracts.common import CURRENCY, Fen, PaymentMethod, ProductKind, StockLine
 from shared.contracts.order import OrderEndReason
 from shared.contracts.topics import INVENTORY_EVENTS
+
+# The most units of one product an order may hold, unless the merchant sets a lower limit.
+MAX_UNITS_PER_ORDER = 999
 
 
 class StockRejectReason(StrEnum):
@@ -40,9 +43,26 @@ class ProductUpserted(Event):
     price_fen: Fen
     currency: str = CURRENCY
     active: bool = True
+    # Added after v1 with a default, so earlier ProductUpserted events still decode (as no limit).
+    max_per_order: int = Field(default=MAX_UNITS_PER_ORDER, ge=1, le=MAX_UNITS_PER_ORDER)
 
     def subject(self) -> str:
         return self.sku
+
+
+@register
+class MerchantUpserted(Event):
+    """A merchant was registered or changed; key = merchant_id. The gateway keeps a replica of it to
+    refuse a payment method the merchant does not accept."""
+
+    TOPIC = INVENTORY_EVENTS
+    TYPE = "inventory.merchant_upserted"
+    merchant_id: str
+    name: str
+    payment_methods: list[PaymentMethod] = Field(min_length=1)
+
+    def subject(self) -> str:
+        return self.merchant_id
 
 
 @register

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from pymongo import ASCENDING
 
 from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus, StockDelta
+from services.inventory.handlers import Inventory, add_stock, handle_batch
 from services.inventory.store import (
     CANDIDATES_PER_MERCHANT,
+    MERCHANTS,
+    PRODUCTS,
     InventoryStore,
     MongoInventoryStore,
     StockConflict,
 )
-from shared.contracts import Envelope, OrderEndReason, ProductUpserted, StockLine
-from shared.errors import ConcurrentWrite
-from shared.kafka import decode, new_envelope
+from shared.auth import Principal, Role
+from shared.contracts import (
+    MAX_UNITS_PER_ORDER,
+    Envelope,
+    OrderEndReason,
+    PaymentMethod,
+    ProductKind,
+    ProductUpserted,
+    StockLine,
+)
+from shared.errors import ConcurrentWrite, retry_transient
+from shared.kafka import Delivery, decode, new_envelope
 from shared.mongo import OUTBOX, MongoStore
 from tests.twins.inventory import InMemoryInventoryStore
-from tests.unit.inventory.factories import cancelled
+from tests.unit.inventory.factories import cancelled, line, placed
 from tests.unit.samples import T0, delivery
 
 CONSUMER = "inventory"
@@ -83,32 +97,51 @@ class InventoryStoreContract:
 
     # --- products ----------------------------------------------------------------------------------
 
-    async def test_a_product_is_created_replaced_and_listed_by_sku(self, store: InventoryStore) -> None:
+    async def test_a_product_is_created_changed_and_listed_by_sku(self, store: InventoryStore) -> None:
         await put(store, product("TEA"), product("CUP", merchant_id="m-2"), product("BOWL"))
-        replacement = Product("TEA", "Longjing", "m-1", price_fen=8800, available=3, active=False)
+        changed = Product(
+            "TEA",
+            "Longjing",
+            "m-2",
+            price_fen=8800,
+            available=10,
+            kind=ProductKind.VIRTUAL,
+            active=False,
+            max_per_order=2,
+        )
 
         async with store.transaction(CONSUMER) as tx:
-            stored = await tx.put_product(replacement)
+            stored = await tx.put_product(changed)
 
-        assert stored == replacement
-        assert await store.get_product("TEA") == replacement
+        assert stored == changed
+        assert await store.get_product("TEA") == changed
         assert await store.get_product("GHOST") is None
         assert [p.sku for p in await store.list_products()] == ["BOWL", "CUP", "TEA"]
-        assert [p.sku for p in await store.list_products("m-1")] == ["BOWL", "TEA"]
+        assert [p.sku for p in await store.list_products("m-2")] == ["CUP", "TEA"]
         assert await store.list_products("m-404") == []
 
-    async def test_a_restock_sets_available_and_keeps_what_is_reserved(self, store: InventoryStore) -> None:
-        await put(store, product("TEA", available=5))
-        await save(store, changes({"TEA": StockDelta(-2, 2)}))
-
+    async def test_a_new_product_gets_its_stock_with_nothing_reserved(self, store: InventoryStore) -> None:
         async with store.transaction(CONSUMER) as tx:
-            # Whatever `reserved` the caller passes, the stored one stands: orders hold it.
-            restocked = await tx.put_product(
-                Product("TEA", "Longjing", "m-1", 8800, available=40, reserved=0)
+            created = await tx.put_product(
+                Product("TEA", "Longjing", "m-1", 8800, available=40, reserved=7, max_per_order=5)
             )
 
-        assert (restocked.available, restocked.reserved) == (40, 2)
-        assert await stock(store, "TEA") == (40, 2)
+        assert created == Product("TEA", "Longjing", "m-1", 8800, available=40, reserved=0, max_per_order=5)
+        assert await store.get_product("TEA") == created
+
+    async def test_changing_a_product_keeps_the_stored_stock_whatever_the_caller_passes(
+        self, store: InventoryStore
+    ) -> None:
+        await put(store, product("TEA", available=10))
+        await save(store, changes({"TEA": StockDelta(-3, 3)}))
+        await save(store, changes({"TEA": StockDelta(0, -1)}))
+
+        async with store.transaction(CONSUMER) as tx:
+            # A stale read's stock, as an edit made from an old page would carry it.
+            edited = await tx.put_product(Product("TEA", "Longjing", "m-1", 9900, available=10, reserved=0))
+
+        assert (edited.price_fen, edited.available, edited.reserved) == (9900, 7, 2)
+        assert await stock(store, "TEA") == (7, 2)
 
     async def test_products_read_in_a_transaction_are_those_that_exist(self, store: InventoryStore) -> None:
         await put(store, product("TEA"), product("CUP"))
@@ -128,6 +161,16 @@ class InventoryStoreContract:
 
         assert await stock(store, "TEA") == (3, 2)
         assert await stock(store, "CUP") == (0, 0)
+
+    async def test_a_transaction_reads_the_stock_it_saved(self, store: InventoryStore) -> None:
+        await put(store, product("TEA", available=5))
+
+        async with store.transaction(CONSUMER) as tx:
+            await tx.save(changes({"TEA": StockDelta(7, 0)}))
+            seen = await tx.products({"TEA"})
+
+        assert (seen["TEA"].available, seen["TEA"].reserved) == (12, 0)
+        assert await stock(store, "TEA") == (12, 0)
 
     @pytest.mark.parametrize(
         "delta",
@@ -261,20 +304,34 @@ class InventoryStoreContract:
 
     # --- merchants ---------------------------------------------------------------------------------
 
-    async def test_a_merchant_id_is_taken_once_and_the_first_one_stays(self, store: InventoryStore) -> None:
-        assert await store.add_merchant(Merchant("m-2", "Jingdezhen Porcelain")) is None
-        assert await store.add_merchant(Merchant("m-1", "West Lake Tea")) is None
-
-        existing = await store.add_merchant(Merchant("m-1", "Someone Else"))
-
-        assert existing == Merchant("m-1", "West Lake Tea")
-        assert await store.list_merchants() == [
-            Merchant("m-1", "West Lake Tea"),
-            Merchant("m-2", "Jingdezhen Porcelain"),
-        ]
+    async def test_merchants_are_created_replaced_and_listed_by_id(self, store: InventoryStore) -> None:
+        wallets = frozenset({PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY})
         async with store.transaction(CONSUMER) as tx:
-            assert await tx.merchant("m-1") == Merchant("m-1", "West Lake Tea")
+            await tx.put_merchant(Merchant("m-2", "Jingdezhen Porcelain", wallets))
+            await tx.put_merchant(Merchant("m-1", "West Lake Tea"))
+
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(Merchant("m-1", "West Lake Tea House", frozenset({PaymentMethod.ALIPAY})))
+
+        assert await store.list_merchants() == [
+            Merchant("m-1", "West Lake Tea House", frozenset({PaymentMethod.ALIPAY})),
+            Merchant("m-2", "Jingdezhen Porcelain", wallets),
+        ]
+        assert await store.get_merchant("m-2") == Merchant("m-2", "Jingdezhen Porcelain", wallets)
+        assert await store.get_merchant("m-404") is None
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.merchant("m-2") == Merchant("m-2", "Jingdezhen Porcelain", wallets)
             assert await tx.merchant("m-404") is None
+
+    async def test_a_merchant_written_in_a_failed_transaction_is_not_there(
+        self, store: InventoryStore
+    ) -> None:
+        with pytest.raises(RuntimeError, match="decided badly"):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_merchant(Merchant("m-1", "West Lake Tea"))
+                raise RuntimeError("decided badly")
+
+        assert await store.get_merchant("m-1") is None
 
     # --- apply once, all or nothing, the outbox ---------------------------------------------------
 
@@ -354,6 +411,31 @@ class InventoryStoreContract:
         assert await outbox() == [tea, cup, pot]
         assert await store.get_product("TEA") == product("TEA")
 
+    # --- stock changes racing reservations, through the handlers -----------------------------------
+
+    async def test_restocks_and_reservations_racing_on_one_product_lose_nothing(
+        self, store: InventoryStore
+    ) -> None:
+        service = Inventory(store=store, reservation_ttl=TTL, clock=lambda: T0)
+        admin = Principal("admin-1", Role.ADMIN)
+        await put(store, product("TEA", available=10))
+        orders = [delivery(placed(f"o-{n}", line("TEA", 2))) for n in range(5)]
+
+        async def restock() -> None:
+            await add_stock(service, admin, "TEA", 5)
+
+        async def reserve(order: Delivery) -> None:
+            await handle_batch(service, [order])
+
+        # The loser of a race fails with a transient error and runs again, as an HTTP client or
+        # the consumer loop would run it again; what matters is that no write is lost.
+        await asyncio.gather(
+            *(retry_transient(restock, attempts=12, backoff_s=0.005) for _ in range(5)),
+            *(retry_transient(partial(reserve, order), attempts=12, backoff_s=0.005) for order in orders),
+        )
+
+        assert await stock(store, "TEA") == (10 + 5 * 5 - 5 * 2, 5 * 2)
+
 
 class TestInMemoryInventoryStore(InventoryStoreContract):
     @pytest.fixture
@@ -378,6 +460,19 @@ class TestMongoInventoryStore(InventoryStoreContract):
         store = MongoInventoryStore(mongo_store)
         await store.ensure_indexes()
         return store
+
+    async def test_documents_written_before_limits_and_payment_methods_read_with_the_defaults(
+        self, store: InventoryStore, mongo_store: MongoStore
+    ) -> None:
+        await mongo_store.db[MERCHANTS].insert_one({"_id": "m-1", "name": "West Lake Tea"})
+        await mongo_store.db[PRODUCTS].insert_one(
+            {"_id": "TEA", "name": "Longjing", "merchant_id": "m-1", "price_fen": 8800, "available": 4}
+        )
+
+        assert await store.get_merchant("m-1") == Merchant("m-1", "West Lake Tea", frozenset(PaymentMethod))
+        assert await store.get_product("TEA") == Product(
+            "TEA", "Longjing", "m-1", 8800, available=4, max_per_order=MAX_UNITS_PER_ORDER
+        )
 
     @pytest.fixture
     def outbox(self, mongo_store: MongoStore) -> ReadOutbox:

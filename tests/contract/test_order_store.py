@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
-from services.order.domain import CatalogItem, Deadlines, Order, OrderStatus
+from services.order.domain import (
+    MAX_QUANTITY,
+    CatalogItem,
+    Deadlines,
+    MerchantTerms,
+    Order,
+    OrderStatus,
+)
+from services.order.numbers import order_day
 from services.order.store import (
+    CATALOG,
     IDEMPOTENCY,
     ORDERS,
     ConcurrentUpdate,
     IdempotencyConflict,
     IdempotencyKey,
+    InvalidCursor,
+    KeyRecord,
     MongoOrderStore,
     NewOrder,
     OrderNumberTaken,
+    OrderQuery,
     OrderStore,
-    order_to_doc,
+    Scope,
+    scan_budget,
 )
 from shared.contracts import (
     Envelope,
@@ -30,9 +48,10 @@ from shared.contracts import (
     ProductKind,
     StockReserved,
 )
+from shared.crypto import PersonalData, UnreadableData
 from shared.errors import ConcurrentWrite
 from shared.kafka import decode, new_envelope
-from shared.mongo import OUTBOX, MongoStore
+from shared.mongo import OUTBOX, Document, MongoStore
 from tests.twins.order import InMemoryOrderStore
 from tests.unit.samples import ADDRESS, T0, delivery
 
@@ -43,20 +62,32 @@ CHECKS_DUE = T0 + DEADLINES.checks
 _numbers = itertools.count(1)
 
 
-def placed(order_id: str, *, customer_id: str = "c-1", after: timedelta = timedelta(0)) -> Order:
-    """A PENDING order placed `after` T0 (its checks deadline follows), numbered uniquely."""
+def placed(
+    order_id: str,
+    *,
+    customer_id: str = "c-1",
+    after: timedelta = timedelta(0),
+    merchants: Sequence[str] = ("m-1",),
+    contact: str | None = None,
+) -> Order:
+    """A PENDING order placed `after` T0 (its checks deadline follows), with a line of each of
+    `merchants`, numbered uniquely on the day it was placed (so numbers follow placement)."""
     now = T0 + after
     order, _ = Order.place(
         order_id=order_id,
-        order_no=f"20261125-{next(_numbers):06d}",
+        order_no=f"{order_day(now)}-{next(_numbers):06d}",
         customer_id=customer_id,
-        lines=[OrderLine(sku="TEA", name="Longjing", merchant_id="m-1", quantity=1, unit_price_fen=8800)],
+        lines=[
+            OrderLine(sku=f"TEA-{i}", name="Longjing", merchant_id=m, quantity=1, unit_price_fen=8800)
+            for i, m in enumerate(merchants)
+        ],
         shipping_address=ADDRESS,
         payment_method=PaymentMethod.ALIPAY,
         payment_token="tok",
         now=now,
         deadlines=DEADLINES,
         correlation_id=f"corr-{order_id}",
+        contact=contact,
     )
     return order
 
@@ -75,8 +106,14 @@ def envelope_for(order: Order) -> Envelope:
     return new_envelope(event, source="order", correlation_id=order.correlation_id)
 
 
-def product(sku: str, price_fen: int = 1000, *, active: bool = True) -> CatalogItem:
-    return CatalogItem(sku, f"name of {sku}", "m-1", ProductKind.PHYSICAL, price_fen, active)
+def product(
+    sku: str, price_fen: int = 1000, *, active: bool = True, max_per_order: int = MAX_QUANTITY
+) -> CatalogItem:
+    return CatalogItem(sku, f"name of {sku}", "m-1", ProductKind.PHYSICAL, price_fen, active, max_per_order)
+
+
+def terms(merchant_id: str, *methods: PaymentMethod) -> MerchantTerms:
+    return MerchantTerms(merchant_id, frozenset(methods))
 
 
 async def insert(store: OrderStore, *orders: Order) -> None:
@@ -88,6 +125,26 @@ async def insert(store: OrderStore, *orders: Order) -> None:
 async def save(store: OrderStore, *orders: Order) -> None:
     async with store.transaction("order") as tx:
         await tx.save_changed(orders)
+
+
+async def walk(store: OrderStore, query: OrderQuery) -> list[list[str]]:
+    """The order ids of every page of `query`, following the cursors to the last page."""
+    pages: list[list[str]] = []
+    cursor = query.cursor
+    for _ in range(100):
+        page = await store.page(replace(query, cursor=cursor))
+        pages.append([order.order_id for order in page.orders])
+        if page.next_cursor is None:
+            return pages
+        assert page.next_cursor != cursor, "a cursor moves on"
+        cursor = page.next_cursor
+    raise AssertionError(f"no last page after 100 pages: {pages}")
+
+
+def listing(scope: Scope, **filters: Any) -> OrderQuery:
+    """`scope`'s query of the orders `placed()` makes by default: customer c-1's, merchant m-1's."""
+    owner = {Scope.CUSTOMER: "c-1", Scope.MERCHANT: "m-1", Scope.ALL: None}[scope]
+    return OrderQuery(scope, owner, **filters)
 
 
 class Boom(Exception):
@@ -191,6 +248,7 @@ class OrderStoreContract:
                 await tx.insert_new([NewOrder(new, IdempotencyKey("c-1:key", "fingerprint"))])
                 await tx.save_changed([changed])
                 await tx.upsert_catalog([product("TEA")])
+                await tx.upsert_merchants([terms("m-1", PaymentMethod.ALIPAY)])
                 tx.mark_applied([cause.envelope.id])
                 tx.emit([envelope_for(new)])
                 raise Boom
@@ -198,6 +256,7 @@ class OrderStoreContract:
         stored = await store.get("o-1")
         assert stored is not None and (stored.version, stored.status) == (1, OrderStatus.PENDING)
         assert await store.catalog_items(["TEA"]) == {}
+        assert await store.merchant_terms(["m-1"]) == {}
         assert await store.unapplied("order", [cause]) == [cause]
         assert await read_outbox() == []
         async with store.transaction("order") as tx:  # the key was not taken either
@@ -232,12 +291,198 @@ class OrderStoreContract:
             tx.emit(envelopes[1:])
         assert [env.id for env in await read_outbox()] == [env.id for env in envelopes]
 
-    async def test_a_customers_orders_come_newest_first_up_to_the_limit(self, store: OrderStore) -> None:
-        oldest, middle, newest = (placed(f"o-{i}", after=timedelta(minutes=i)) for i in range(3))
-        await insert(store, middle, newest, oldest, placed("o-other", customer_id="c-2"))
-        assert [o.order_id for o in await store.for_customer("c-1", 2)] == ["o-2", "o-1"]
-        assert [o.order_id for o in await store.for_customer("c-1", 10)] == ["o-2", "o-1", "o-0"]
-        assert await store.for_customer("c-3", 10) == []
+    async def test_an_order_keeps_its_guests_contact_and_each_steps_internal_detail(
+        self, store: OrderStore
+    ) -> None:
+        order = placed("o-1", contact="email:li@example.com")
+        await insert(store, order)
+        changed = await store.get("o-1")
+        assert changed is not None and changed.contact == "email:li@example.com"
+        changed.fraud_scored(T0, FraudDecision.REVIEW, 70, ["new device"], DEADLINES)
+        await save(store, changed)
+        stored = await store.get("o-1")
+        assert stored == changed
+        assert stored.timeline[-1].detail == "sent to manual review (risk score 70: new device)"
+        assert await store.get_many(["o-1"]) == {"o-1": changed}
+
+    async def test_an_order_is_found_by_its_number(self, store: OrderStore) -> None:
+        first, second = placed("o-1"), placed("o-2")
+        await insert(store, first, second)
+        assert await store.by_number(second.order_no) == second
+        assert await store.by_number("20261125-999999") is None
+
+    async def test_a_used_idempotency_key_reads_back_with_its_order_and_fingerprint(
+        self, store: OrderStore
+    ) -> None:
+        async with store.transaction("order") as tx:
+            await tx.insert_new([NewOrder(placed("o-1"), IdempotencyKey("c-1:key", "fingerprint-1"))])
+        assert await store.idempotency_key("c-1:key") == KeyRecord("o-1", "fingerprint-1")
+        assert await store.idempotency_key("c-1:other") is None
+
+    async def test_the_merchant_replica_keeps_the_latest_terms_of_each_merchant(
+        self, store: OrderStore
+    ) -> None:
+        async with store.transaction("order") as tx:
+            await tx.upsert_merchants([terms("m-1", PaymentMethod.ALIPAY), terms("m-2", *PaymentMethod)])
+        async with store.transaction("order") as tx:
+            await tx.upsert_merchants(
+                [
+                    terms("m-1", PaymentMethod.WECHAT_PAY, PaymentMethod.BANK_CARD),
+                    terms("m-3", PaymentMethod.ALIPAY),
+                    terms("m-3", PaymentMethod.BANK_CARD),
+                ]
+            )
+        assert await store.merchant_terms(["m-1", "m-2", "m-3", "m-9", "m-1"]) == {
+            "m-1": terms("m-1", PaymentMethod.WECHAT_PAY, PaymentMethod.BANK_CARD),
+            "m-2": terms("m-2", *PaymentMethod),
+            "m-3": terms("m-3", PaymentMethod.BANK_CARD),
+        }
+        assert await store.merchant_terms([]) == {}
+
+    @pytest.mark.parametrize("scope", list(Scope))
+    async def test_pages_walk_every_order_of_the_listing_once_newest_first(
+        self, store: OrderStore, scope: Scope
+    ) -> None:
+        # Placed in time order, as orders are, so numbers follow placement too.
+        mine = [placed(f"o-{i}", after=timedelta(minutes=i)) for i in range(5)]
+        others = placed("o-other", customer_id="c-2", merchants=["m-2"], after=timedelta(minutes=9))
+        await insert(store, *mine, others)
+        everything = ["o-other"] if scope is Scope.ALL else []
+        newest_first = [*everything, "o-4", "o-3", "o-2", "o-1", "o-0"]
+        pages = await walk(store, listing(scope, limit=2))
+        assert pages == [newest_first[i : i + 2] for i in range(0, len(newest_first), 2)]
+        assert await walk(store, listing(scope, limit=len(newest_first))) == [newest_first]
+        assert await walk(store, listing(scope, limit=100)) == [newest_first]
+
+    async def test_a_page_holds_whole_orders_and_the_last_full_page_has_no_cursor(
+        self, store: OrderStore
+    ) -> None:
+        orders = [placed(f"o-{i}", after=timedelta(minutes=i), contact="phone:13800138000") for i in range(4)]
+        await insert(store, *orders)
+        first = await store.page(listing(Scope.CUSTOMER, limit=2))
+        assert first.orders == [orders[3], orders[2]] and first.next_cursor is not None
+        last = await store.page(listing(Scope.CUSTOMER, limit=2, cursor=first.next_cursor))
+        assert last.orders == [orders[1], orders[0]] and last.next_cursor is None
+
+    async def test_orders_placed_while_a_client_pages_do_not_shift_its_later_pages(
+        self, store: OrderStore
+    ) -> None:
+        await insert(store, *(placed(f"o-{i}", after=timedelta(minutes=i)) for i in range(4)))
+        first = await store.page(listing(Scope.CUSTOMER, limit=2))
+        await insert(store, placed("o-new", after=timedelta(minutes=10)))
+        assert await walk(store, listing(Scope.CUSTOMER, limit=2, cursor=first.next_cursor)) == [
+            ["o-1", "o-0"]
+        ]
+
+    async def test_a_merchant_lists_each_order_holding_its_products_once(self, store: OrderStore) -> None:
+        await insert(
+            store,
+            placed("o-0", merchants=["m-1"]),
+            placed("o-1", merchants=["m-2"], customer_id="c-2", after=timedelta(minutes=1)),
+            placed("o-2", merchants=["m-2", "m-1"], after=timedelta(minutes=2)),
+            placed("o-3", merchants=["m-1", "m-1"], customer_id="c-3", after=timedelta(minutes=3)),
+        )
+        m1 = OrderQuery(Scope.MERCHANT, "m-1", limit=1)
+        m2 = OrderQuery(Scope.MERCHANT, "m-2", limit=1)
+        assert await walk(store, m1) == [["o-3"], ["o-2"], ["o-0"]]
+        assert await walk(store, m2) == [["o-2"], ["o-1"]]
+        assert await walk(store, OrderQuery(Scope.MERCHANT, "m-9")) == [[]]
+        assert await walk(store, OrderQuery(Scope.CUSTOMER, "c-9")) == [[]]
+
+    @pytest.mark.parametrize("scope", list(Scope))
+    async def test_a_status_filter_keeps_the_orders_in_those_states(
+        self, store: OrderStore, scope: Scope
+    ) -> None:
+        orders = [placed(f"o-{i}", after=timedelta(minutes=i)) for i in range(6)]
+        await insert(store, *orders)
+        for order in orders[1::2]:
+            order.stock_rejected(T0, ["TEA-0"], "none left")
+        orders[4].stock_reserved(T0, DEADLINES)
+        await save(store, *orders[1::2], orders[4])
+
+        rejected = await walk(store, listing(scope, statuses=frozenset({OrderStatus.REJECTED}), limit=2))
+        assert rejected == [["o-5", "o-3"], ["o-1"]]
+        pending = frozenset({OrderStatus.PENDING, OrderStatus.UNDER_REVIEW})
+        assert await walk(store, listing(scope, statuses=pending, limit=5)) == [["o-4", "o-2", "o-0"]]
+        assert await walk(store, listing(scope, statuses=frozenset({OrderStatus.CONFIRMED}))) == [[]]
+        assert await walk(store, listing(scope, statuses=frozenset())) == [[]]
+
+    async def test_a_page_scans_a_bounded_number_of_orders_and_points_past_them(
+        self, store: OrderStore
+    ) -> None:
+        # One rejected order under more pending ones than a page may scan: the first page comes back
+        # empty with a cursor rather than reading the whole history in one request.
+        rejected = placed("o-rejected")
+        pending = [placed(f"o-{i:03d}", after=timedelta(seconds=i + 1)) for i in range(scan_budget(1))]
+        await insert(store, rejected, *pending)
+        rejected.stock_rejected(T0, ["TEA-0"], "none left")
+        await save(store, rejected)
+        query = listing(Scope.CUSTOMER, statuses=frozenset({OrderStatus.REJECTED}), limit=1)
+        first = await store.page(query)
+        assert first.orders == [] and first.next_cursor is not None
+        assert await walk(
+            store, listing(Scope.CUSTOMER, statuses=query.statuses, cursor=first.next_cursor)
+        ) == [["o-rejected"]]
+
+    @pytest.mark.parametrize("scope", list(Scope))
+    async def test_a_time_range_keeps_orders_placed_from_its_start_until_before_its_end(
+        self, store: OrderStore, scope: Scope
+    ) -> None:
+        # T0 is 20:00 in China: the orders span two days of order numbers.
+        orders = [placed(f"o-{h}", after=timedelta(hours=h)) for h in (0, 3, 4, 5, 6)]
+        await insert(store, *orders)
+        since, before = T0 + timedelta(hours=3), T0 + timedelta(hours=5)
+        ranged = await walk(store, listing(scope, placed_from=since, placed_before=before, limit=1))
+        assert ranged == [["o-4"], ["o-3"]]
+        assert await walk(store, listing(scope, placed_from=since, limit=10)) == [
+            ["o-6", "o-5", "o-4", "o-3"]
+        ]
+        assert await walk(store, listing(scope, placed_before=before, limit=10)) == [["o-4", "o-3", "o-0"]]
+        in_between = listing(
+            scope, placed_from=since + timedelta(seconds=1), placed_before=before - timedelta(hours=1)
+        )
+        assert await walk(store, in_between) == [[]]
+        assert await walk(store, listing(scope, placed_from=before, placed_before=since)) == [[]]
+
+    @pytest.mark.parametrize("scope", list(Scope))
+    async def test_a_cursor_this_listing_did_not_hand_out_is_refused(
+        self, store: OrderStore, scope: Scope
+    ) -> None:
+        await insert(
+            store,
+            placed("o-1"),
+            placed("o-2", customer_id="c-2", merchants=["m-2"], after=timedelta(minutes=1)),
+            placed("o-3", customer_id="c-2", merchants=["m-2"], after=timedelta(minutes=2)),
+        )
+        foreign = [OrderQuery(Scope.CUSTOMER, "c-2", limit=1), OrderQuery(Scope.MERCHANT, "m-2", limit=1)]
+        if scope is not Scope.ALL:  # an admin's cursor is an order number, no customer's or merchant's
+            foreign.append(OrderQuery(Scope.ALL, limit=1))
+        for other in foreign:
+            handed_out = await store.page(other)
+            assert handed_out.next_cursor is not None
+            with pytest.raises(InvalidCursor):
+                await store.page(listing(scope, cursor=handed_out.next_cursor))
+        made_up = base64.urlsafe_b64encode(b"c-1|20261125T120000.000000|o-1").decode().rstrip("=")
+        not_text = base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode()
+        for cursor in ("", "not a cursor!", "%%%", not_text, "A" * 2000):
+            with pytest.raises(InvalidCursor) as refused:
+                await store.page(listing(scope, cursor=cursor))
+            assert isinstance(refused.value, ValueError), "the API answers it with 422"
+        if scope is not Scope.CUSTOMER:
+            with pytest.raises(InvalidCursor):
+                await store.page(listing(scope, cursor=made_up))
+
+    async def test_a_query_without_an_owner_or_room_for_an_order_is_refused(self, store: OrderStore) -> None:
+        for query in (
+            OrderQuery(Scope.CUSTOMER, None),
+            OrderQuery(Scope.MERCHANT, ""),
+            OrderQuery(Scope.CUSTOMER, "c-1|20261125"),
+            OrderQuery(Scope.ALL, limit=0),
+            OrderQuery(Scope.ALL, placed_from=T0.replace(tzinfo=None)),
+        ):
+            with pytest.raises(ValueError) as refused:
+                await store.page(query)
+            assert not isinstance(refused.value, InvalidCursor)
 
     async def test_only_waiting_orders_past_their_deadline_are_claimed_earliest_first(
         self, store: OrderStore
@@ -247,7 +492,7 @@ class OrderStoreContract:
         not_due = placed("o-not-due", after=timedelta(minutes=5))
         ended = placed("o-ended")
         await insert(store, late, early, not_due, ended)
-        ended.stock_rejected(T0, "none left")
+        ended.stock_rejected(T0, ["TEA-0"], "none left")
         await save(store, ended)
         now = T0 + timedelta(minutes=1)
         assert [o.order_id for o in await store.claim_overdue(now, 1, "a", LEASE)] == ["o-early"]
@@ -280,9 +525,9 @@ class OrderStoreContract:
         async with store.transaction("order") as tx:
             await tx.upsert_catalog([product("TEA", 100), product("CUP"), product("OLD", active=False)])
         async with store.transaction("order") as tx:
-            await tx.upsert_catalog([product("TEA", 8800), product("BOWL")])
+            await tx.upsert_catalog([product("TEA", 8800, max_per_order=5), product("BOWL")])
         found = await store.catalog_items(["TEA", "OLD", "NOPE"])
-        assert found == {"TEA": product("TEA", 8800), "OLD": product("OLD", active=False)}
+        assert found == {"TEA": product("TEA", 8800, max_per_order=5), "OLD": product("OLD", active=False)}
         assert [i.sku for i in await store.catalog_page(10)] == ["BOWL", "CUP", "TEA"]
         assert [i.sku for i in await store.catalog_page(2)] == ["BOWL", "CUP"]
 
@@ -309,10 +554,25 @@ class TestInMemoryOrderStore(OrderStoreContract):
         return read
 
 
+def personal_data() -> PersonalData:
+    return PersonalData(SecretStr(Fernet.generate_key().decode()))
+
+
+def as_stored_before_sealing(store: MongoOrderStore, order: Order) -> Document:
+    """`order` as documents were written before personal data was sealed, contacts were kept and
+    timeline entries had an internal detail."""
+    doc = store.documents.to_doc(order)
+    doc["shipping_address"] = order.shipping_address.model_dump(mode="json")
+    del doc["contact"]
+    for entry in doc["timeline"]:
+        del entry["detail"]
+    return doc
+
+
 class TestMongoOrderStore(OrderStoreContract):
     @pytest.fixture
     async def store(self, mongo_store: MongoStore) -> MongoOrderStore:
-        store = MongoOrderStore(mongo_store)
+        store = MongoOrderStore(mongo_store, personal_data())
         await store.ensure_indexes(idempotency_key_ttl_s=3600)
         return store
 
@@ -348,19 +608,71 @@ class TestMongoOrderStore(OrderStoreContract):
         indexes = [dict(index["key"]) async for index in await mongo_store.db[ORDERS].list_indexes()]
         assert indexes == [{"_id": 1}, {"deadline_at": 1}]
 
+    async def test_the_address_and_contact_are_never_stored_in_clear(
+        self, store: MongoOrderStore, mongo_store: MongoStore
+    ) -> None:
+        order = placed("o-1", contact="email:li@example.com")
+        await insert(store, order)
+        changed = await store.get("o-1")
+        assert changed is not None
+        changed.stock_reserved(T0, DEADLINES)
+        await save(store, changed)
+        raw = await mongo_store.db[ORDERS].find_one({"_id": "o-1"})
+        assert raw is not None
+        for personal in (ADDRESS.phone, ADDRESS.line1, ADDRESS.name, "li@example.com"):
+            assert personal not in repr(raw)
+        assert await store.get("o-1") == changed
+
+    async def test_orders_sealed_with_another_key_do_not_open(
+        self, store: MongoOrderStore, mongo_store: MongoStore
+    ) -> None:
+        await insert(store, placed("o-1"))
+        elsewhere = MongoOrderStore(mongo_store, personal_data())
+        with pytest.raises(UnreadableData):
+            await elsewhere.get("o-1")
+
+    async def test_documents_stored_before_sealing_contacts_and_details_still_read(
+        self, store: MongoOrderStore, mongo_store: MongoStore
+    ) -> None:
+        order = placed("o-1")
+        order.stock_rejected(T0, ["TEA-0"], "none left")
+        await mongo_store.db[ORDERS].insert_one(as_stored_before_sealing(store, order))
+        await mongo_store.db[CATALOG].insert_one(
+            {
+                "_id": "TEA",
+                "name": "Longjing",
+                "merchant_id": "m-1",
+                "kind": "physical",
+                "price_fen": 1,
+                "active": True,
+            }
+        )
+        stored = await store.get("o-1")
+        assert stored is not None
+        assert (stored.shipping_address, stored.contact) == (ADDRESS, None)
+        assert [entry.detail for entry in stored.timeline] == ["", ""]
+        assert stored.timeline[-1].note == order.timeline[-1].note
+        assert (await store.catalog_items(["TEA"]))["TEA"].max_per_order == MAX_QUANTITY
+
     async def test_orders_stored_before_the_lookups_existed_get_them_and_lose_the_old_indexes(
         self, mongo_store: MongoStore
     ) -> None:
-        older, newer = placed("o-1"), placed("o-2", after=timedelta(minutes=1))
+        store = MongoOrderStore(mongo_store, personal_data())
+        older = placed("o-1", merchants=["m-1", "m-2"])
+        newer = placed("o-2", after=timedelta(minutes=1))
         orders = mongo_store.db[ORDERS]
         await orders.create_index([("order_no", 1)], unique=True)
         await orders.create_index([("customer_id", 1), ("placed_at", -1)])
-        await orders.insert_many([order_to_doc(older), order_to_doc(newer)])
+        await orders.insert_many(
+            [as_stored_before_sealing(store, older), as_stored_before_sealing(store, newer)]
+        )
 
-        store = MongoOrderStore(mongo_store)
         await store.ensure_indexes(idempotency_key_ttl_s=3600)
 
-        assert [o.order_id for o in await store.for_customer(older.customer_id, 10)] == ["o-2", "o-1"]
+        assert await walk(store, OrderQuery(Scope.CUSTOMER, older.customer_id)) == [["o-2", "o-1"]]
+        assert await walk(store, OrderQuery(Scope.MERCHANT, "m-1")) == [["o-2", "o-1"]]
+        assert await walk(store, OrderQuery(Scope.MERCHANT, "m-2")) == [["o-1"]]
+        assert await walk(store, OrderQuery(Scope.ALL)) == [["o-2", "o-1"]]
         assert await store.latest_order_no(older.order_no.split("-")[0]) == max(
             older.order_no, newer.order_no
         )
@@ -370,3 +682,20 @@ class TestMongoOrderStore(OrderStoreContract):
             await insert(store, reused)
         indexes = [dict(index["key"]) async for index in await orders.list_indexes()]
         assert indexes == [{"_id": 1}, {"deadline_at": 1}]
+
+    async def test_stored_orders_get_merchant_listings_and_sealed_addresses(
+        self, mongo_store: MongoStore
+    ) -> None:
+        store = MongoOrderStore(mongo_store, personal_data())
+        stored = placed("o-1", merchants=["m-1", "m-2"])
+        await insert(store, stored)  # a customer_orders and order_numbers key, as before
+        await mongo_store.db[ORDERS].replace_one({"_id": "o-1"}, as_stored_before_sealing(store, stored))
+        await mongo_store.db["merchant_orders"].delete_many({})
+
+        await store.ensure_indexes(idempotency_key_ttl_s=3600)
+
+        assert await walk(store, OrderQuery(Scope.MERCHANT, "m-2")) == [["o-1"]]
+        raw = await mongo_store.db[ORDERS].find_one({"_id": "o-1"})
+        assert raw is not None and ADDRESS.line1 not in repr(raw)
+        read = await store.get("o-1")
+        assert read is not None and read.shipping_address == ADDRESS

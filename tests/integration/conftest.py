@@ -13,12 +13,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.auth import Principal, Role, TokenIssuer
 from shared.contracts import Envelope
 from shared.kafka import decode
+from shared.settings import SharedSettings
 from tests.integration.harness import LocalStack, eventually, start_local_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+# Signs tokens with the key the test stack's services verify with (the dev default).
+ISSUER = TokenIssuer(SharedSettings())
 ADDRESS = {
     "name": "Han Meimei",
     "phone": "13912345678",
@@ -73,15 +77,32 @@ class Platform:
     def bootstrap(self) -> str:
         return self.stack.config.bootstrap
 
+    @staticmethod
+    def bearer(role: Role, subject: str, **claims: str) -> dict[str, str]:
+        token = ISSUER.access_token(Principal(subject=subject, role=role, **claims))
+        return {"Authorization": f"Bearer {token}"}
+
+    @classmethod
+    def customer(cls, customer_id: str) -> dict[str, str]:
+        return cls.bearer(Role.CUSTOMER, customer_id)
+
+    @classmethod
+    def admin(cls) -> dict[str, str]:
+        return cls.bearer(Role.ADMIN, "test-admin")
+
     async def merchant(self) -> str:
         merchant_id = f"m-{uuid.uuid4().hex[:8]}"
         response = await self.inventory.post(
-            "/v1/merchants", json={"merchant_id": merchant_id, "name": "Test Teahouse"}
+            "/v1/merchants",
+            json={"merchant_id": merchant_id, "name": "Test Teahouse"},
+            headers=self.admin(),
         )
         assert response.status_code in (200, 201), response.text
         return merchant_id
 
-    async def product(self, *, available: int, price_fen: int = 1999, merchant_id: str | None = None) -> str:
+    async def product(
+        self, *, available: int, price_fen: int = 1999, merchant_id: str | None = None, **extra: Any
+    ) -> str:
         """A new product with its own stock, once the gateway's catalog replica lists it."""
         sku = f"SKU-{uuid.uuid4().hex[:10].upper()}"
         response = await self.inventory.put(
@@ -92,7 +113,9 @@ class Platform:
                 "price_fen": price_fen,
                 "kind": "physical",
                 "available": available,
+                **extra,
             },
+            headers=self.admin(),
         )
         assert response.status_code in (200, 201), response.text
 
@@ -116,18 +139,22 @@ class Platform:
         method: str = "bank_card",
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """An order placed with the customer's own token (a new customer unless named)."""
+        customer_id = customer_id or f"cust-{uuid.uuid4().hex[:8]}"
         body = {
-            "customer_id": customer_id or f"cust-{uuid.uuid4().hex[:8]}",
             "items": [{"sku": sku, "quantity": quantity} for sku, quantity in items],
             "shipping_address": ADDRESS,
             "payment": {"method": method, "token": token},
         }
-        response = await self.gateway.post("/v1/orders", json=body, headers=headers or {})
+        response = await self.gateway.post(
+            "/v1/orders", json=body, headers={**self.customer(customer_id), **(headers or {})}
+        )
         assert response.status_code == 202, response.text
-        return dict(response.json())
+        return {**response.json(), "customer_id": customer_id}
 
     async def order(self, order_id: str) -> dict[str, Any]:
-        response = await self.gateway.get(f"/v1/orders/{order_id}")
+        """The order as an admin sees it (internal detail included)."""
+        response = await self.gateway.get(f"/v1/orders/{order_id}", headers=self.admin())
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -140,8 +167,16 @@ class Platform:
             timeout_s=timeout_s,
         )
 
+    async def payments(self, order_id: str) -> list[dict[str, Any]]:
+        """The order's payments as an admin sees them."""
+        response = await self.payment.get("/v1/payments", params={"order_id": order_id}, headers=self.admin())
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
     async def notifications(self, order_id: str) -> list[dict[str, Any]]:
-        response = await self.notification.get("/v1/notifications", params={"order_id": order_id})
+        response = await self.notification.get(
+            "/v1/notifications", params={"order_id": order_id}, headers=self.admin()
+        )
         assert response.status_code == 200, response.text
         return list(response.json()["items"])
 

@@ -31,6 +31,9 @@ def start_local_stack(root: Path) -> LocalStack:
             "ORDER_CHECKS_TIMEOUT_S": str(CHECKS_TIMEOUT_S),
             "ORDER_DEADLINE_SCAN_INTERVAL_S": "0.5",
             "FRAUD_BLOCKED_CUSTOMERS": "cust-blocked-demo",
+            # The tests poll orders as one admin far faster than a client would; the guest lookup's
+            # own limits stay at their defaults, and a test shows them answering 429.
+            "ORDER_RATE_LIMIT": "100000/minute",
         },
     )
     prepare_run_dir(config)

@@ -43,27 +43,31 @@ async def test_bad_order_is_refused_with_a_problem_and_changes_nothing(platform:
     customer_id = f"cust-bad-{uuid.uuid4().hex[:8]}"
     changes = {key: _fill(value, sku) for key, value in CASES[case].items()}
 
-    response = await platform.gateway.post("/v1/orders", json=body(customer_id, **changes))
+    response = await platform.gateway.post(
+        "/v1/orders", json=body(customer_id, **changes), headers=platform.customer(customer_id)
+    )
 
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
     assert problem["status"] == response.status_code and problem["title"] and problem["detail"]
-    listed = (await platform.gateway.get("/v1/orders", params={"customer_id": customer_id})).json()
+    listed = (await platform.gateway.get("/v1/orders", headers=platform.customer(customer_id))).json()
     assert listed["items"] == []
     assert (await platform.stock(sku))["available"] == 5
 
 
 async def test_body_that_is_not_json_is_a_problem(platform: Platform) -> None:
     response = await platform.gateway.post(
-        "/v1/orders", content=b"{not json", headers={"content-type": "application/json"}
+        "/v1/orders",
+        content=b"{not json",
+        headers={"content-type": "application/json", **platform.customer("cust-json")},
     )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_unknown_order_is_a_404_problem(platform: Platform) -> None:
-    response = await platform.gateway.get(f"/v1/orders/{uuid.uuid4()}")
+    response = await platform.gateway.get(f"/v1/orders/{uuid.uuid4()}", headers=platform.admin())
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
 

@@ -55,13 +55,13 @@ async def test_same_idempotency_key_gives_the_same_order(platform: Platform) -> 
 
     assert first == second
     await platform.settled(first["order_id"])
-    listed = (await platform.gateway.get("/v1/orders", params={"customer_id": customer_id})).json()
+    listed = (await platform.gateway.get("/v1/orders", headers=platform.customer(customer_id))).json()
     assert [o["order_id"] for o in listed["items"]] == [first["order_id"]]
     assert (await platform.stock(sku))["available"] == 9
 
     other_body = await platform.gateway.post(
         "/v1/orders",
-        headers=key,
+        headers={**key, **platform.customer(customer_id)},
         json={
             "customer_id": customer_id,
             "items": [{"sku": sku, "quantity": 2}],

@@ -26,7 +26,9 @@ async def test_payment_killed_mid_order_resumes_after_restart(platform: Platform
 
     order = await platform.settled(order_id, timeout_s=60)
     assert order["status"] == "CONFIRMED"
-    payments = (await platform.payment.get("/v1/payments", params={"order_id": order_id})).json()["items"]
+    payments = (
+        await platform.payment.get("/v1/payments", params={"order_id": order_id}, headers=platform.admin())
+    ).json()["items"]
     assert len(payments) == 1
 
 

@@ -43,7 +43,11 @@ async def test_in_stock_order_with_approving_card_is_confirmed(platform: Platfor
         ("customer", order["customer_id"], "sent"),
     }
 
-    payments = (await platform.payment.get("/v1/payments", params={"order_id": accepted["order_id"]})).json()
+    payments = (
+        await platform.payment.get(
+            "/v1/payments", params={"order_id": accepted["order_id"]}, headers=platform.admin()
+        )
+    ).json()
     assert [(p["status"], p["amount_fen"]) for p in payments["items"]] == [("authorized", 3 * 2580)]
 
 
@@ -57,7 +61,11 @@ async def test_out_of_stock_is_rejected_and_no_payment_is_attempted(platform: Pl
     assert (await platform.stock(sku))["available"] == 1
     order_events = [e.type for e in await platform.events("order.events", accepted["order_id"])]
     assert order_events == ["order.placed", "order.rejected"]
-    payments = (await platform.payment.get("/v1/payments", params={"order_id": accepted["order_id"]})).json()
+    payments = (
+        await platform.payment.get(
+            "/v1/payments", params={"order_id": accepted["order_id"]}, headers=platform.admin()
+        )
+    ).json()
     assert payments["items"] == []
     rejected = await platform.events("inventory.events", accepted["order_id"])
     assert [e.type for e in rejected] == ["inventory.stock_rejected"]
@@ -81,7 +89,7 @@ async def test_declined_card_cancels_and_returns_the_stock(platform: Platform) -
     order = await platform.settled(accepted["order_id"])
 
     assert (order["status"], order["reason"]) == ("CANCELLED", "PAYMENT_DECLINED")
-    assert "CARD_DECLINED" in order["timeline"][-1]["note"]
+    assert "CARD_DECLINED" in order["timeline"][-1]["detail"]
     stock = await eventually(
         lambda: platform.stock(sku),
         lambda s: s["available"] == 5 and s.get("reserved", 0) == 0,

@@ -46,11 +46,8 @@ class InMemoryInventoryStore(LedgerTwin):
         product = self.state.products.get(sku)
         return None if product is None else copy.copy(product)
 
-    async def add_merchant(self, merchant: Merchant) -> Merchant | None:
-        existing = self.state.merchants.get(merchant.merchant_id)
-        if existing is None:
-            self.state.merchants[merchant.merchant_id] = merchant
-        return existing
+    async def get_merchant(self, merchant_id: str) -> Merchant | None:
+        return self.state.merchants.get(merchant_id)
 
     async def list_merchants(self) -> list[Merchant]:
         return sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
@@ -91,6 +88,9 @@ class _MemoryTransaction(PendingWrites):
     async def merchant(self, merchant_id: str) -> Merchant | None:
         return self.state.merchants.get(merchant_id)
 
+    async def put_merchant(self, merchant: Merchant) -> None:
+        self.state.merchants[merchant.merchant_id] = merchant
+
     async def save(self, changes: Changes) -> None:
         for sku, delta in changes.stock.items():
             product = self.state.products.get(sku)
@@ -115,7 +115,10 @@ class _MemoryTransaction(PendingWrites):
     async def put_product(self, product: Product) -> Product:
         existing = self.state.products.get(product.sku)
         stored = copy.copy(product)
-        stored.reserved = existing.reserved if existing is not None else 0
+        if existing is None:
+            stored.reserved = 0
+        else:
+            stored.available, stored.reserved = existing.available, existing.reserved
         self.state.products[product.sku] = stored
         return copy.copy(stored)
 

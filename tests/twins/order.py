@@ -4,6 +4,8 @@ They keep the guarantees the handlers rely on from MongoDB and Redis (tests/cont
 store against the real one): a transaction stores all of its writes or none, a save is guarded by
 the version the order was read at, order numbers and idempotency keys are unique, a sweeper's claim
 keeps other sweepers off an order until it expires, and a day's number sequence only moves forward.
+Listings read the same insert-only lookup keys as Mongo's, through the same paging
+(store.page_through), so pages, cursors and scan bounds are alike.
 """
 
 from __future__ import annotations
@@ -14,14 +16,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.order.domain import WAITING, CatalogItem, Order
+from services.order.domain import WAITING, CatalogItem, MerchantTerms, Order
 from services.order.numbers import format_order_no, order_day, parse_order_no
 from services.order.store import (
+    CUSTOMER_ORDERS,
+    MERCHANT_ORDERS,
+    ORDER_NUMBERS,
     ConcurrentUpdate,
     IdempotencyConflict,
+    KeyRecord,
     NewOrder,
     OrderNumberTaken,
+    OrderPage,
+    OrderQuery,
     OrderTransaction,
+    customer_order_key,
+    merchant_order_keys,
+    page_through,
 )
 from shared.store import PendingWrites
 from tests.twins.ledger import AppliedLedger, LedgerTwin
@@ -51,6 +62,7 @@ class _Pending(PendingWrites):
     keys: dict[str, KeyUse] = field(default_factory=dict)
     changed: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    merchants: dict[str, MerchantTerms] = field(default_factory=dict)
 
     async def insert_new(self, new: Sequence[NewOrder]) -> None:
         for n in new:
@@ -64,13 +76,15 @@ class _Pending(PendingWrites):
             )
         for n in new:
             order = n.order
-            numbers_used = {o.order_no for o in [*self.store.orders.values(), *self.new.values()]}
-            if order.order_no in numbers_used:
+            if order.order_no in self.store.order_numbers or order.order_no in self.numbers_used():
                 raise OrderNumberTaken(order.order_no)
             if order.order_id in self.store.orders or order.order_id in self.new:
                 raise ValueError(f"order {order.order_id} exists already")
             order.version = 1
             self.new[order.order_id] = copy.deepcopy(order)
+
+    def numbers_used(self) -> set[str]:
+        return {order.order_no for order in self.new.values()}
 
     async def save_changed(self, orders: Sequence[Order]) -> None:
         stale = [o for o in orders if not self.store.is_at_version(o)]
@@ -83,12 +97,20 @@ class _Pending(PendingWrites):
     async def upsert_catalog(self, items: Sequence[CatalogItem]) -> None:
         self.catalog.update((item.sku, item) for item in items)
 
+    async def upsert_merchants(self, terms: Sequence[MerchantTerms]) -> None:
+        self.merchants.update((t.merchant_id, t) for t in terms)
+
 
 @dataclass
 class InMemoryOrderStore(LedgerTwin):
     orders: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    merchants: dict[str, MerchantTerms] = field(default_factory=dict)
     idempotency: dict[str, KeyUse] = field(default_factory=dict)
+    # The insert-only lookups, as in Mongo: key -> order id.
+    order_numbers: dict[str, str] = field(default_factory=dict)
+    customer_orders: dict[str, str] = field(default_factory=dict)
+    merchant_orders: dict[str, str] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)
     ledger: AppliedLedger = field(default_factory=AppliedLedger)
 
@@ -104,14 +126,19 @@ class InMemoryOrderStore(LedgerTwin):
         # What the body checked may have changed while it awaited; Mongo would refuse the commit.
         if any(self.orders.get(o.order_id, o).version != o.version - 1 for o in tx.changed.values()):
             raise ConcurrentUpdate("an order changed concurrently")
-        if any(key in self.idempotency for key in tx.keys) or any(
-            o.order_no in {s.order_no for s in self.orders.values()} for o in tx.new.values()
+        if any(key in self.idempotency for key in tx.keys) or not self.order_numbers.keys().isdisjoint(
+            tx.numbers_used()
         ):
             raise ConcurrentUpdate("a concurrent writer took an order number or idempotency key")
         self.orders.update(tx.new)
         self.orders.update(tx.changed)
+        for order in tx.new.values():
+            self.order_numbers[order.order_no] = order.order_id
+            self.customer_orders[customer_order_key(order)] = order.order_id
+            self.merchant_orders.update((key, order.order_id) for key in merchant_order_keys(order))
         self.idempotency.update(tx.keys)
         self.catalog.update(tx.catalog)
+        self.merchants.update(tx.merchants)
         self.ledger.record(applied, tx)
 
     async def get(self, order_id: str) -> Order | None:
@@ -121,10 +148,25 @@ class InMemoryOrderStore(LedgerTwin):
     async def get_many(self, order_ids: Iterable[str]) -> dict[str, Order]:
         return {oid: copy.deepcopy(self.orders[oid]) for oid in set(order_ids) if oid in self.orders}
 
-    async def for_customer(self, customer_id: str, limit: int) -> list[Order]:
-        mine = [o for o in self.orders.values() if o.customer_id == customer_id]
-        mine.sort(key=lambda o: o.placed_at, reverse=True)
-        return [copy.deepcopy(o) for o in mine[:limit]]
+    async def by_number(self, order_no: str) -> Order | None:
+        order_id = self.order_numbers.get(order_no)
+        return None if order_id is None else await self.get(order_id)
+
+    async def idempotency_key(self, key: str) -> KeyRecord | None:
+        used = self.idempotency.get(key)
+        return None if used is None else KeyRecord(used.order_id, used.fingerprint)
+
+    async def page(self, query: OrderQuery) -> OrderPage:
+        return await page_through(query, self._scan, self.get_many)
+
+    async def _scan(self, lookup: str, lower: str, upper: str, limit: int) -> list[tuple[str, str]]:
+        index = {
+            ORDER_NUMBERS: self.order_numbers,
+            CUSTOMER_ORDERS: self.customer_orders,
+            MERCHANT_ORDERS: self.merchant_orders,
+        }[lookup]
+        keys = sorted((key for key in index if lower <= key < upper), reverse=True)[:limit]
+        return [(key, index[key]) for key in keys]
 
     async def claim_overdue(self, now: datetime, limit: int, owner: str, lease: timedelta) -> list[Order]:
         def claimable(order: Order) -> bool:
@@ -142,14 +184,16 @@ class InMemoryOrderStore(LedgerTwin):
         return [copy.deepcopy(o) for o in due[:limit]]
 
     async def latest_order_no(self, day: str) -> str | None:
-        numbers = [o.order_no for o in self.orders.values() if o.order_no.startswith(f"{day}-")]
-        return max(numbers, default=None)
+        return max((no for no in self.order_numbers if no.startswith(f"{day}-")), default=None)
 
     async def catalog_items(self, skus: Iterable[str]) -> dict[str, CatalogItem]:
         return {sku: self.catalog[sku] for sku in set(skus) if sku in self.catalog}
 
     async def catalog_page(self, limit: int) -> list[CatalogItem]:
         return sorted((i for i in self.catalog.values() if i.active), key=lambda i: i.sku)[:limit]
+
+    async def merchant_terms(self, merchant_ids: Iterable[str]) -> dict[str, MerchantTerms]:
+        return {m: self.merchants[m] for m in set(merchant_ids) if m in self.merchants}
 
 
 @dataclass

@@ -1,21 +1,40 @@
-"""The catalog API over the in-memory store."""
+"""The catalog API over the in-memory store: who may write what, and what bad input gets."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from services.inventory.api import build_router
-from services.inventory.handlers import Inventory
-from shared.contracts import ProductUpserted, decode_data
+from services.inventory.domain import MAX_PRICE_FEN, MAX_STOCK
+from services.inventory.handlers import Inventory, handle_batch
+from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
+from shared.contracts import MerchantUpserted, ProductUpserted, decode_data
 from shared.http import create_app
+from shared.settings import SharedSettings
 from tests.twins.inventory import InMemoryInventoryStore
+from tests.unit.inventory.factories import confirmed, line, placed
+from tests.unit.samples import delivery
 
 pytestmark = pytest.mark.unit
 
-TEA = {"name": "Longjing", "merchant_id": "m-1", "price_fen": 8800, "available": 12}
+ISSUER = TokenIssuer(SharedSettings())
+TEA = {"name": "Longjing", "merchant_id": "m-1", "price_fen": 8800, "available": 10}
+PROBLEM = "application/problem+json"
+
+
+def bearer(principal: Principal) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ISSUER.access_token(principal)}"}
+
+
+ADMIN = bearer(Principal("admin-1", Role.ADMIN))
+TEA_HOUSE = bearer(Principal("u-tea", Role.MERCHANT, merchant_id="m-1"))
+POTTERY = bearer(Principal("u-pot", Role.MERCHANT, merchant_id="m-2"))
+SHOPPER = bearer(Principal("c-1", Role.CUSTOMER))
 
 
 @pytest.fixture
@@ -24,58 +43,442 @@ def store() -> InMemoryInventoryStore:
 
 
 @pytest.fixture
-def client(store: InMemoryInventoryStore) -> TestClient:
-    app = create_app("inventory", readiness={})
-    app.include_router(build_router(Inventory(store=store, reservation_ttl=timedelta(minutes=15))))
-    return TestClient(app)
+def service(store: InMemoryInventoryStore) -> Inventory:
+    return Inventory(store=store, reservation_ttl=timedelta(minutes=15))
 
 
-def test_merchants_are_created_once(client: TestClient) -> None:
+@pytest.fixture
+async def client(service: Inventory) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app("inventory", readiness={}, token_verifier=TokenVerifier(SharedSettings()))
+    app.include_router(build_router(service))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture
+async def catalog(client: httpx.AsyncClient, store: InMemoryInventoryStore) -> httpx.AsyncClient:
+    """Merchants m-1 and m-2, and m-1's product SKU-TEA with 10 units."""
+    for merchant_id in ("m-1", "m-2"):
+        created = await client.post(
+            "/v1/merchants", json={"merchant_id": merchant_id, "name": merchant_id}, headers=ADMIN
+        )
+        assert created.status_code == 201, created.text
+    assert (await client.put("/v1/products/SKU-TEA", json=TEA, headers=TEA_HOUSE)).status_code == 201
+    store.outbox.clear()
+    return client
+
+
+def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    if code is not None:
+        assert body["type"] == f"https://errors.order-platform.example/{code}"
+    return body
+
+
+async def product(client: httpx.AsyncClient, sku: str = "SKU-TEA") -> dict[str, Any]:
+    response = await client.get(f"/v1/products/{sku}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def stock(client: httpx.AsyncClient, sku: str = "SKU-TEA") -> tuple[int, int]:
+    """(available, reserved) of `sku` as the API shows it."""
+    found = await product(client, sku)
+    return found["available"], found["reserved"]
+
+
+# --- merchants -----------------------------------------------------------------------------------
+
+
+async def test_merchants_are_created_once_and_listed_with_their_payment_methods(
+    client: httpx.AsyncClient, store: InMemoryInventoryStore
+) -> None:
+    body = {"merchant_id": "m-1", "name": "West Lake Tea", "payment_methods": ["alipay", "wechat_pay"]}
+
+    assert (await client.post("/v1/merchants", json=body, headers=ADMIN)).status_code == 201
+    assert (await client.post("/v1/merchants", json=body, headers=TEA_HOUSE)).status_code == 200
+    taken = await client.post("/v1/merchants", json={**body, "name": "Other"}, headers=ADMIN)
+
+    assert "PUT /v1/merchants/m-1" in assert_problem(taken, 409, "merchant-exists")["detail"]
+    listed = {"merchant_id": "m-1", "name": "West Lake Tea", "payment_methods": ["wechat_pay", "alipay"]}
+    assert (await client.get("/v1/merchants")).json() == {"items": [listed]}
+    assert (await client.get("/v1/merchants/m-1")).json() == listed
+    assert_problem(await client.get("/v1/merchants/m-404"), 404, "merchant-not-found")
+    [announced] = [decode_data(envelope) for envelope in store.outbox]
+    assert announced == MerchantUpserted(**listed)
+
+
+async def test_a_merchant_accepts_every_payment_method_unless_told_otherwise(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post("/v1/merchants", json={"merchant_id": "m-1", "name": "Tea"}, headers=ADMIN)
+
+    assert created.json()["payment_methods"] == ["bank_card", "wechat_pay", "alipay"]
+
+
+async def test_a_merchant_registers_itself_only(client: httpx.AsyncClient) -> None:
     body = {"merchant_id": "m-1", "name": "West Lake Tea"}
 
-    assert client.post("/v1/merchants", json=body).status_code == 201
-    assert client.post("/v1/merchants", json=body).status_code == 200
-    taken = client.post("/v1/merchants", json={**body, "name": "Other"})
-    assert taken.status_code == 409
-    assert taken.headers["content-type"] == "application/problem+json"
-    assert client.get("/v1/merchants").json() == {"items": [body]}
+    assert_problem(await client.post("/v1/merchants", json=body), 401, "unauthenticated")
+    assert_problem(await client.post("/v1/merchants", json=body, headers=POTTERY), 403, "forbidden")
+    assert_problem(await client.post("/v1/merchants", json=body, headers=SHOPPER), 403, "forbidden")
+    assert (await client.get("/v1/merchants")).json() == {"items": []}
+    assert (await client.post("/v1/merchants", json=body, headers=TEA_HOUSE)).status_code == 201
 
 
-def test_put_creates_a_product_lists_it_and_announces_it(
-    client: TestClient, store: InMemoryInventoryStore
+async def test_a_merchant_changes_the_payment_methods_it_accepts(
+    catalog: httpx.AsyncClient, store: InMemoryInventoryStore
 ) -> None:
-    client.post("/v1/merchants", json={"merchant_id": "m-1", "name": "West Lake Tea"})
+    change = {"name": "West Lake Tea", "payment_methods": ["alipay"]}
 
-    put = client.put("/v1/products/SKU-TEA", json=TEA, headers={"X-Correlation-ID": "corr-1"})
+    changed = await catalog.put("/v1/merchants/m-1", json=change, headers=TEA_HOUSE)
 
-    assert put.status_code == 200
-    expected = {
+    assert changed.status_code == 200
+    assert changed.json() == {**change, "merchant_id": "m-1"}
+    assert (await catalog.get("/v1/merchants/m-1")).json()["payment_methods"] == ["alipay"]
+    assert (await catalog.put("/v1/merchants/m-3", json=change, headers=ADMIN)).status_code == 201
+    assert_problem(await catalog.put("/v1/merchants/m-1", json=change, headers=POTTERY), 403, "forbidden")
+    assert_problem(await catalog.put("/v1/merchants/m-1", json=change), 401)
+    assert [decode_data(e).subject() for e in store.outbox] == ["m-1", "m-3"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        pytest.param([], "at least 1 item", id="none"),
+        pytest.param(["alipay", "alipay"], "repeated: alipay", id="repeated"),
+        pytest.param(["cash"], "bank_card", id="unknown"),
+    ],
+)
+async def test_payment_methods_are_at_least_one_and_each_once(
+    client: httpx.AsyncClient, methods: list[str], message: str
+) -> None:
+    body = {"merchant_id": "m-1", "name": "Tea", "payment_methods": methods}
+
+    refused = assert_problem(
+        await client.post("/v1/merchants", json=body, headers=ADMIN), 422, "invalid-request"
+    )
+
+    [error] = refused["errors"]
+    assert error["field"].startswith("payment_methods")
+    assert message in error["message"]
+    assert (await client.get("/v1/merchants")).json() == {"items": []}
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+async def test_put_creates_a_product_lists_it_and_announces_it(
+    client: httpx.AsyncClient, store: InMemoryInventoryStore
+) -> None:
+    await client.post("/v1/merchants", json={"merchant_id": "m-1", "name": "West Lake Tea"}, headers=ADMIN)
+
+    put = await client.put(
+        "/v1/products/SKU-TEA",
+        json={**TEA, "max_per_order": 5},
+        headers={**TEA_HOUSE, "X-Correlation-ID": "corr-1"},
+    )
+
+    assert put.status_code == 201
+    assert put.json() == {
         "sku": "SKU-TEA",
         "name": "Longjing",
         "price_fen": 8800,
-        "available": 12,
+        "currency": "CNY",
+        "available": 10,
+        "reserved": 0,
         "merchant_id": "m-1",
         "kind": "physical",
+        "active": True,
+        "max_per_order": 5,
     }
-    assert expected.items() <= put.json().items()
-    assert put.json()["reserved"] == 0
-    assert client.get("/v1/products/SKU-TEA").json() == put.json()
-    assert client.get("/v1/products").json() == {"items": [put.json()]}
-    assert client.get("/v1/products", params={"merchant_id": "m-2"}).json() == {"items": []}
-    [envelope] = store.outbox
-    assert envelope.correlation_id == "corr-1"
-    assert isinstance(decode_data(envelope), ProductUpserted)
-
-
-def test_client_errors_are_problems(client: TestClient) -> None:
-    unknown = client.get("/v1/products/NOPE")
-    assert (unknown.status_code, unknown.json()["type"]) == (
-        404,
-        "https://errors.order-platform.example/product-not-found",
+    assert (await product(client)) == put.json()
+    assert (await client.get("/v1/products")).json() == {"items": [put.json()]}
+    assert (await client.get("/v1/products", params={"merchant_id": "m-2"})).json() == {"items": []}
+    _, announced = store.outbox
+    assert announced.correlation_id == "corr-1"
+    assert decode_data(announced) == ProductUpserted(
+        sku="SKU-TEA", name="Longjing", merchant_id="m-1", price_fen=8800, max_per_order=5
     )
-    no_merchant = client.put("/v1/products/SKU-TEA", json=TEA)
-    assert (no_merchant.status_code, no_merchant.json()["title"]) == (422, "Unknown merchant")
-    negative = client.put("/v1/products/SKU-TEA", json={**TEA, "available": -1})
-    assert negative.status_code == 422
-    assert negative.headers["content-type"] == "application/problem+json"
-    assert client.put("/v1/products/SKU-TEA", json={**TEA, "kind": "digital"}).status_code == 422
+
+
+async def test_a_new_product_without_stock_starts_at_zero_with_no_lower_limit(
+    catalog: httpx.AsyncClient,
+) -> None:
+    body = {"name": "Cup", "merchant_id": "m-2", "price_fen": 3900}
+
+    created = await catalog.put("/v1/products/SKU-CUP", json=body, headers=POTTERY)
+
+    assert created.status_code == 201
+    assert (created.json()["available"], created.json()["max_per_order"]) == (0, 999)
+
+
+async def test_with_three_of_ten_sold_a_price_change_leaves_seven_and_adding_five_makes_twelve(
+    catalog: httpx.AsyncClient, service: Inventory
+) -> None:
+    await handle_batch(
+        service, [delivery(placed("o-1", line("SKU-TEA", 1))), delivery(placed("o-2", line("SKU-TEA", 2)))]
+    )
+    await handle_batch(service, [delivery(confirmed("o-1", line("SKU-TEA", 1)))])
+    assert await stock(catalog) == (7, 2)
+
+    repriced = await catalog.put("/v1/products/SKU-TEA", json={**TEA, "price_fen": 9900}, headers=TEA_HOUSE)
+
+    assert repriced.status_code == 200
+    assert (repriced.json()["price_fen"], repriced.json()["available"], repriced.json()["reserved"]) == (
+        9900,
+        7,
+        2,
+    )
+    restocked = await catalog.post("/v1/products/SKU-TEA/stock", json={"add": 5}, headers=TEA_HOUSE)
+    assert restocked.status_code == 200
+    assert (restocked.json()["available"], restocked.json()["reserved"]) == (12, 2)
+    assert (await product(catalog)) == restocked.json()
+
+
+async def test_a_merchant_cannot_edit_another_merchants_product(
+    catalog: httpx.AsyncClient, store: InMemoryInventoryStore
+) -> None:
+    hijack = {**TEA, "name": "Mine now", "merchant_id": "m-2"}
+
+    assert_problem(await catalog.put("/v1/products/SKU-TEA", json=hijack, headers=POTTERY), 403, "forbidden")
+    assert_problem(await catalog.put("/v1/products/SKU-TEA", json=TEA, headers=SHOPPER), 403, "forbidden")
+    assert_problem(await catalog.put("/v1/products/SKU-TEA", json=TEA), 401, "unauthenticated")
+    bad_token = {"Authorization": "Bearer not-a-token"}
+    assert_problem(
+        await catalog.put("/v1/products/SKU-TEA", json=TEA, headers=bad_token), 401, "unauthenticated"
+    )
+    assert_problem(await catalog.put("/v1/products/SKU-NEW", json=TEA, headers=POTTERY), 403, "forbidden")
+
+    assert (await product(catalog))["name"] == "Longjing"
+    assert (await catalog.get("/v1/products/SKU-NEW")).status_code == 404
+    assert store.outbox == []
+
+
+async def test_only_an_admin_moves_a_product_to_another_merchant(catalog: httpx.AsyncClient) -> None:
+    move = {**TEA, "merchant_id": "m-2"}
+
+    refused = assert_problem(
+        await catalog.put("/v1/products/SKU-TEA", json=move, headers=TEA_HOUSE), 409, "product-move-refused"
+    )
+    assert "only an admin" in refused["detail"]
+    assert (await product(catalog))["merchant_id"] == "m-1"
+
+    moved = await catalog.put("/v1/products/SKU-TEA", json=move, headers=ADMIN)
+    assert (moved.status_code, moved.json()["merchant_id"], moved.json()["available"]) == (200, "m-2", 10)
+    assert (
+        await catalog.post("/v1/products/SKU-TEA/stock", json={"add": 1}, headers=POTTERY)
+    ).status_code == 200
+    assert_problem(await catalog.post("/v1/products/SKU-TEA/stock", json={"add": 1}, headers=TEA_HOUSE), 403)
+
+
+async def test_a_product_of_an_unknown_merchant_names_the_field(client: httpx.AsyncClient) -> None:
+    refused = assert_problem(
+        await client.put("/v1/products/SKU-TEA", json=TEA, headers=ADMIN), 422, "unknown-merchant"
+    )
+
+    assert refused["title"] == "Unknown merchant"
+    assert [e["field"] for e in refused["errors"]] == ["merchant_id"]
+    assert (await client.get("/v1/products/SKU-TEA")).status_code == 404
+
+
+async def test_reads_are_public_and_an_unknown_product_is_404(catalog: httpx.AsyncClient) -> None:
+    assert (await catalog.get("/v1/products")).status_code == 200
+    assert (await catalog.get("/v1/merchants")).status_code == 200
+    assert_problem(await catalog.get("/v1/products/NOPE"), 404, "product-not-found")
+    assert_problem(await catalog.get("/v1/products", params={"merchant_id": "m 1; drop"}), 422)
+
+
+# --- stock ---------------------------------------------------------------------------------------
+
+
+async def test_a_correction_cannot_take_away_units_orders_hold(
+    catalog: httpx.AsyncClient, service: Inventory
+) -> None:
+    await handle_batch(service, [delivery(placed("o-1", line("SKU-TEA", 4)))])
+
+    too_many = await catalog.post("/v1/products/SKU-TEA/stock", json={"add": -7}, headers=ADMIN)
+
+    detail = assert_problem(too_many, 409, "stock-out-of-range")["detail"]
+    assert "only 6 are sellable" in detail and "4 more are held by orders" in detail
+    assert await stock(catalog) == (6, 4)
+    corrected = await catalog.post("/v1/products/SKU-TEA/stock", json={"add": -6}, headers=TEA_HOUSE)
+    assert (corrected.status_code, corrected.json()["available"]) == (200, 0)
+
+
+async def test_stock_changes_need_the_owner_or_an_admin_and_a_known_product(
+    catalog: httpx.AsyncClient,
+) -> None:
+    add = {"add": 5}
+
+    assert_problem(await catalog.post("/v1/products/SKU-TEA/stock", json=add), 401, "unauthenticated")
+    assert_problem(
+        await catalog.post("/v1/products/SKU-TEA/stock", json=add, headers=POTTERY), 403, "forbidden"
+    )
+    assert_problem(
+        await catalog.post("/v1/products/SKU-TEA/stock", json=add, headers=SHOPPER), 403, "forbidden"
+    )
+    assert_problem(
+        await catalog.post("/v1/products/NOPE/stock", json=add, headers=ADMIN), 404, "product-not-found"
+    )
+    assert (await product(catalog))["available"] == 10
+    assert (await catalog.post("/v1/products/SKU-TEA/stock", json=add, headers=ADMIN)).json()[
+        "available"
+    ] == 15
+
+
+async def test_a_restock_past_the_stock_limit_is_refused(catalog: httpx.AsyncClient) -> None:
+    assert_problem(
+        await catalog.post("/v1/products/SKU-TEA/stock", json={"add": MAX_STOCK}, headers=ADMIN),
+        409,
+        "stock-out-of-range",
+    )
+    assert (await product(catalog))["available"] == 10
+
+
+# --- bounds: 422, never 500 ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("price_fen", -1),
+        ("price_fen", MAX_PRICE_FEN + 1),
+        ("price_fen", 10**30),
+        ("price_fen", 1e300),
+        ("price_fen", 12.5),
+        ("price_fen", "8800"),
+        ("price_fen", True),
+        ("available", -1),
+        ("available", MAX_STOCK + 1),
+        ("available", 10**40),
+        ("max_per_order", 0),
+        ("max_per_order", 1000),
+        ("max_per_order", -5),
+        ("name", ""),
+        ("name", "x" * 201),
+        ("merchant_id", "m 1"),
+        ("kind", "digital"),
+        ("reserved", 3),
+    ],
+)
+async def test_product_fields_out_of_bounds_are_422_and_change_nothing(
+    catalog: httpx.AsyncClient, store: InMemoryInventoryStore, field: str, value: object
+) -> None:
+    for sku in ("SKU-TEA", "SKU-NEW"):
+        refused = assert_problem(
+            await catalog.put(f"/v1/products/{sku}", json={**TEA, field: value}, headers=ADMIN),
+            422,
+            "invalid-request",
+        )
+        assert [e["field"] for e in refused["errors"]] == [field]
+
+    unchanged = await product(catalog)
+    assert (unchanged["price_fen"], unchanged["available"], unchanged["max_per_order"]) == (8800, 10, 999)
+    assert (await catalog.get("/v1/products/SKU-NEW")).status_code == 404
+    assert store.outbox == []
+
+
+async def test_the_bounds_themselves_are_accepted(catalog: httpx.AsyncClient) -> None:
+    top = {**TEA, "price_fen": MAX_PRICE_FEN, "available": MAX_STOCK, "max_per_order": 1}
+
+    created = await catalog.put("/v1/products/SKU-TOP", json=top, headers=ADMIN)
+
+    assert created.status_code == 201
+    assert (created.json()["price_fen"], created.json()["available"]) == (MAX_PRICE_FEN, MAX_STOCK)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"add": 0}, id="zero"),
+        pytest.param({"add": MAX_STOCK + 1}, id="above"),
+        pytest.param({"add": -MAX_STOCK - 1}, id="below"),
+        pytest.param({"add": 10**30}, id="huge"),
+        pytest.param({"add": 1.5}, id="fraction"),
+        pytest.param({"add": "5"}, id="string"),
+        pytest.param({"add": True}, id="boolean"),
+        pytest.param({"add": None}, id="null"),
+        pytest.param({}, id="missing"),
+        pytest.param({"add": 5, "available": 50}, id="unknown-field"),
+    ],
+)
+async def test_stock_changes_out_of_bounds_are_422_and_change_nothing(
+    catalog: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    refused = assert_problem(
+        await catalog.post("/v1/products/SKU-TEA/stock", json=body, headers=ADMIN), 422, "invalid-request"
+    )
+
+    assert refused["errors"]
+    assert (await product(catalog))["available"] == 10
+
+
+async def test_a_number_json_cannot_hold_is_a_client_error_not_a_crash(catalog: httpx.AsyncClient) -> None:
+    async def send(raw: str) -> httpx.Response:
+        headers = {**ADMIN, "Content-Type": "application/json"}
+        return await catalog.post("/v1/products/SKU-TEA/stock", content=raw, headers=headers)
+
+    assert_problem(await send('{"add": 1e999}'), 422, "invalid-request")
+    assert_problem(await send('{"add": NaN}'), 422, "invalid-request")
+    # Past Python's 4300-digit limit the body does not even parse: FastAPI answers 400 for that.
+    too_long = await send('{"add": ' + "9" * 5000 + "}")
+    assert too_long.status_code in (400, 422)
+    assert too_long.headers["content-type"] == PROBLEM
+
+    assert (await product(catalog))["available"] == 10
+
+
+# --- the OpenAPI document ------------------------------------------------------------------------
+
+
+async def test_every_route_declares_its_problems_and_every_model_an_example(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    operations = {
+        (method.upper(), path): operation
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+    }
+
+    assert set(operations) == {
+        ("GET", "/v1/products"),
+        ("GET", "/v1/products/{sku}"),
+        ("PUT", "/v1/products/{sku}"),
+        ("POST", "/v1/products/{sku}/stock"),
+        ("GET", "/v1/merchants"),
+        ("POST", "/v1/merchants"),
+        ("GET", "/v1/merchants/{merchant_id}"),
+        ("PUT", "/v1/merchants/{merchant_id}"),
+    }
+    for (method, path), operation in operations.items():
+        declared = set(operation["responses"])
+        if method != "GET":
+            assert {"401", "403", "422"} <= declared, (method, path)
+            assert operation.get("security"), (method, path)
+        if (method == "GET" and "{" in path) or path.endswith("/stock"):
+            assert "404" in declared, (method, path)
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                assert "application/problem+json" in response["content"], (method, path, status)
+    assert {"409"} <= set(operations["PUT", "/v1/products/{sku}"]["responses"])
+    assert {"201", "200"} <= set(operations["PUT", "/v1/products/{sku}"]["responses"])
+    assert "stock" in operations["PUT", "/v1/products/{sku}"]["description"]
+    schemas = document["components"]["schemas"]
+    for model in (
+        "ProductIn",
+        "ProductOut",
+        "ProductList",
+        "StockChange",
+        "MerchantIn",
+        "MerchantChange",
+        "MerchantOut",
+        "MerchantList",
+    ):
+        assert schemas[model].get("examples"), model
+    assert "Ignored when the product exists" in schemas["ProductIn"]["properties"]["available"]["description"]

@@ -7,15 +7,24 @@ from datetime import timedelta
 import pytest
 
 from services.inventory.domain import (
+    MAX_STOCK,
     Ledger,
+    Merchant,
     Product,
+    ProductDetails,
     Reservation,
     ReservationStatus,
     StockDelta,
+    StockOutOfRange,
     stock_lines,
 )
 from shared.contracts import (
+    MAX_UNITS_PER_ORDER,
+    MerchantUpserted,
     OrderEndReason,
+    PaymentMethod,
+    ProductKind,
+    ProductUpserted,
     ReservationEndReason,
     Shortage,
     StockCommitted,
@@ -237,3 +246,82 @@ def test_stock_lines_merge_repeated_skus_in_first_seen_order() -> None:
         StockLine(sku="B", quantity=4),
         StockLine(sku="A", quantity=2),
     ]
+
+
+# --- catalog -------------------------------------------------------------------------------------
+
+
+def test_an_edit_changes_every_detail_and_no_stock() -> None:
+    sold = Product("TEA", "Longjing", "m-1", 8800, available=7, reserved=2)
+
+    edited = sold.edited(
+        ProductDetails(
+            name="Longjing 2026",
+            merchant_id="m-2",
+            price_fen=9900,
+            kind=ProductKind.VIRTUAL,
+            active=False,
+            max_per_order=3,
+        )
+    )
+
+    assert edited == Product(
+        "TEA",
+        "Longjing 2026",
+        "m-2",
+        9900,
+        available=7,
+        reserved=2,
+        kind=ProductKind.VIRTUAL,
+        active=False,
+        max_per_order=3,
+    )
+    assert (sold.name, sold.price_fen) == ("Longjing", 8800), "the product edited is left as it was"
+
+
+def test_a_new_product_starts_with_its_stock_nothing_reserved_and_no_lower_limit_than_asked() -> None:
+    created = Product.create("BOX", ProductDetails("Gift box", "m-3", 19900, max_per_order=2), available=4)
+
+    assert (created.available, created.reserved, created.max_per_order) == (4, 0, 2)
+    assert Product.create("JAR", ProductDetails("Jar", "m-3", 100), 0).max_per_order == MAX_UNITS_PER_ORDER
+
+
+@pytest.mark.parametrize(
+    ("available", "add", "delta"),
+    [
+        pytest.param(7, 5, StockDelta(5, 0), id="restock"),
+        pytest.param(7, -7, StockDelta(-7, 0), id="correction-to-zero"),
+        pytest.param(0, MAX_STOCK, StockDelta(MAX_STOCK, 0), id="up-to-the-limit"),
+    ],
+)
+def test_a_stock_change_moves_sellable_units_only(available: int, add: int, delta: StockDelta) -> None:
+    assert Product("TEA", "Tea", "m-1", 100, available=available, reserved=3).stock_change(add) == delta
+
+
+@pytest.mark.parametrize(
+    ("available", "add", "message"),
+    [
+        pytest.param(7, -8, "cannot take 8 unit.* only 7 are sellable \\(3 more are held", id="below-zero"),
+        pytest.param(1, MAX_STOCK, "above the limit of 10000000000", id="above-the-limit"),
+    ],
+)
+def test_a_stock_change_out_of_range_is_refused(available: int, add: int, message: str) -> None:
+    with pytest.raises(StockOutOfRange, match=message):
+        Product("TEA", "Tea", "m-1", 100, available=available, reserved=3).stock_change(add)
+
+
+def test_a_product_announces_its_details_and_limit() -> None:
+    product = Product("BOX", "Gift box", "m-3", 19900, available=4, reserved=1, max_per_order=2)
+
+    assert product.upserted() == ProductUpserted(
+        sku="BOX", name="Gift box", merchant_id="m-3", price_fen=19900, max_per_order=2
+    )
+
+
+def test_a_merchant_announces_the_methods_it_accepts_in_a_stable_order() -> None:
+    merchant = Merchant("m-1", "Tea", frozenset({PaymentMethod.ALIPAY, PaymentMethod.WECHAT_PAY}))
+
+    assert merchant.upserted() == MerchantUpserted(
+        merchant_id="m-1", name="Tea", payment_methods=[PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY]
+    )
+    assert Merchant("m-2", "Anything goes").accepted_methods == list(PaymentMethod)

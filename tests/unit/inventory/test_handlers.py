@@ -8,19 +8,36 @@ from itertools import count
 
 import pytest
 
-from services.inventory.domain import Merchant, Product, ReservationStatus
+from services.inventory.domain import (
+    MAX_STOCK,
+    Merchant,
+    Product,
+    ProductDetails,
+    ReservationStatus,
+    StockOutOfRange,
+)
 from services.inventory.handlers import (
     Inventory,
+    MerchantConflict,
+    NotPermitted,
+    ProductMoveRefused,
     PutProduct,
     UnknownMerchant,
+    UnknownProduct,
+    add_stock,
     handle_batch,
+    register_merchant,
     release_expired,
+    upsert_merchant,
     upsert_product,
 )
 from services.inventory.store import StockConflict
+from shared.auth import Principal, Role
 from shared.contracts import (
     Event,
+    MerchantUpserted,
     OrderEndReason,
+    PaymentMethod,
     ProductUpserted,
     ReservationEndReason,
     StockCommitted,
@@ -39,6 +56,14 @@ pytestmark = pytest.mark.unit
 
 TTL = timedelta(minutes=15)
 _offsets = count()
+ADMIN = Principal("admin-1", Role.ADMIN)
+TEA_HOUSE = Principal("m-1", Role.MERCHANT, merchant_id="m-1")
+POTTERY = Principal("m-2", Role.MERCHANT, merchant_id="m-2")
+SHOPPER = Principal("c-1", Role.CUSTOMER)
+
+
+def details(name: str = "Longjing", merchant_id: str = "m-1", price_fen: int = 1000) -> ProductDetails:
+    return ProductDetails(name=name, merchant_id=merchant_id, price_fen=price_fen)
 
 
 class Clock:
@@ -53,12 +78,11 @@ class Clock:
 async def service() -> Inventory:
     store = InMemoryInventoryStore()
     inventory = Inventory(store=store, reservation_ttl=TTL, clock=Clock())
-    await store.add_merchant(Merchant("m-1", "West Lake Tea"))
+    await register_merchant(inventory, ADMIN, Merchant("m-1", "West Lake Tea"), None)
+    await register_merchant(inventory, ADMIN, Merchant("m-2", "Jingdezhen Porcelain"), None)
     for sku, available in [("TEA", 5), ("CUP", 1), ("POT", 9)]:
         await upsert_product(
-            inventory,
-            PutProduct(sku=sku, name=sku, merchant_id="m-1", price_fen=1000, available=available),
-            None,
+            inventory, ADMIN, PutProduct(sku=sku, details=details(sku), available=available), None
         )
     store.outbox.clear()
     return inventory
@@ -187,29 +211,10 @@ async def test_expired_reservations_are_released_with_the_orders_correlation(ser
     assert await stock(service, "TEA") == (5, 0)
 
 
-async def test_restocking_keeps_reserved_and_announces_the_product(service: Inventory) -> None:
-    await handle_batch(service, [deliver(placed("o-1", line("TEA", 2)))])
-    store_of(service).outbox.clear()
-
-    product = await upsert_product(
-        service,
-        PutProduct(sku="TEA", name="Longjing", merchant_id="m-1", price_fen=8800, available=40),
-        "corr-http",
-    )
-
-    assert (product.available, product.reserved) == (40, 2)
-    [envelope] = store_of(service).outbox
-    assert (envelope.type, envelope.subject, envelope.correlation_id) == (
-        ProductUpserted.TYPE,
-        "TEA",
-        "corr-http",
-    )
-
-
 async def test_a_product_needs_a_known_merchant(service: Inventory) -> None:
     with pytest.raises(UnknownMerchant):
         await upsert_product(
-            service, PutProduct(sku="X", name="X", merchant_id="nobody", price_fen=1, available=1), None
+            service, ADMIN, PutProduct(sku="X", details=details("X", merchant_id="nobody"), available=1), None
         )
 
     assert await service.store.get_product("X") is None
@@ -237,3 +242,205 @@ async def test_a_batch_decided_on_stale_stock_fails_and_changes_nothing(
     assert store.outbox == []
     assert f"inventory:{delivery.envelope.id}" not in store.ledger.processed
     assert await stock(service, "CUP") == (1, 0)
+
+
+# --- catalog -------------------------------------------------------------------------------------
+
+
+async def sell(service: Inventory, order_id: str, sku: str, quantity: int, *, confirm: bool = False) -> None:
+    await handle_batch(service, [deliver(placed(order_id, line(sku, quantity)))])
+    if confirm:
+        await handle_batch(service, [deliver(confirmed(order_id, line(sku, quantity)))])
+
+
+async def test_a_product_edit_keeps_the_stock_sold_since_and_announces_the_product(
+    service: Inventory,
+) -> None:
+    await sell(service, "o-1", "POT", 2)
+    await sell(service, "o-2", "POT", 1, confirm=True)
+    store_of(service).outbox.clear()
+
+    put = await upsert_product(
+        service,
+        TEA_HOUSE,
+        PutProduct(sku="POT", details=details("Clay teapot", price_fen=8800), available=9),
+        "corr-http",
+    )
+
+    assert not put.created
+    assert (put.product.name, put.product.price_fen) == ("Clay teapot", 8800)
+    assert await stock(service, "POT") == (6, 2), "the stale `available` of 9 is ignored"
+    [envelope] = store_of(service).outbox
+    assert (envelope.type, envelope.subject, envelope.correlation_id) == (
+        ProductUpserted.TYPE,
+        "POT",
+        "corr-http",
+    )
+    assert decode_data(envelope) == ProductUpserted(
+        sku="POT", name="Clay teapot", merchant_id="m-1", price_fen=8800
+    )
+
+
+async def test_a_new_product_starts_with_its_stock_and_limit(service: Inventory) -> None:
+    command = PutProduct(
+        sku="BOX",
+        details=ProductDetails(name="Gift box", merchant_id="m-2", price_fen=19900, max_per_order=2),
+        available=3,
+    )
+
+    put = await upsert_product(service, POTTERY, command, None)
+
+    assert put.created
+    assert (put.product.available, put.product.reserved, put.product.max_per_order) == (3, 0, 2)
+    [event] = emitted(service)
+    assert isinstance(event, ProductUpserted) and event.max_per_order == 2
+
+
+async def test_three_of_ten_sold_a_price_change_leaves_seven_and_adding_five_makes_twelve(
+    service: Inventory,
+) -> None:
+    await upsert_product(
+        service, TEA_HOUSE, PutProduct(sku="JAR", details=details("Jar"), available=10), None
+    )
+    await sell(service, "o-1", "JAR", 2)
+    await sell(service, "o-2", "JAR", 1, confirm=True)
+
+    await upsert_product(
+        service, TEA_HOUSE, PutProduct(sku="JAR", details=details("Jar", price_fen=1200), available=10), None
+    )
+    assert await stock(service, "JAR") == (7, 2)
+
+    restocked = await add_stock(service, TEA_HOUSE, "JAR", 5)
+
+    assert (restocked.available, restocked.reserved, restocked.price_fen) == (12, 2, 1200)
+    assert await stock(service, "JAR") == (12, 2)
+
+
+async def test_a_correction_takes_away_sellable_units_only(service: Inventory) -> None:
+    await sell(service, "o-1", "TEA", 2)
+
+    assert (await add_stock(service, ADMIN, "TEA", -3)).available == 0
+    with pytest.raises(StockOutOfRange, match="only 0 are sellable"):
+        await add_stock(service, ADMIN, "TEA", -1)
+
+    assert await stock(service, "TEA") == (0, 2)
+    await handle_batch(service, [deliver(cancelled("o-1"))])
+    assert await stock(service, "TEA") == (2, 0), "the held units come back when the order ends"
+
+
+async def test_stock_above_the_limit_is_refused_and_nothing_changes(service: Inventory) -> None:
+    with pytest.raises(StockOutOfRange, match="above the limit"):
+        await add_stock(service, ADMIN, "TEA", MAX_STOCK)
+
+    assert await stock(service, "TEA") == (5, 0)
+
+
+async def test_stock_changes_need_the_products_merchant_or_an_admin(service: Inventory) -> None:
+    for stranger in (POTTERY, SHOPPER):
+        with pytest.raises(NotPermitted, match="only merchant m-1 or an admin"):
+            await add_stock(service, stranger, "TEA", 1)
+    with pytest.raises(UnknownProduct):
+        await add_stock(service, ADMIN, "GHOST", 1)
+
+    assert await stock(service, "TEA") == (5, 0)
+
+
+async def test_a_stock_change_that_races_a_reservation_is_decided_again_on_fresh_stock(
+    service: Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_of(service)
+    read_products = _MemoryTransaction.products
+    raced: list[bool] = []
+
+    async def sold_meanwhile(self: _MemoryTransaction, skus: Collection[str]) -> dict[str, Product]:
+        products = await read_products(self, skus)
+        if not raced:
+            # The order consumer holds 4 of the 5 units after this read, before this write.
+            raced.append(True)
+            store.state.products["TEA"].available -= 4
+            store.state.products["TEA"].reserved += 4
+            self.state.products["TEA"].available -= 4
+            self.state.products["TEA"].reserved += 4
+        return products
+
+    monkeypatch.setattr(_MemoryTransaction, "products", sold_meanwhile)
+
+    with pytest.raises(StockOutOfRange, match="only 1 are sellable"):
+        await add_stock(service, TEA_HOUSE, "TEA", -3)
+    assert await stock(service, "TEA") == (1, 4)
+
+
+async def test_only_the_owner_or_an_admin_edits_a_product(service: Inventory) -> None:
+    for stranger in (POTTERY, SHOPPER):
+        with pytest.raises(NotPermitted, match="only merchant m-1 or an admin may change TEA"):
+            await upsert_product(
+                service, stranger, PutProduct(sku="TEA", details=details("Mine now", merchant_id="m-2")), None
+            )
+    with pytest.raises(NotPermitted, match="add products for merchant m-1"):
+        await upsert_product(service, POTTERY, PutProduct(sku="NEW", details=details()), None)
+
+    tea = await service.store.get_product("TEA")
+    assert tea is not None and (tea.name, tea.merchant_id) == ("TEA", "m-1")
+    assert await service.store.get_product("NEW") is None
+    assert store_of(service).outbox == []
+
+
+async def test_a_merchant_cannot_move_its_product_to_another_merchant_but_an_admin_can(
+    service: Inventory,
+) -> None:
+    move = PutProduct(sku="TEA", details=details("TEA", merchant_id="m-2"))
+
+    with pytest.raises(ProductMoveRefused, match="TEA belongs to merchant m-1"):
+        await upsert_product(service, TEA_HOUSE, move, None)
+    assert store_of(service).outbox == []
+
+    moved = await upsert_product(service, ADMIN, move, None)
+    assert (moved.product.merchant_id, moved.product.available) == ("m-2", 5)
+    with pytest.raises(UnknownMerchant):
+        await upsert_product(service, ADMIN, PutProduct(sku="TEA", details=details(merchant_id="m-9")), None)
+
+
+async def test_merchants_are_registered_once_and_announced(service: Inventory) -> None:
+    cash_free = Merchant("m-3", "Sichuan Pantry", frozenset({PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY}))
+    store_of(service).outbox.clear()
+
+    assert await register_merchant(
+        service, Principal("m-3", Role.MERCHANT, merchant_id="m-3"), cash_free, "c"
+    )
+    assert not await register_merchant(service, ADMIN, cash_free, None)
+    with pytest.raises(MerchantConflict, match="PUT /v1/merchants/m-3"):
+        await register_merchant(service, ADMIN, Merchant("m-3", "Sichuan Pantry"), None)
+    with pytest.raises(NotPermitted):
+        await register_merchant(service, TEA_HOUSE, Merchant("m-4", "Someone"), None)
+
+    assert emitted(service) == [
+        MerchantUpserted(
+            merchant_id="m-3",
+            name="Sichuan Pantry",
+            payment_methods=[PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY],
+        )
+    ]
+    assert store_of(service).outbox[0].subject == "m-3"
+
+
+async def test_a_merchant_changes_its_payment_methods_and_every_write_is_announced(
+    service: Inventory,
+) -> None:
+    store_of(service).outbox.clear()
+    alipay_only = Merchant("m-1", "West Lake Tea", frozenset({PaymentMethod.ALIPAY}))
+
+    assert not await upsert_merchant(service, TEA_HOUSE, alipay_only, None)
+    assert not await upsert_merchant(service, TEA_HOUSE, alipay_only, None)
+    assert await upsert_merchant(service, ADMIN, Merchant("m-5", "New"), None)
+    with pytest.raises(NotPermitted):
+        await upsert_merchant(service, POTTERY, Merchant("m-1", "Taken over"), None)
+
+    assert await service.store.get_merchant("m-1") == alipay_only
+    announced = [
+        (e.merchant_id, e.payment_methods) for e in emitted(service) if isinstance(e, MerchantUpserted)
+    ]
+    assert announced == [
+        ("m-1", [PaymentMethod.ALIPAY]),
+        ("m-1", [PaymentMethod.ALIPAY]),
+        ("m-5", list(PaymentMethod)),
+    ]

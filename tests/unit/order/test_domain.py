@@ -7,14 +7,21 @@ from datetime import timedelta
 import pytest
 
 from services.order.domain import (
+    MAX_LINES,
+    MAX_QUANTITY,
+    CannotCancel,
     CatalogItem,
     Deadlines,
+    FieldIssue,
+    MerchantTerms,
     Order,
     OrderError,
     OrderStatus,
     RequestedItem,
     UnknownProducts,
     price_lines,
+    review_items,
+    same_contact,
 )
 from shared.contracts import (
     Event,
@@ -37,10 +44,12 @@ CATALOG = {
     "TEA-1": CatalogItem("TEA-1", "Longjing tea", "m-1", ProductKind.PHYSICAL, 8800),
     "CUP-1": CatalogItem("CUP-1", "Celadon cup", "m-2", ProductKind.PHYSICAL, 4550),
     "OLD-1": CatalogItem("OLD-1", "Retired", "m-1", ProductKind.PHYSICAL, 100, active=False),
+    "PUER-1": CatalogItem("PUER-1", "Pu'er cake", "m-1", ProductKind.PHYSICAL, 12800, max_per_order=2),
 }
+ALIPAY_ONLY = {"m-1": MerchantTerms("m-1", frozenset({PaymentMethod.ALIPAY}))}
 
 
-def new_order() -> tuple[Order, list[Event]]:
+def new_order(contact: str | None = None) -> tuple[Order, list[Event]]:
     lines = price_lines([RequestedItem("TEA-1", 2), RequestedItem("CUP-1", 1)], CATALOG)
     return Order.place(
         order_id="o-1",
@@ -53,6 +62,7 @@ def new_order() -> tuple[Order, list[Event]]:
         now=T0,
         deadlines=DEADLINES,
         correlation_id="corr-1",
+        contact=contact,
     )
 
 
@@ -130,7 +140,7 @@ def test_happy_path_confirms_and_records_every_step() -> None:
 
 def test_out_of_stock_rejects_without_payment() -> None:
     order, _ = new_order()
-    [rejected] = order.stock_rejected(T0, "TEA-1 (asked 2, 0 left)")
+    [rejected] = order.stock_rejected(T0, ["TEA-1"], "TEA-1 (asked 2, 0 left)")
     assert isinstance(rejected, OrderRejected) and rejected.reason == OrderEndReason.OUT_OF_STOCK
     assert order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES) == []
     assert order.status is OrderStatus.REJECTED
@@ -210,3 +220,192 @@ def test_final_orders_have_no_deadline() -> None:
     order = approved_and_reserved()
     order.payment_authorized(T0, "pay-1")
     assert order.deadline_passed(T0 + timedelta(days=365)) == []
+
+
+def test_an_order_knows_its_merchants_and_a_guests_contact() -> None:
+    order, _ = new_order(contact="phone:13800138000")
+    assert order.merchant_ids == {"m-1", "m-2"}
+    assert order.contact == "phone:13800138000"
+    assert new_order()[0].contact is None
+
+
+# --- reviewing a request against the catalog ----------------------------------------------------
+
+
+def test_a_request_the_catalog_and_merchants_accept_has_no_issues() -> None:
+    items = [RequestedItem("TEA-1", MAX_QUANTITY), RequestedItem("PUER-1", 2)]
+    assert review_items(items, CATALOG, ALIPAY_ONLY, PaymentMethod.ALIPAY) == []
+
+
+def test_a_products_limit_defaults_to_the_platform_maximum() -> None:
+    assert CATALOG["TEA-1"].max_per_order == MAX_QUANTITY
+
+
+def test_unknown_and_inactive_products_are_named_at_their_positions() -> None:
+    items = [RequestedItem("TEA-1", 1), RequestedItem("NOPE", 1), RequestedItem("OLD-1", 1)]
+    issues = review_items(items, CATALOG, {}, None)
+    assert [issue.field for issue in issues] == ["items.1.sku", "items.2.sku"]
+    assert "NOPE" in issues[0].message and "OLD-1" in issues[1].message
+
+
+def test_a_products_limit_counts_the_same_product_on_every_line() -> None:
+    items = [RequestedItem("PUER-1", 1), RequestedItem("TEA-1", 5), RequestedItem("PUER-1", 2)]
+    issues = review_items(items, CATALOG, {}, None)
+    too_many = "at most 2 of PUER-1 per order (asked 3)"
+    assert issues == [FieldIssue("items.0.quantity", too_many), FieldIssue("items.2.quantity", too_many)]
+    assert review_items([RequestedItem("PUER-1", 1), RequestedItem("PUER-1", 1)], CATALOG, {}, None) == []
+
+
+def test_malformed_items_are_skipped_and_the_others_keep_their_positions() -> None:
+    items = [None, RequestedItem("NOPE", 1), None, RequestedItem("PUER-1", 3)]
+    assert [issue.field for issue in review_items(items, CATALOG, {}, None)] == [
+        "items.1.sku",
+        "items.3.quantity",
+    ]
+    assert review_items([None, None], CATALOG, {}, PaymentMethod.ALIPAY) == []
+
+
+def test_a_method_merchants_refuse_is_one_issue_naming_each_refusing_merchant_once() -> None:
+    merchants = {**ALIPAY_ONLY, "m-2": MerchantTerms("m-2", frozenset({PaymentMethod.BANK_CARD}))}
+    items = [RequestedItem("TEA-1", 1), RequestedItem("CUP-1", 1), RequestedItem("PUER-1", 1)]
+    [issue] = review_items(items, CATALOG, merchants, PaymentMethod.WECHAT_PAY)
+    assert issue.field == "payment.method"
+    assert "wechat_pay" in issue.message and "m-1, m-2" in issue.message
+    [only_m1] = review_items(items, CATALOG, merchants, PaymentMethod.BANK_CARD)
+    assert "m-1" in only_m1.message and "m-2" not in only_m1.message
+
+
+def test_a_merchant_missing_from_the_replica_accepts_every_method() -> None:
+    for method in PaymentMethod:
+        assert review_items([RequestedItem("CUP-1", 1)], CATALOG, ALIPAY_ONLY, method) == []
+
+
+def test_without_a_readable_payment_method_only_the_items_are_reviewed() -> None:
+    assert review_items([RequestedItem("TEA-1", 1)], CATALOG, ALIPAY_ONLY, None) == []
+
+
+def test_more_distinct_products_than_an_order_may_hold_is_an_issue_of_the_items() -> None:
+    catalog = {
+        f"SKU-{n}": CatalogItem(f"SKU-{n}", f"Product {n}", "m-1", ProductKind.VIRTUAL, 100)
+        for n in range(MAX_LINES + 1)
+    }
+    items = [RequestedItem(sku, 1) for sku in catalog]
+    assert [issue.field for issue in review_items(items, catalog, {}, None)] == ["items"]
+    assert review_items(items[:MAX_LINES], catalog, {}, None) == []
+
+
+def test_a_contact_matches_only_the_one_recorded() -> None:
+    assert same_contact("email:li@example.com", "email:li@example.com")
+    assert not same_contact("email:li@example.com", "email:lei@example.com")
+    assert not same_contact("email:li@example.com", None)
+
+
+# --- a customer's cancel ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prepare", "waiting_in"),
+    [
+        (lambda o: None, OrderStatus.PENDING),
+        (lambda o: o.stock_reserved(T0, DEADLINES), OrderStatus.PENDING),
+        (lambda o: o.fraud_scored(T0, FraudDecision.REVIEW, 60, [], DEADLINES), OrderStatus.UNDER_REVIEW),
+        (
+            lambda o: (
+                o.stock_reserved(T0, DEADLINES),
+                o.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES),
+            ),
+            OrderStatus.AWAITING_PAYMENT,
+        ),
+    ],
+)
+def test_a_customer_may_cancel_an_order_that_is_not_paid_yet(prepare, waiting_in) -> None:  # type: ignore[no-untyped-def]
+    order, _ = new_order()
+    prepare(order)
+    assert order.status is waiting_in
+    [cancelled] = order.cancel_by_customer(T0)
+    assert isinstance(cancelled, OrderCancelled) and cancelled.reason is OrderEndReason.CUSTOMER_CANCELLED
+    assert (cancelled.order_id, cancelled.order_no) == (order.order_id, order.order_no)
+    assert (order.status, order.reason, order.deadline_at) == (
+        OrderStatus.CANCELLED,
+        OrderEndReason.CUSTOMER_CANCELLED,
+        None,
+    )
+    entry = order.timeline[-1]
+    assert (entry.status, entry.cause) == (OrderStatus.CANCELLED, "customer.cancelled")
+    assert "cancelled" in entry.note
+    # Whatever comes late changes nothing any more.
+    assert order.payment_authorized(T0, "pay-1") == []
+    assert order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES) == []
+    assert order.deadline_passed(T0 + timedelta(days=1)) == []
+
+
+def test_cancelling_twice_is_no_error_and_ends_the_order_once() -> None:
+    order, _ = new_order()
+    order.cancel_by_customer(T0)
+    steps = len(order.timeline)
+    assert order.cancel_by_customer(T0) == []
+    assert len(order.timeline) == steps
+
+
+def test_a_paid_order_cannot_be_cancelled_by_the_customer() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    steps = len(order.timeline)
+    with pytest.raises(CannotCancel, match="refund"):
+        order.cancel_by_customer(T0)
+    assert order.status is OrderStatus.CONFIRMED and len(order.timeline) == steps
+
+
+@pytest.mark.parametrize(
+    ("end", "reason"),
+    [
+        (lambda o: o.stock_rejected(T0, ["TEA-1"], "short"), OrderEndReason.OUT_OF_STOCK),
+        (lambda o: o.fraud_scored(T0, FraudDecision.REJECT, 99, [], DEADLINES), OrderEndReason.FRAUD),
+        (lambda o: o.deadline_passed(T0 + DEADLINES.checks), OrderEndReason.STOCK_TIMEOUT),
+        (
+            lambda o: (
+                o.stock_reserved(T0, DEADLINES),
+                o.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES),
+                o.payment_failed(T0, "pay-1", "CARD_DECLINED"),
+            ),
+            OrderEndReason.PAYMENT_DECLINED,
+        ),
+    ],
+)
+def test_an_order_that_ended_otherwise_cannot_be_cancelled(end, reason) -> None:  # type: ignore[no-untyped-def]
+    order, _ = new_order()
+    end(order)
+    assert order.reason is reason
+    with pytest.raises(CannotCancel):
+        order.cancel_by_customer(T0)
+    assert order.reason is reason
+
+
+# --- what the customer reads and what only an admin reads -----------------------------------------
+
+
+def test_customer_notes_never_carry_risk_scores_rules_or_stock_counts_while_details_do() -> None:
+    reviewed = new_order()[0]
+    reviewed.stock_reserved(T0, DEADLINES)
+    reviewed.fraud_scored(T0, FraudDecision.REVIEW, 61, ["AMOUNT_HIGH"], DEADLINES)
+    reviewed.fraud_scored(T0, FraudDecision.APPROVE, 61, ["AMOUNT_HIGH"], DEADLINES)
+    reviewed.payment_authorized(T0, "pay-1")
+    fraudulent = new_order()[0]
+    fraudulent.fraud_scored(T0, FraudDecision.REJECT, 97, ["BLOCKED_CUSTOMER"], DEADLINES)
+    short = new_order()[0]
+    short.stock_rejected(T0, ["TEA-1"], "TEA-1 (asked 2, 0 left)")
+
+    internal = ("61", "97", "AMOUNT_HIGH", "BLOCKED_CUSTOMER", "risk", "score", "asked", "left")
+    for order in (reviewed, fraudulent, short):
+        for entry in order.timeline:
+            assert entry.note, f"{entry.cause} has a note for the customer"
+            assert not any(word in entry.note.lower() for word in map(str.lower, internal)), entry.note
+
+    details = [entry.detail for entry in reviewed.timeline if entry.cause == "fraud.scored"]
+    assert details == [
+        "sent to manual review (risk score 61: AMOUNT_HIGH)",
+        "risk approved (risk score 61: AMOUNT_HIGH)",
+    ]
+    assert "risk score 97: BLOCKED_CUSTOMER" in fraudulent.timeline[-1].detail
+    assert "TEA-1 (asked 2, 0 left)" in short.timeline[-1].detail
+    assert "Longjing tea" in short.timeline[-1].note, "the customer reads the product's name, not its SKU"

@@ -1,66 +1,68 @@
-"""Placing orders, consumed batches and the deadline sweeper, against the in-memory twins."""
+"""Placing, finding and cancelling orders, consumed batches and the deadline sweeper, against the
+in-memory twins."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
 
-from services.order.domain import CatalogItem, Deadlines, Order, OrderStatus, RequestedItem, UnknownProducts
+from services.order.domain import CannotCancel, Order, OrderStatus, RequestedItem
 from services.order.handlers import (
     IdempotencyKeyReused,
+    InvalidOrder,
     OrderService,
-    PlaceOrder,
     UnknownOrder,
+    cancel_order,
     enforce_deadlines,
+    find_by_contact,
     handle_batch,
     place_order,
+    review_request,
 )
+from services.order.store import ConcurrentUpdate
 from shared.batching import Admission, Overloaded
 from shared.contracts import (
     DeclineReason,
     Event,
-    FraudDecision,
-    FraudScored,
+    MerchantUpserted,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
     OrderPlaced,
     OrderRejected,
-    PaymentAuthorized,
     PaymentFailed,
     PaymentMethod,
     PaymentRequested,
-    ProductKind,
     ProductUpserted,
     Shortage,
     StockLine,
     StockRejected,
     StockReleased,
-    StockReserved,
     decode_data,
 )
 from tests.twins.order import InMemoryOrderNumbers, InMemoryOrderStore
-from tests.unit.samples import ADDRESS, T0, delivery
+from tests.unit.order.factories import (
+    CATALOG,
+    DEADLINES,
+    LEASE,
+    PUER_LIMIT,
+    ObservedWatch,
+    authorized,
+    clock_of,
+    command,
+    order_service,
+    reserved,
+    scored,
+    stored,
+)
+from tests.unit.samples import T0, delivery
 
 pytestmark = pytest.mark.unit
 
-DEADLINES = Deadlines(checks=timedelta(seconds=30), review=timedelta(hours=1), payment=timedelta(minutes=2))
-LEASE = timedelta(seconds=30)
-CATALOG = [
-    CatalogItem("TEA", "Longjing tea", "m-1", ProductKind.PHYSICAL, 8800),
-    CatalogItem("CUP", "Celadon cup", "m-2", ProductKind.PHYSICAL, 4550),
-    CatalogItem("OLD", "Retired", "m-1", ProductKind.PHYSICAL, 100, active=False),
-]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+GUEST_CONTACT = "email:li.lei@example.com"
 
 
 @dataclass
@@ -81,6 +83,26 @@ class ChangedAfterClaim(InMemoryOrderStore):
         return claimed
 
 
+@dataclass
+class ChangedAfterRead(InMemoryOrderStore):
+    """The saga saves `order_id` right after each of its next `races` reads, as a consumer racing
+    with a customer's cancel would."""
+
+    order_id: str | None = None
+    races: int = 0
+
+    async def get(self, order_id: str) -> Order | None:
+        found = await super().get(order_id)
+        if order_id == self.order_id and self.races > 0:
+            self.races -= 1
+            moved = await super().get(order_id)
+            assert moved is not None
+            moved.stock_reserved(T0, DEADLINES)
+            async with self.transaction("order") as tx:
+                await tx.save_changed([moved])
+        return found
+
+
 @pytest.fixture
 def store() -> InMemoryOrderStore:
     return InMemoryOrderStore()
@@ -95,67 +117,39 @@ def numbers() -> InMemoryOrderNumbers:
 async def service(store: InMemoryOrderStore, numbers: InMemoryOrderNumbers) -> OrderService:
     async with store.transaction("seed") as tx:
         await tx.upsert_catalog(CATALOG)
-    return sweeper(store, numbers, "sweeper-a")
-
-
-def sweeper(store: InMemoryOrderStore, numbers: InMemoryOrderNumbers, owner: str) -> OrderService:
-    return OrderService(
-        store=store, numbers=numbers, deadlines=DEADLINES, sweeper_id=owner, sweep_lease=LEASE, clock=Clock()
-    )
-
-
-def clock_of(service: OrderService) -> Clock:
-    assert isinstance(service.clock, Clock)
-    return service.clock
+    return order_service(store, numbers)
 
 
 def emitted(store: InMemoryOrderStore) -> list[Event]:
     return [decode_data(envelope) for envelope in store.outbox]
 
 
-def command(*items: tuple[str, int], customer_id: str = "c-1", key: str | None = None) -> PlaceOrder:
-    return PlaceOrder(
-        customer_id=customer_id,
-        items=[RequestedItem(sku, quantity) for sku, quantity in items or [("TEA", 1)]],
-        shipping_address=ADDRESS,
-        payment_method=PaymentMethod.WECHAT_PAY,
-        payment_token="tok_approve",
-        idempotency_key=key,
-    )
-
-
 async def placed(service: OrderService, *items: tuple[str, int]) -> Order:
     return (await place_order(service, command(*items))).order
 
 
-async def stored(service: OrderService, order_id: str) -> Order:
-    order = await service.store.get(order_id)
-    assert order is not None
-    return order
-
-
-def reserved(order_id: str) -> StockReserved:
-    return StockReserved(order_id=order_id, lines=[StockLine(sku="TEA", quantity=1)], expires_at=T0)
-
-
-def approved(order_id: str) -> FraudScored:
-    return FraudScored(order_id=order_id, decision=FraudDecision.APPROVE, score=3)
-
-
-def authorized(order_id: str) -> PaymentAuthorized:
-    return PaymentAuthorized(
-        order_id=order_id,
-        payment_id="pay-1",
-        amount_fen=8800,
-        method=PaymentMethod.WECHAT_PAY,
-        provider_ref="wx-1",
-    )
-
-
 async def awaiting_payment(service: OrderService) -> Order:
     order = await placed(service)
-    await handle_batch(service, [delivery(reserved(order.order_id)), delivery(approved(order.order_id))])
+    await handle_batch(service, [delivery(reserved(order.order_id)), delivery(scored(order.order_id))])
     return await stored(service, order.order_id)
+
+
+async def a_waiter(service: OrderService, order_id: str) -> asyncio.Task[None]:
+    """A request waiting (up to 30 s) for `order_id` to change; it has begun waiting on return."""
+    watch = ObservedWatch()
+    service.watch = watch
+    waiter = asyncio.create_task(watch.next_change(order_id, 30))
+    await watch.waited(order_id)
+    return waiter
+
+
+async def woken(waiter: asyncio.Task[None]) -> bool:
+    """Whether the waiter was woken well before its own 30 s timeout."""
+    try:
+        await asyncio.wait_for(waiter, 1)
+    except TimeoutError:
+        return False
+    return True
 
 
 # --- placing orders ------------------------------------------------------------------------
@@ -188,13 +182,57 @@ async def test_an_idempotency_key_replay_returns_the_first_order_and_places_no_o
     assert len(store.orders) == 1 and len(store.outbox) == 1
 
 
-async def test_the_same_idempotency_key_with_another_body_is_refused(
-    service: OrderService, store: InMemoryOrderStore
+async def test_a_replay_takes_no_order_number_reprices_nothing_and_emits_nothing(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
+) -> None:
+    first = await place_order(service, command(("TEA", 1), key="k-1"))
+    # Since the first request the product was repriced and then retired.
+    repriced = ProductUpserted(sku="TEA", name="Longjing tea", merchant_id="m-1", price_fen=9900)
+    retired = repriced.model_copy(update={"active": False})
+    await handle_batch(service, [delivery(repriced), delivery(retired)])
+    counters, outbox = dict(numbers.counters), list(store.outbox)
+
+    replay = await place_order(service, command(("TEA", 1), key="k-1"))
+
+    assert replay.created is False and replay.order.order_id == first.order.order_id
+    assert replay.order.total_fen == 8800
+    assert numbers.counters == counters == {"20261125": 1}
+    assert store.outbox == outbox
+
+
+async def test_concurrent_requests_with_one_key_make_one_order_and_all_answer_it(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
+) -> None:
+    answers = await asyncio.gather(*(place_order(service, command(("TEA", 1), key="k-1")) for _ in range(5)))
+    assert len({answer.order.order_id for answer in answers}) == 1
+    assert [answer.created for answer in answers].count(True) == 1
+    assert len(store.orders) == 1 and numbers.counters == {"20261125": 1}
+    assert [type(e) for e in emitted(store)] == [OrderPlaced]
+
+
+async def test_two_replicas_racing_with_one_key_make_one_order(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
+) -> None:
+    other_replica = order_service(store, numbers, "sweeper-b")
+    answers = await asyncio.gather(
+        place_order(service, command(key="k-1")), place_order(other_replica, command(key="k-1"))
+    )
+    assert len({answer.order.order_id for answer in answers}) == 1
+    assert sorted(answer.created for answer in answers) == [False, True]
+    assert len(store.orders) == 1 and [type(e) for e in emitted(store)] == [OrderPlaced]
+
+
+async def test_the_same_idempotency_key_with_another_body_is_refused_before_anything_is_taken(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
 ) -> None:
     await place_order(service, command(("TEA", 1), key="k-1"))
-    with pytest.raises(IdempotencyKeyReused):
-        await place_order(service, command(("TEA", 2), key="k-1"))
-    assert len(store.orders) == 1
+    other_quantity = command(("TEA", 2), key="k-1")
+    other_method = command(("TEA", 1), key="k-1", method=PaymentMethod.ALIPAY)
+    for changed in (other_quantity, other_method):
+        with pytest.raises(IdempotencyKeyReused):
+            await place_order(service, changed)
+    assert len(store.orders) == 1 and len(store.outbox) == 1
+    assert numbers.counters == {"20261125": 1}
 
 
 async def test_an_idempotency_key_belongs_to_its_customer(service: OrderService) -> None:
@@ -203,13 +241,68 @@ async def test_an_idempotency_key_belongs_to_its_customer(service: OrderService)
     assert theirs.created and theirs.order.order_id != mine.order.order_id
 
 
-async def test_unknown_and_inactive_skus_are_refused_and_nothing_is_placed(
+async def test_unknown_and_inactive_skus_are_refused_by_position_and_nothing_is_placed(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
+) -> None:
+    with pytest.raises(InvalidOrder) as refused:
+        await place_order(service, command(("TEA", 1), ("NOPE", 1), ("OLD", 1)))
+    assert [issue.field for issue in refused.value.issues] == ["items.1.sku", "items.2.sku"]
+    assert "NOPE" in refused.value.issues[0].message and "OLD" in refused.value.issues[1].message
+    assert store.orders == {} and store.outbox == [] and numbers.counters == {}
+
+
+async def test_more_than_a_products_limit_across_lines_is_refused_on_each_line(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
+) -> None:
+    with pytest.raises(InvalidOrder) as refused:
+        await place_order(service, command(("PUER", PUER_LIMIT), ("TEA", 1), ("PUER", 1)))
+    assert [issue.field for issue in refused.value.issues] == ["items.0.quantity", "items.2.quantity"]
+    assert f"at most {PUER_LIMIT}" in refused.value.issues[0].message
+    assert store.orders == {} and numbers.counters == {}
+    assert (await placed(service, ("PUER", PUER_LIMIT))).status is OrderStatus.PENDING
+
+
+async def test_a_payment_method_the_merchant_refuses_is_refused_once_its_terms_arrived(
+    service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
+) -> None:
+    wechat_tea = command(("TEA", 1), ("CUP", 1), method=PaymentMethod.WECHAT_PAY)
+    assert (await place_order(service, wechat_tea)).created, "a merchant with no terms yet accepts all"
+    terms = MerchantUpserted(merchant_id="m-1", name="Tea house", payment_methods=[PaymentMethod.ALIPAY])
+    await handle_batch(service, [delivery(terms)])
+    counters = dict(numbers.counters)
+
+    with pytest.raises(InvalidOrder) as refused:
+        await place_order(service, wechat_tea)
+
+    [issue] = refused.value.issues
+    assert issue.field == "payment.method" and "m-1" in issue.message and "m-2" not in issue.message
+    assert numbers.counters == counters and len(store.orders) == 1
+    alipay = await place_order(service, command(("TEA", 1), ("CUP", 1), method=PaymentMethod.ALIPAY))
+    assert alipay.created
+    cup_only = await place_order(service, command(("CUP", 1), method=PaymentMethod.WECHAT_PAY))
+    assert cup_only.created, "m-2 sent no terms and still accepts every method"
+
+
+async def test_merchant_upserted_keeps_the_latest_terms_in_the_replica(
     service: OrderService, store: InMemoryOrderStore
 ) -> None:
-    with pytest.raises(UnknownProducts) as refused:
-        await place_order(service, command(("TEA", 1), ("NOPE", 1), ("OLD", 1)))
-    assert refused.value.skus == ["NOPE", "OLD"]
-    assert store.orders == {} and store.outbox == []
+    first = MerchantUpserted(merchant_id="m-1", name="Tea house", payment_methods=[PaymentMethod.ALIPAY])
+    later = first.model_copy(update={"payment_methods": [PaymentMethod.BANK_CARD, PaymentMethod.WECHAT_PAY]})
+    await handle_batch(service, [delivery(first), delivery(later)])
+    [terms] = (await store.merchant_terms(["m-1", "m-9"])).values()
+    assert terms.payment_methods == {PaymentMethod.BANK_CARD, PaymentMethod.WECHAT_PAY}
+
+
+async def test_reviewing_a_request_names_every_issue_at_its_position(service: OrderService) -> None:
+    terms = MerchantUpserted(merchant_id="m-2", name="Pottery", payment_methods=[PaymentMethod.ALIPAY])
+    await handle_batch(service, [delivery(terms)])
+    issues = await review_request(
+        service,
+        [None, RequestedItem("NOPE", 1), RequestedItem("PUER", PUER_LIMIT + 1), RequestedItem("CUP", 1)],
+        PaymentMethod.BANK_CARD,
+    )
+    assert [issue.field for issue in issues] == ["items.1.sku", "items.2.quantity", "payment.method"]
+    assert await review_request(service, [RequestedItem("TEA", 1)], None) == []
 
 
 async def test_a_taken_order_number_moves_the_sequence_past_the_stored_orders_and_places_the_order(
@@ -223,6 +316,106 @@ async def test_a_taken_order_number_moves_the_sequence_past_the_stored_orders_an
     assert await numbers.next(T0) == "20261125-000003"
 
 
+async def test_past_its_admission_limit_placing_an_order_is_refused_at_once(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    service.admission = Admission(limit=1)
+    with service.admission.admit(), pytest.raises(Overloaded):
+        await placed(service, ("TEA", 1))
+    assert store.orders == {}, "a refused order leaves no trace"
+    assert (await placed(service, ("TEA", 1))).status is OrderStatus.PENDING
+
+
+# --- finding and cancelling ----------------------------------------------------------------
+
+
+async def test_a_guest_order_is_found_by_its_number_and_the_contact_it_was_placed_with(
+    service: OrderService,
+) -> None:
+    guest = (await place_order(service, command(customer_id="guest-1", contact=GUEST_CONTACT))).order
+    customers = await placed(service)
+    found = await find_by_contact(service, guest.order_no, GUEST_CONTACT)
+    assert found is not None and found.order_id == guest.order_id
+    assert await find_by_contact(service, guest.order_no, "email:someone.else@example.com") is None
+    assert await find_by_contact(service, "20261125-000099", GUEST_CONTACT) is None
+    assert await find_by_contact(service, customers.order_no, GUEST_CONTACT) is None, "no contact, no match"
+
+
+async def test_cancelling_ends_the_order_as_customer_cancelled_once_and_wakes_its_waiters(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    waiter = await a_waiter(service, order.order_id)
+
+    cancelled = await cancel_order(service, order.order_id)
+
+    assert await woken(waiter)
+    assert (cancelled.status, cancelled.reason) == (OrderStatus.CANCELLED, OrderEndReason.CUSTOMER_CANCELLED)
+    assert await stored(service, order.order_id) == cancelled
+    again = await cancel_order(service, order.order_id)
+    assert again == cancelled
+    ends = [e for e in emitted(store) if isinstance(e, OrderCancelled)]
+    assert [(e.order_id, e.reason) for e in ends] == [(order.order_id, OrderEndReason.CUSTOMER_CANCELLED)]
+    assert store.outbox[-1].correlation_id == order.correlation_id
+
+
+async def test_a_confirmed_order_cannot_be_cancelled_and_stays_confirmed(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    await handle_batch(service, [delivery(authorized(order.order_id))])
+    before = len(store.outbox)
+    with pytest.raises(CannotCancel):
+        await cancel_order(service, order.order_id)
+    assert (await stored(service, order.order_id)).status is OrderStatus.CONFIRMED
+    assert len(store.outbox) == before
+
+
+async def test_cancelling_an_unknown_order_raises(service: OrderService) -> None:
+    with pytest.raises(UnknownOrder):
+        await cancel_order(service, "o-never-placed")
+
+
+async def racing_store(numbers: InMemoryOrderNumbers) -> tuple[ChangedAfterRead, OrderService]:
+    store = ChangedAfterRead()
+    async with store.transaction("seed") as tx:
+        await tx.upsert_catalog(CATALOG)
+    return store, order_service(store, numbers)
+
+
+async def test_a_cancel_racing_with_the_saga_decides_again_on_the_new_state(
+    numbers: InMemoryOrderNumbers,
+) -> None:
+    store, service = await racing_store(numbers)
+    order = await placed(service)
+    store.order_id, store.races = order.order_id, 1
+
+    cancelled = await cancel_order(service, order.order_id)
+
+    assert [entry.cause for entry in cancelled.timeline] == [
+        "order.placed",
+        "inventory.stock_reserved",
+        "customer.cancelled",
+    ]
+    assert (await stored(service, order.order_id)).reason is OrderEndReason.CUSTOMER_CANCELLED
+    assert [type(e) for e in emitted(store)] == [OrderPlaced, OrderCancelled]
+
+
+async def test_a_cancel_that_keeps_losing_races_gives_up_with_concurrent_update_and_changes_nothing(
+    numbers: InMemoryOrderNumbers,
+) -> None:
+    store, service = await racing_store(numbers)
+    order = await placed(service)
+    store.order_id, store.races = order.order_id, 3
+
+    with pytest.raises(ConcurrentUpdate):
+        await cancel_order(service, order.order_id)
+
+    assert store.races == 0, "three attempts"
+    assert (await stored(service, order.order_id)).status is OrderStatus.PENDING
+    assert [type(e) for e in emitted(store)] == [OrderPlaced]
+
+
 # --- consumed batches ----------------------------------------------------------------------
 
 
@@ -230,7 +423,7 @@ async def test_stock_reserved_and_fraud_approved_request_payment_once(
     service: OrderService, store: InMemoryOrderStore
 ) -> None:
     order = await placed(service)
-    approval = delivery(approved(order.order_id), correlation_id="corr-7")
+    approval = delivery(scored(order.order_id), correlation_id="corr-7")
     await handle_batch(service, [delivery(reserved(order.order_id)), approval])
     after = await stored(service, order.order_id)
     assert after.status is OrderStatus.AWAITING_PAYMENT
@@ -241,7 +434,7 @@ async def test_stock_reserved_and_fraud_approved_request_payment_once(
     assert (reply.causation_id, reply.correlation_id) == (approval.envelope.id, "corr-7")
 
 
-async def test_rejected_stock_rejects_the_order_as_out_of_stock(
+async def test_rejected_stock_rejects_the_order_as_out_of_stock_with_counts_kept_internal(
     service: OrderService, store: InMemoryOrderStore
 ) -> None:
     order = await placed(service)
@@ -252,6 +445,9 @@ async def test_rejected_stock_rejects_the_order_as_out_of_stock(
     rejected = emitted(store)[-1]
     assert isinstance(rejected, OrderRejected) and rejected.reason is OrderEndReason.OUT_OF_STOCK
     assert "TEA (asked 1, 0 left)" in rejected.detail
+    last = after.timeline[-1]
+    assert "TEA (asked 1, 0 left)" in last.detail
+    assert "Longjing tea" in last.note and "left" not in last.note
 
 
 async def test_an_authorized_payment_confirms_the_order(
@@ -279,9 +475,16 @@ async def test_a_declined_payment_cancels_the_order(service: OrderService, store
     assert isinstance(emitted(store)[-1], OrderCancelled)
 
 
+async def test_a_batch_that_changes_an_order_wakes_its_waiters(service: OrderService) -> None:
+    order = await placed(service)
+    waiter = await a_waiter(service, order.order_id)
+    await handle_batch(service, [delivery(reserved(order.order_id))])
+    assert await woken(waiter)
+
+
 async def test_a_redelivered_event_is_applied_once(service: OrderService, store: InMemoryOrderStore) -> None:
     order = await placed(service)
-    reservation, approval = delivery(reserved(order.order_id)), delivery(approved(order.order_id))
+    reservation, approval = delivery(reserved(order.order_id)), delivery(scored(order.order_id))
     await handle_batch(service, [reservation, reservation])
     await handle_batch(service, [reservation, approval])
     await handle_batch(service, [approval])
@@ -317,15 +520,15 @@ async def test_events_the_order_service_does_not_handle_are_passed_over(
 async def test_product_upserted_updates_the_catalog_replica_that_prices_orders(service: OrderService) -> None:
     repriced = ProductUpserted(sku="TEA", name="Longjing tea", merchant_id="m-1", price_fen=9900)
     retired = ProductUpserted(sku="CUP", name="Celadon cup", merchant_id="m-2", price_fen=4550, active=False)
-    new = ProductUpserted(sku="POT", name="Clay pot", merchant_id="m-1", price_fen=20000)
+    new = ProductUpserted(sku="POT", name="Clay pot", merchant_id="m-1", price_fen=20000, max_per_order=3)
     await handle_batch(service, [delivery(repriced), delivery(retired), delivery(new)])
-    assert [(item.sku, item.price_fen) for item in await service.store.catalog_page(10)] == [
-        ("POT", 20000),
-        ("TEA", 9900),
-    ]
+    listed = {item.sku: (item.price_fen, item.max_per_order) for item in await service.store.catalog_page(10)}
+    assert listed == {"POT": (20000, 3), "PUER": (12800, PUER_LIMIT), "TEA": (9900, 999)}
     assert (await placed(service, ("TEA", 1), ("POT", 1))).total_fen == 9900 + 20000
-    with pytest.raises(UnknownProducts):
+    with pytest.raises(InvalidOrder):
         await placed(service, ("CUP", 1))
+    with pytest.raises(InvalidOrder):
+        await placed(service, ("POT", 4))
 
 
 # --- the deadline sweeper ------------------------------------------------------------------
@@ -356,6 +559,14 @@ async def test_an_order_with_no_payment_answer_in_time_is_cancelled_with_payment
     assert isinstance(cancelled, OrderCancelled) and cancelled.reason is OrderEndReason.PAYMENT_TIMEOUT
 
 
+async def test_an_order_ended_by_its_deadline_wakes_its_waiters(service: OrderService) -> None:
+    order = await placed(service)
+    waiter = await a_waiter(service, order.order_id)
+    clock_of(service).now = T0 + DEADLINES.checks
+    assert await enforce_deadlines(service) == 1
+    assert await woken(waiter)
+
+
 async def test_an_order_not_yet_overdue_is_left_alone(
     service: OrderService, store: InMemoryOrderStore
 ) -> None:
@@ -370,7 +581,7 @@ async def test_an_order_changed_after_it_was_claimed_costs_only_that_order_and_t
     numbers: InMemoryOrderNumbers,
 ) -> None:
     store = ChangedAfterClaim()
-    service = sweeper(store, numbers, "sweeper-a")
+    service = order_service(store, numbers)
     async with store.transaction("seed") as tx:
         await tx.upsert_catalog(CATALOG)
     first, changed, last = [await placed(service) for _ in range(3)]
@@ -389,7 +600,7 @@ async def test_an_order_changed_after_it_was_claimed_costs_only_that_order_and_t
 async def test_two_sweepers_never_handle_the_same_order(
     service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
 ) -> None:
-    other = sweeper(store, numbers, "sweeper-b")
+    other = order_service(store, numbers, "sweeper-b")
     orders = [await placed(service) for _ in range(4)]
     now = T0 + DEADLINES.checks
     clock_of(service).now = clock_of(other).now = now
@@ -408,7 +619,7 @@ async def test_two_sweepers_never_handle_the_same_order(
 async def test_a_dead_sweepers_orders_are_taken_over_once_its_claim_expires(
     service: OrderService, store: InMemoryOrderStore, numbers: InMemoryOrderNumbers
 ) -> None:
-    other = sweeper(store, numbers, "sweeper-b")
+    other = order_service(store, numbers, "sweeper-b")
     order = await placed(service)
     now = T0 + DEADLINES.checks
     await store.claim_overdue(now, 10, service.sweeper_id, LEASE)  # then sweeper A died
@@ -417,13 +628,3 @@ async def test_a_dead_sweepers_orders_are_taken_over_once_its_claim_expires(
     clock_of(other).now = now + LEASE
     assert await enforce_deadlines(other) == 1
     assert (await stored(other, order.order_id)).reason is OrderEndReason.STOCK_TIMEOUT
-
-
-async def test_past_its_admission_limit_placing_an_order_is_refused_at_once(
-    service: OrderService, store: InMemoryOrderStore
-) -> None:
-    service.admission = Admission(limit=1)
-    with service.admission.admit(), pytest.raises(Overloaded):
-        await placed(service, ("TEA", 1))
-    assert store.orders == {}, "a refused order leaves no trace"
-    assert (await placed(service, ("TEA", 1))).status is OrderStatus.PENDING

@@ -142,7 +142,8 @@ def test_upcasters_are_not_a_mapping_every_event_shares() -> None:
 def test_order_events_are_keyed_by_their_order() -> None:
     order_scoped = [cls for cls in REGISTRY.values() if issubclass(cls, OrderEvent)]
     assert {cls.TYPE for cls in REGISTRY.values()} - {cls.TYPE for cls in order_scoped} == {
-        "inventory.product_upserted"
+        "inventory.product_upserted",
+        "inventory.merchant_upserted",
     }
     scored = FraudScored(order_id="o-9", decision=FraudDecision.APPROVE, score=0)
     assert scored.subject() == "o-9"

@@ -15,7 +15,12 @@ class PaymentLikeSettings(SharedSettings):
     provider_secret: SecretStr = SecretStr("dev-secret")
 
 
-REAL = {"MONGO_URL": "mongodb://orders:s3cr3t@mongo-0:27017/?replicaSet=rs0", "PROVIDER_SECRET": "k2f9-real"}
+REAL = {
+    "MONGO_URL": "mongodb://orders:s3cr3t@mongo-0:27017/?replicaSet=rs0",
+    "PROVIDER_SECRET": "k2f9-real",
+    "AUTH_SIGNING_KEY": "prod-signing-key-7f3a9c2e8b1d4f6a0c5e9b2d7a4f1c8e",
+    "PII_ENCRYPTION_KEY": "cHJvZC1waWkta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTI=",
+}
 
 
 def test_dev_runs_on_the_sandbox_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,6 +35,23 @@ def test_prod_with_real_secrets_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = PaymentLikeSettings()
     assert settings.provider_secret.get_secret_value() == "k2f9-real"
     assert "k2f9" not in repr(settings), "secrets never show in a repr or a log line"
+
+
+def test_prod_refuses_the_dev_default_given_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "prod")
+    for name, value in REAL.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(
+        "AUTH_SIGNING_KEY", SharedSettings.model_fields["auth_signing_key"].default.get_secret_value()
+    )
+    with pytest.raises(ValidationError, match="AUTH_SIGNING_KEY"):
+        PaymentLikeSettings()
+
+
+def test_a_short_signing_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_SIGNING_KEY", "too-short")
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        SharedSettings()
 
 
 @pytest.mark.parametrize("placeholder", ["dev-secret", "change-me", "  ", "secret"])

@@ -1,0 +1,1 @@
+"""shopctl: the order platform's command line for local use and tests (`shopctl --help`)."""

@@ -1,0 +1,79 @@
+"""The demo seed against the real API over the in-memory store: safe to run again."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.inventory.api import build_router
+from services.inventory.handlers import Inventory
+from services.inventory.seed import MERCHANTS, PRODUCTS, seed
+from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
+from shared.contracts import MerchantUpserted, PaymentMethod, decode_data
+from shared.http import create_app
+from shared.settings import SharedSettings
+from tests.twins.inventory import InMemoryInventoryStore
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def store() -> InMemoryInventoryStore:
+    return InMemoryInventoryStore()
+
+
+@pytest.fixture
+def admin_client(store: InMemoryInventoryStore) -> TestClient:
+    app = create_app("inventory", readiness={}, token_verifier=TokenVerifier(SharedSettings()))
+    app.include_router(build_router(Inventory(store=store, reservation_ttl=timedelta(minutes=15))))
+    token = TokenIssuer(SharedSettings()).access_token(Principal("seed", Role.ADMIN))
+    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
+
+
+def run(client: TestClient) -> list[str]:
+    out = io.StringIO()
+    seed(client, out)
+    return out.getvalue().splitlines()
+
+
+def test_the_seed_creates_the_demo_catalog_with_payment_methods_and_limits(
+    admin_client: TestClient, store: InMemoryInventoryStore
+) -> None:
+    lines = run(admin_client)
+
+    assert len(lines) == len(MERCHANTS) + len(PRODUCTS)
+    assert all(" created " in line for line in lines)
+    methods = {
+        m["merchant_id"]: m["payment_methods"] for m in admin_client.get("/v1/merchants").json()["items"]
+    }
+    assert methods["m-jingdezhen"] == [PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY]
+    assert methods["m-westlake-tea"] == list(PaymentMethod)
+    gift_box = admin_client.get("/v1/products/SKU-SOLDOUT-1").json()
+    assert (gift_box["available"], gift_box["max_per_order"]) == (0, 2)
+    announced = [decode_data(e) for e in store.outbox]
+    assert sorted(e.merchant_id for e in announced if isinstance(e, MerchantUpserted)) == sorted(
+        merchant_id for merchant_id, _, _ in MERCHANTS
+    )
+
+
+def test_running_the_seed_again_keeps_the_stock_products_have_now(admin_client: TestClient) -> None:
+    run(admin_client)
+    sold = admin_client.post("/v1/products/SKU-TEA-LONGJING/stock", json={"add": -20})
+    assert sold.json()["available"] == 100
+
+    again = run(admin_client)
+
+    assert all(" created " not in line for line in again)
+    assert any("SKU-TEA-LONGJING" in line and "stock kept" in line for line in again)
+    assert admin_client.get("/v1/products/SKU-TEA-LONGJING").json()["available"] == 100
+
+
+def test_the_seed_stops_with_the_reason_when_the_api_refuses(store: InMemoryInventoryStore) -> None:
+    app = create_app("inventory", readiness={}, token_verifier=TokenVerifier(SharedSettings()))
+    app.include_router(build_router(Inventory(store=store, reservation_ttl=timedelta(minutes=15))))
+
+    with pytest.raises(SystemExit, match="401 this request needs an `Authorization: Bearer"):
+        run(TestClient(app))
