@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from services.order.accounts.domain import CompleteAddress, MainlandMobile, email_address
+from services.order.accounts.domain import ADDRESS_EXAMPLE, CompleteAddress, MainlandMobile, email_address
 from services.order.accounts.store import AddressBook
 from services.order.domain import (
     MAX_LINES,
@@ -103,15 +103,7 @@ class PlaceOrderIn(BaseModel):
             "examples": [
                 {
                     "items": [{"sku": "SKU-TEA-LONGJING", "quantity": 1}],
-                    "shipping_address": {
-                        "name": "李雷",
-                        "phone": "13800138000",
-                        "province": "浙江省",
-                        "city": "杭州市",
-                        "district": "西湖区",
-                        "line1": "文三路 18 号",
-                        "postal_code": "310000",
-                    },
+                    "shipping_address": ADDRESS_EXAMPLE,
                     "payment": {"method": "bank_card", "token": "tok_approve"},
                 },
                 {
@@ -225,15 +217,7 @@ class OrderOut(BaseModel):
                     "currency": "CNY",
                     "payment_method": "bank_card",
                     "payment_id": "pay-1",
-                    "shipping_address": {
-                        "name": "李雷",
-                        "phone": "13800138000",
-                        "province": "浙江省",
-                        "city": "杭州市",
-                        "district": "西湖区",
-                        "line1": "文三路 18 号",
-                        "postal_code": "310000",
-                    },
+                    "shipping_address": ADDRESS_EXAMPLE,
                     "placed_at": "2026-11-26T03:12:00Z",
                     "deadline_at": None,
                     "timeline": [

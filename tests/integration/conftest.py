@@ -77,6 +77,10 @@ class Platform:
     def bootstrap(self) -> str:
         return self.stack.config.bootstrap
 
+    @property
+    def services(self) -> list[httpx.AsyncClient]:
+        return [self.gateway, self.inventory, self.payment, self.fraud, self.notification]
+
     @staticmethod
     def bearer(role: Role, subject: str, **claims: str) -> dict[str, str]:
         token = ISSUER.access_token(Principal(subject=subject, role=role, **claims))

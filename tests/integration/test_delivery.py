@@ -128,13 +128,7 @@ async def test_no_bad_record_stops_a_service_each_is_dead_lettered_and_orders_st
     assert all(h["ce_type"] is None for h in letters["null header"]), "the original headers travel along"
     assert b"versions start at 1" in (letters["version -5"][0]["dlq_error"] or b"")
 
-    for client in (
-        platform.gateway,
-        platform.inventory,
-        platform.payment,
-        platform.fraud,
-        platform.notification,
-    ):
+    for client in platform.services:
         assert (await client.get("/healthz")).status_code == 200, f"{client.base_url} is still up"
     sku = await platform.product(available=2)
     placed = await platform.settled((await platform.place([(sku, 1)]))["order_id"])

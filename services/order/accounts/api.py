@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from services.order.accounts.domain import (
+    ADDRESS_EXAMPLE,
     EMAIL_MAX_CHARS,
     LABEL_MAX_CHARS,
     MAX_ADDRESSES,
@@ -195,20 +196,7 @@ class TokenOut(BaseModel):
 class AddressIn(CompleteAddress):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "label": "家",
-                    "name": "李雷",
-                    "phone": "+86 138 0013 8000",
-                    "province": "浙江省",
-                    "city": "杭州市",
-                    "district": "西湖区",
-                    "line1": "龙井路 1 号",
-                    "postal_code": "310000",
-                }
-            ]
-        },
+        json_schema_extra={"examples": [{"label": "家", **ADDRESS_EXAMPLE}]},
     )
 
     label: str | None = Field(
@@ -223,13 +211,7 @@ _SAVED_ADDRESS_EXAMPLE: dict[str, Any] = {
     "address_id": "addr-3f2a9c1e8b7d4c6a9e0f1a2b3c4d5e6f",
     "label": "家",
     "created_at": "2026-11-25T12:00:00Z",
-    "name": "李雷",
-    "phone": "13800138000",
-    "province": "浙江省",
-    "city": "杭州市",
-    "district": "西湖区",
-    "line1": "龙井路 1 号",
-    "postal_code": "310000",
+    **ADDRESS_EXAMPLE,
 }
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue
 from pydantic_core import PydanticCustomError
 
 from shared.contracts import ShippingAddress
@@ -138,25 +138,23 @@ PostalCode = Annotated[
 ]
 
 
+# The address the OpenAPI documents show wherever one is asked for or answered.
+ADDRESS_EXAMPLE: dict[str, JsonValue] = {
+    "name": "李雷",
+    "phone": "13800138000",
+    "province": "浙江省",
+    "city": "杭州市",
+    "district": "西湖区",
+    "line1": "文三路 18 号",
+    "postal_code": "310000",
+}
+
+
 class CompleteAddress(ShippingAddress):
     """A shipping address a courier in mainland China can deliver to: every part present, a mobile
     number to call on arrival (normalised to 11 digits) and a 6-digit postal code."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "李雷",
-                    "phone": "+86 138 0013 8000",
-                    "province": "浙江省",
-                    "city": "杭州市",
-                    "district": "西湖区",
-                    "line1": "龙井路 1 号",
-                    "postal_code": "310000",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [ADDRESS_EXAMPLE]})
 
     phone: MainlandMobile
     postal_code: PostalCode
