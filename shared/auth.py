@@ -134,7 +134,7 @@ class TokenVerifier:
             token, self._local_key, [LOCAL_ALGORITHM], audience=self._audience, issuer=self._local_issuer
         )
         if claims.get("token_use") != use.value:
-            raise InvalidToken(f"this is not an {use.value} token")
+            raise InvalidToken(f"this token's use is {claims.get('token_use')!r}, not {use.value!r}")
         return _principal(claims, role_claim="role", merchant_claim="merchant_id")
 
     async def _oidc(self, token: str) -> Principal:
