@@ -32,6 +32,8 @@ class Role(StrEnum):
     CUSTOMER = "customer"
     MERCHANT = "merchant"
     ADMIN = "admin"
+    # Reads the event streams and analytics, nothing else.
+    ANALYST = "analyst"
     # A guest checkout's token: it reaches one order and nothing else.
     GUEST = "guest"
 
@@ -172,7 +174,9 @@ def _decode(token: str, key: Any, algorithms: list[str], *, audience: str, issue
 def _principal(claims: dict[str, Any], *, role_claim: str, merchant_claim: str) -> Principal:
     raw_role = claims.get(role_claim)
     if isinstance(raw_role, list):  # many providers carry roles as a list
-        raw_role = next((r for r in (Role.ADMIN, Role.MERCHANT, Role.CUSTOMER) if r.value in raw_role), None)
+        raw_role = next(
+            (r for r in (Role.ADMIN, Role.ANALYST, Role.MERCHANT, Role.CUSTOMER) if r.value in raw_role), None
+        )
     try:
         role = Role(str(raw_role))
     except ValueError:

@@ -536,6 +536,10 @@ def build_router(
                 "a guest token reaches one order: GET /v1/orders/{order_id}",
                 code="forbidden",
             )
+        if principal.role is Role.ANALYST:
+            raise Problem(
+                403, "Forbidden", "analysts read the event streams, not the orders", code="forbidden"
+            )
         if (
             customer_id is not None
             and not principal.is_admin
