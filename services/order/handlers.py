@@ -198,9 +198,16 @@ async def review_request(
     service: OrderService, items: Sequence[RequestedItem | None], method: PaymentMethod | None
 ) -> list[FieldIssue]:
     """What the catalog and the merchants' terms say is wrong with an order request."""
+    _, issues = await _reviewed(service, items, method)
+    return issues
+
+
+async def _reviewed(
+    service: OrderService, items: Sequence[RequestedItem | None], method: PaymentMethod | None
+) -> tuple[dict[str, CatalogItem], list[FieldIssue]]:
     catalog = await service.store.catalog_items(item.sku for item in items if item is not None)
     merchants = await service.store.merchant_terms({product.merchant_id for product in catalog.values()})
-    return review_items(items, catalog, merchants, method)
+    return catalog, review_items(items, catalog, merchants, method)
 
 
 async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
@@ -239,10 +246,9 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
     idempotency = None
     if command.scoped_key is not None:
         idempotency = IdempotencyKey(command.scoped_key, command.fingerprint())
-    issues = await review_request(service, command.items, command.payment_method)
+    catalog, issues = await _reviewed(service, command.items, command.payment_method)
     if issues:
         raise InvalidOrder(issues)
-    catalog = await service.store.catalog_items(item.sku for item in command.items)
     lines = price_lines(command.items, catalog)
     now = service.clock()
     order_id = str(uuid.uuid4())
