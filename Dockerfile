@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image for all five services; each Deployment picks its service with `args: ["-m", "services.<name>"]`.
+# One image for all six services; each Deployment picks its service with `args: ["-m", "services.<name>"]`.
 #   docker build -t order-platform .
 #   docker run --rm order-platform -m services.order
 
@@ -40,4 +40,4 @@ USER 10001:10001
 
 ENTRYPOINT ["python"]
 # No default service: starting the image without naming one fails with this message.
-CMD ["-c", "import sys; sys.exit('order-platform: name a service, e.g. `-m services.order` (order, inventory, payment, fraud, notification)')"]
+CMD ["-c", "import sys; sys.exit('order-platform: name a service, e.g. `-m services.order` (order, inventory, payment, fraud, notification, analytics)')"]

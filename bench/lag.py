@@ -12,13 +12,15 @@ from bench.peaks import PeakSampler
 from shared.contracts import topics
 
 # Each service's consumer group and the topics it reads (services/*/main.py; the fraud app's faust
-# group also reads its own repartition topic, services/fraud/agents.py BY_CUSTOMER_TOPIC).
+# group also reads its own repartition topic, services/fraud/agents.py BY_CUSTOMER_TOPIC, and so does
+# analytics', services/analytics/agents.py BY_MERCHANT_TOPIC).
 GROUP_TOPICS: Mapping[str, tuple[str, ...]] = {
     "order": (topics.INVENTORY_EVENTS, topics.FRAUD_EVENTS, topics.PAYMENT_EVENTS),
     "inventory": (topics.ORDER_EVENTS,),
     "payment": (topics.ORDER_EVENTS,),
     "fraud": (topics.ORDER_EVENTS, "fraud-orders-by-customer"),
     "notification": (topics.ORDER_EVENTS,),
+    "analytics": (topics.ORDER_EVENTS, "analytics-orders-by-merchant"),
 }
 SAMPLE_INTERVAL_S = 1.0
 

@@ -26,8 +26,15 @@ from devstack.stack import (
     services,
 )
 
-# Apart from `make run` (8000-8004, 9092, 27017...) and the integration tests (18000..., 19092, 28017...).
-BENCH_PORTS = {"order": 38000, "inventory": 38001, "payment": 38002, "fraud": 38003, "notification": 38004}
+# Apart from `make run` (8000-8005, 9092, 27017...) and the integration tests (18000..., 19092, 28017...).
+BENCH_PORTS = {
+    "order": 38000,
+    "inventory": 38001,
+    "payment": 38002,
+    "fraud": 38003,
+    "notification": 38004,
+    "analytics": 38005,
+}
 BENCH_KAFKA_PORT = 39092
 BENCH_MONGO_PORT = 38017  # one server per MONGO_SERVICES entry from here, then the datastore ceiling's
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/2"

@@ -79,25 +79,26 @@ def ready(config: StackConfig) -> int:
     wait_for_catalog(config, [product["sku"] for product in products])
     in_stock = next(p for p in products if p["available"] > 0 and p["kind"] == "physical")
     merchants = sorted({product["merchant_id"] for product in products})
-    print(banner(config, in_stock["sku"], demo_tokens(merchants)), flush=True)
+    print(banner(config, in_stock["sku"], in_stock["merchant_id"], demo_tokens(merchants)), flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     return 0
 
 
 def demo_tokens(merchants: list[str]) -> dict[str, str]:
-    """Ready-made tokens for the demo: a shopper, each demo merchant and an admin (as `shopctl token`
-    makes them, with the stack's signing key)."""
+    """Ready-made tokens for the demo: a shopper, each demo merchant, an analyst and an admin (as
+    `shopctl token` makes them, with the stack's signing key)."""
     issuer = TokenIssuer(load_settings(SharedSettings))
     tokens = {"shopper cust-1": issuer.access_token(Principal("cust-1", Role.CUSTOMER))}
     for merchant_id in merchants:
         tokens[f"merchant {merchant_id}"] = issuer.access_token(
             Principal(merchant_id, Role.MERCHANT, merchant_id=merchant_id)
         )
+    tokens["analyst"] = issuer.access_token(Principal("analyst", Role.ANALYST))
     tokens["admin"] = issuer.access_token(Principal("admin", Role.ADMIN))
     return tokens
 
 
-def banner(config: StackConfig, sku: str, tokens: dict[str, str]) -> str:
+def banner(config: StackConfig, sku: str, merchant_id: str, tokens: dict[str, str]) -> str:
     gateway = config.url("order")
     body = json.dumps(
         {
@@ -135,6 +136,9 @@ def banner(config: StackConfig, sku: str, tokens: dict[str, str]) -> str:
         f"      '{gateway}/v1/orders/ORDER_ID?wait_for=CONFIRMED'",
         f'    curl -sN -H "Authorization: Bearer $SHOPPER" {gateway}/v1/orders/ORDER_ID/events',
         f"  Products: curl -s {gateway}/v1/products   Stock: curl -s {config.url('inventory')}/v1/products",
+        "  Its merchant's revenue per minute, as the analyst (topic analytics.merchant-revenue):",
+        f"    curl -s -H 'Authorization: Bearer {tokens['analyst']}' \\\n"
+        f"      {config.url('analytics')}/v1/analytics/merchants/{merchant_id}/revenue",
         "  Ctrl-C stops everything.",
         "=" * 72,
     ]

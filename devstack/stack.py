@@ -16,11 +16,20 @@ import httpx
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("order", "inventory", "payment", "fraud", "notification")
+SERVICES = ("order", "inventory", "payment", "fraud", "notification", "analytics")
 # The services with a MongoDB database; locally each gets a server of its own, as in production,
 # so that one service's load does not queue behind another's on the same (single-process) server.
 MONGO_SERVICES = ("order", "inventory", "payment", "notification")
-DEFAULT_PORTS = {"order": 8000, "inventory": 8001, "payment": 8002, "fraud": 8003, "notification": 8004}
+DEFAULT_PORTS = {
+    "order": 8000,
+    "inventory": 8001,
+    "payment": 8002,
+    "fraud": 8003,
+    "notification": 8004,
+    "analytics": 8005,
+}
+# The faust services: each keeps its working files in a data dir of its own under run_dir.
+FAUST_SERVICES = ("fraud", "analytics")
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class StackConfig:
             **({"MONGO_URL": self.mongo(service)} if service in MONGO_SERVICES else {}),
             "REDIS_URL": self.redis_url,
             "HTTP_HOST": self.host,
-            "FRAUD_DATA_DIR": str(self.run_dir / "fraud"),
+            **{f"{name.upper()}_DATA_DIR": str(self.run_dir / name) for name in FAUST_SERVICES},
             "PYTHONUNBUFFERED": "1",
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
         }
@@ -155,8 +164,9 @@ def services(config: StackConfig, names: tuple[str, ...] = SERVICES) -> list[Pro
 
 def prepare_run_dir(config: StackConfig) -> None:
     """The embedded broker forgets everything on exit, so local state must start empty too."""
-    shutil.rmtree(config.run_dir / "fraud", ignore_errors=True)
-    (config.run_dir / "fraud").mkdir(parents=True, exist_ok=True)
+    for name in FAUST_SERVICES:
+        shutil.rmtree(config.run_dir / name, ignore_errors=True)
+        (config.run_dir / name).mkdir(parents=True, exist_ok=True)
 
 
 def ports_in_use(config: StackConfig, specs: list[ProcessSpec]) -> list[str]:

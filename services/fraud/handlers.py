@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.fraud.domain import OrderFacts, Rules, assess, recent_count, remember
-from shared.contracts import Envelope, FraudScored, OrderPlaced
+from shared.contracts import Envelope, Event, FraudScored, OrderPlaced
 from shared.handlers import Handlers, Replies
 
 SERVICE = "fraud"
@@ -27,6 +27,13 @@ class FraudBatch:
     replies: Replies = field(default_factory=lambda: Replies(SERVICE))
     # Ids of the causes answered with a score stored earlier: redeliveries, not new decisions.
     redelivered: set[str] = field(default_factory=set)
+
+
+def customers_to_score(event: Event) -> list[str]:
+    """Whose history an event is scored against: the routing agent sends it to that one's partition."""
+    if isinstance(event, OrderPlaced):
+        return [event.customer_id]
+    return []
 
 
 def on_order_placed(batch: FraudBatch, event: OrderPlaced, cause: Envelope) -> None:

@@ -1,6 +1,7 @@
 """Event contracts: the only code that crosses service boundaries."""
 
-from shared.contracts import fraud, inventory, notification, order, payment, topics
+from shared.contracts import analytics, fraud, inventory, notification, order, payment, topics
+from shared.contracts.analytics import MerchantRevenue
 from shared.contracts.base import (
     REGISTRY,
     Envelope,
@@ -51,6 +52,7 @@ __all__ = [
     "FraudReason",
     "FraudScored",
     "MAX_UNITS_PER_ORDER",
+    "MerchantRevenue",
     "MerchantUpserted",
     "NotificationSent",
     "OrderCancelled",
@@ -80,6 +82,7 @@ __all__ = [
     "StockReserved",
     "UndecodableEvent",
     "UnknownEventType",
+    "analytics",
     "decode_data",
     "fraud",
     "inventory",

@@ -72,6 +72,7 @@ class Platform:
     payment: httpx.AsyncClient
     fraud: httpx.AsyncClient
     notification: httpx.AsyncClient
+    analytics: httpx.AsyncClient
 
     @property
     def bootstrap(self) -> str:
@@ -79,7 +80,7 @@ class Platform:
 
     @property
     def services(self) -> list[httpx.AsyncClient]:
-        return [self.gateway, self.inventory, self.payment, self.fraud, self.notification]
+        return [self.gateway, self.inventory, self.payment, self.fraud, self.notification, self.analytics]
 
     @staticmethod
     def bearer(role: Role, subject: str, **claims: str) -> dict[str, str]:
@@ -276,7 +277,7 @@ async def platform(stack: LocalStack) -> AsyncIterator[Platform]:
     config = stack.config
     clients = {
         name: httpx.AsyncClient(base_url=config.url(name), timeout=10.0)
-        for name in ("order", "inventory", "payment", "fraud", "notification")
+        for name in ("order", "inventory", "payment", "fraud", "notification", "analytics")
     }
     try:
         yield Platform(
@@ -286,6 +287,7 @@ async def platform(stack: LocalStack) -> AsyncIterator[Platform]:
             payment=clients["payment"],
             fraud=clients["fraud"],
             notification=clients["notification"],
+            analytics=clients["analytics"],
         )
     finally:
         for client in clients.values():

@@ -12,7 +12,14 @@ from devstack.stack import StackConfig, infrastructure, prepare_run_dir, service
 __all__ = ["CHECKS_TIMEOUT_S", "TEST_PORTS", "LocalStack", "eventually", "start_local_stack"]
 
 # Ports apart from `make run`'s defaults, so the tests can run beside a running stack.
-TEST_PORTS = {"order": 18000, "inventory": 18001, "payment": 18002, "fraud": 18003, "notification": 18004}
+TEST_PORTS = {
+    "order": 18000,
+    "inventory": 18001,
+    "payment": 18002,
+    "fraud": 18003,
+    "notification": 18004,
+    "analytics": 18005,
+}
 # Short saga deadlines so the "service down" tests end in seconds, not minutes.
 CHECKS_TIMEOUT_S = 8
 

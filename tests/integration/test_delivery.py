@@ -73,7 +73,7 @@ async def test_same_idempotency_key_gives_the_same_order(platform: Platform) -> 
     assert other_body.json()["title"] == "Idempotency key reused"
 
 
-ORDER_EVENTS_CONSUMERS = {b"inventory", b"payment", b"notification", b"fraud"}
+ORDER_EVENTS_CONSUMERS = {b"inventory", b"payment", b"notification", b"fraud", b"analytics"}
 
 
 def envelope(event_type: str, version: int, data: Mapping[str, object]) -> bytes:

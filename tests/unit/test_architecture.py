@@ -36,8 +36,8 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-def test_all_five_services_exist() -> None:
-    assert SERVICES == ["fraud", "inventory", "notification", "order", "payment"]
+def test_all_six_services_exist() -> None:
+    assert SERVICES == ["analytics", "fraud", "inventory", "notification", "order", "payment"]
 
 
 @pytest.mark.parametrize("service", SERVICES)

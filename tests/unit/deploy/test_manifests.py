@@ -23,7 +23,14 @@ Manifest = dict[str, Any]
 
 K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-PORTS = {"order": 8000, "inventory": 8001, "payment": 8002, "fraud": 8003, "notification": 8004}
+PORTS = {
+    "order": 8000,
+    "inventory": 8001,
+    "payment": 8002,
+    "fraud": 8003,
+    "notification": 8004,
+    "analytics": 8005,
+}
 # The oldest Kubernetes the manifests claim to run on, checked next to the newest schemas available.
 OLDEST_KUBERNETES = "1.31"
 # Custom resources have no schema in kubernetes-validate; the Strimzi operator validates them.
@@ -33,6 +40,7 @@ SECRET_ENV = {
     "inventory": {"MONGO_URL"},
     "payment": {"MONGO_URL", "PAYMENT_PROVIDER_SECRET"},
     "fraud": set(),
+    "analytics": set(),
     "notification": {"MONGO_URL", "WEBHOOK_SIGNING_SECRET"},
 }
 INSTALL_HINT = "it is a dev dependency: pip install -e '.[dev]'"
@@ -156,8 +164,8 @@ def test_every_service_has_a_probed_bounded_non_root_deployment(overlay: str) ->
         writable = {mount["mountPath"]: mount["name"] for mount in main["volumeMounts"]}
         empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
         wanted = {"/tmp"}  # noqa: S108 - a mount path in the manifest, not a temp file
-        if name == "fraud":
-            wanted.add(env(deployment)["FRAUD_DATA_DIR"]["value"])
+        if name in ("fraud", "analytics"):  # faust's working files
+            wanted.add(env(deployment)[f"{name.upper()}_DATA_DIR"]["value"])
         for path in wanted:
             assert writable.get(path) in empty_dirs, f"{name}: {path} is not an emptyDir"
 

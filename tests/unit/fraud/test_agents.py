@@ -1,28 +1,17 @@
-"""The agents under faust's test_context: records put on their stream, what they send recorded.
-
-The app is the production one from build_app with in-memory tables; nothing starts its consumer or
-producer, and a guard fails any test that tries to open a connection. The recorded outputs never
-suspend, so `put()` returns once the agent has handled the record (faust's wait covers the value
-being taken off the stream; the rest of the agent's loop runs before it next yields control).
-"""
+"""Fraud's agents under faust's test_context (see tests.unit.faust_agents)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
-from faust.types import TopicT
-from prometheus_client import REGISTRY
 
-from services.fraud.agents import BY_CUSTOMER_TOPIC, OutboundRecord, Outputs, Send
-from services.fraud.main import FraudApp, FraudSettings, build_app, topic_sender
+from services.fraud.agents import BY_CUSTOMER_TOPIC
+from services.fraud.main import FraudApp, FraudSettings, build_app
 from shared.contracts import (
     Envelope,
     FraudDecision,
@@ -31,55 +20,18 @@ from shared.contracts import (
     OrderConfirmed,
     topics,
 )
+from shared.faust_app import App, OutboundRecord
 from shared.kafka import Headers, decode
+from tests.unit.faust_agents import Agents, Recorder, counted, under_test
 from tests.unit.fraud.factories import envelope_of, placed, record_of
 from tests.unit.samples import T0
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("no_network")]
 
 
-def recording(into: list[OutboundRecord]) -> Send:
-    async def send(record: OutboundRecord) -> None:
-        into.append(record)
-
-    return send
-
-
-@dataclass
-class Recorder:
-    forwarded: list[OutboundRecord] = field(default_factory=list)
-    published: list[OutboundRecord] = field(default_factory=list)
-    dead_letters: list[OutboundRecord] = field(default_factory=list)
-
-    def outputs(self) -> Outputs:
-        return Outputs(
-            forward=recording(self.forwarded),
-            publish=recording(self.published),
-            dead_letter=recording(self.dead_letters),
-        )
-
-    def scored(self) -> list[tuple[Envelope, FraudScored]]:
-        envelopes = [decode(record.value) for record in self.published]
-        return [(envelope, FraudScored.model_validate(envelope.data)) for envelope in envelopes]
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    attempts: list[Any] = []
-
-    def refuse(_sock: socket.socket, address: Any) -> None:
-        attempts.append(address)
-        raise ConnectionRefusedError(f"unit tests do not connect to {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    yield
-    assert attempts == [], "the faust app tried to reach a broker"
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
+def published_scores(recorder: Recorder) -> list[tuple[Envelope, FraudScored]]:
+    envelopes = [decode(record.value) for record in recorder.published]
+    return [(envelope, FraudScored.model_validate(envelope.data)) for envelope in envelopes]
 
 
 @pytest.fixture
@@ -95,28 +47,10 @@ def fraud(recorder: Recorder, tmp_path: Path) -> FraudApp:
     return build_app(settings, outputs=recorder.outputs())
 
 
-@dataclass
-class Agents:
-    route: Any
-    score: Any
-    recorder: Recorder
-
-    async def order_events(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        """Put a record on order.events and let its re-keyed order, if any, reach scoring."""
-        before = len(self.recorder.forwarded)
-        await self.route.put(value, key=key, headers=headers)
-        for record in self.recorder.forwarded[before:]:
-            await self.score.put(record.value, key=record.key, headers=record.headers)
-
-
 @pytest.fixture
 async def agents(fraud: FraudApp, recorder: Recorder) -> AsyncIterator[Agents]:
-    async with fraud.route.test_context() as route, fraud.score.test_context() as score:
-        yield Agents(route, score, recorder)
-
-
-def counted(name: str, event_type: str) -> float:
-    return REGISTRY.get_sample_value(name, {"service": "fraud", "type": event_type}) or 0.0
+    async with under_test(fraud.route, fraud.score, recorder) as agents:
+        yield agents
 
 
 def envelope_bytes(**changes: Any) -> bytes:
@@ -141,9 +75,9 @@ async def test_a_placed_order_is_scored_and_its_fraud_scored_published_keyed_by_
     event = placed("cust-1", total_fen=10_000)
     cause = envelope_of(event)
 
-    await agents.order_events(*record_of(cause))
+    await agents.source(*record_of(cause))
 
-    [(answer, scored)] = recorder.scored()
+    [(answer, scored)] = published_scores(recorder)
     assert recorder.published[0].key == event.order_id.encode()
     assert dict(recorder.published[0].headers)["ce_type"] == b"fraud.scored"
     assert (scored.order_id, scored.decision) == (event.order_id, FraudDecision.APPROVE)
@@ -157,16 +91,16 @@ async def test_a_redelivered_order_is_answered_with_the_same_event_and_not_count
 ) -> None:
     event = placed("cust-redelivered")
     record = record_of(envelope_of(event))
-    applied = counted("events_applied_total", "order.placed")
-    duplicates = counted("events_duplicate_total", "order.placed")
+    applied = counted("fraud", "events_applied_total", "order.placed")
+    duplicates = counted("fraud", "events_duplicate_total", "order.placed")
 
-    await agents.order_events(*record)
-    await agents.order_events(*record)
+    await agents.source(*record)
+    await agents.source(*record)
 
-    [(first, _), (again, _)] = recorder.scored()
+    [(first, _), (again, _)] = published_scores(recorder)
     assert again.id == first.id and again == first
-    assert counted("events_applied_total", "order.placed") == applied + 1
-    assert counted("events_duplicate_total", "order.placed") == duplicates + 1
+    assert counted("fraud", "events_applied_total", "order.placed") == applied + 1
+    assert counted("fraud", "events_duplicate_total", "order.placed") == duplicates + 1
     assert fraud.history["cust-redelivered"] == {event.order_id: T0.timestamp()}
 
 
@@ -174,12 +108,10 @@ async def test_the_sixth_order_of_a_customer_within_the_window_is_rejected_for_v
     agents: Agents, recorder: Recorder
 ) -> None:
     for second in range(6):
-        await agents.order_events(
-            *record_of(envelope_of(placed("cust-busy", at=T0 + timedelta(seconds=second))))
-        )
-    await agents.order_events(*record_of(envelope_of(placed("cust-calm", at=T0 + timedelta(seconds=6)))))
+        await agents.source(*record_of(envelope_of(placed("cust-busy", at=T0 + timedelta(seconds=second)))))
+    await agents.source(*record_of(envelope_of(placed("cust-calm", at=T0 + timedelta(seconds=6)))))
 
-    outcomes = [(scored.decision, scored.reasons) for _, scored in recorder.scored()]
+    outcomes = [(scored.decision, scored.reasons) for _, scored in published_scores(recorder)]
     assert outcomes == [(FraudDecision.APPROVE, [])] * 5 + [
         (FraudDecision.REJECT, [FraudReason.VELOCITY]),
         (FraudDecision.APPROVE, []),
@@ -205,8 +137,8 @@ async def test_a_record_that_cannot_be_read_is_dead_lettered_and_the_next_order_
     original: Headers = [("origin", case.encode()), ("empty", None)]
     good = placed("cust-after-poison")
 
-    await agents.order_events(b"poison-key", BAD_RECORDS[case], original)
-    await agents.order_events(*record_of(envelope_of(good)))
+    await agents.source(b"poison-key", BAD_RECORDS[case], original)
+    await agents.source(*record_of(envelope_of(good)))
 
     [letter] = recorder.dead_letters
     headers = dict(letter.headers)
@@ -216,14 +148,14 @@ async def test_a_record_that_cannot_be_read_is_dead_lettered_and_the_next_order_
     assert headers["dlq_consumer"] == b"fraud"
     assert headers["dlq_source_topic"] == topics.ORDER_EVENTS.encode()
     assert headers["dlq_source_offset"] == b"0"
-    assert [scored.order_id for _, scored in recorder.scored()] == [good.order_id]
+    assert [scored.order_id for _, scored in published_scores(recorder)] == [good.order_id]
 
 
 async def test_the_dead_letter_says_why_a_version_or_type_was_refused(
     agents: Agents, recorder: Recorder
 ) -> None:
-    await agents.order_events(b"k", envelope_bytes(version=0), [])
-    await agents.order_events(b"k", envelope_bytes(type="order.teleported"), [])
+    await agents.source(b"k", envelope_bytes(version=0), [])
+    await agents.source(b"k", envelope_bytes(type="order.teleported"), [])
 
     errors = [dict(letter.headers)["dlq_error"] or b"" for letter in recorder.dead_letters]
     assert b"versions start at 1" in errors[0]
@@ -236,10 +168,10 @@ async def test_an_order_with_a_null_header_is_scored_and_forwarded_with_it(
     event = placed("cust-null-header")
     key, value, headers = record_of(envelope_of(event))
 
-    await agents.order_events(key, value, [*headers, ("trace", None)])
+    await agents.source(key, value, [*headers, ("trace", None)])
 
     assert ("trace", None) in recorder.forwarded[0].headers
-    assert [scored.order_id for _, scored in recorder.scored()] == [event.order_id]
+    assert [scored.order_id for _, scored in published_scores(recorder)] == [event.order_id]
     assert recorder.dead_letters == []
 
 
@@ -249,11 +181,11 @@ async def test_order_events_fraud_does_not_score_are_passed_over(agents: Agents,
     )
     event = placed("cust-after-confirmed")
 
-    await agents.order_events(*record_of(envelope_of(confirmed)))
-    await agents.order_events(*record_of(envelope_of(event)))
+    await agents.source(*record_of(envelope_of(confirmed)))
+    await agents.source(*record_of(envelope_of(event)))
 
     assert [record.key for record in recorder.forwarded] == [b"cust-after-confirmed"]
-    assert [scored.order_id for _, scored in recorder.scored()] == [event.order_id]
+    assert [scored.order_id for _, scored in published_scores(recorder)] == [event.order_id]
     assert recorder.dead_letters == []
 
 
@@ -277,8 +209,8 @@ async def test_a_record_fraud_cannot_score_on_its_own_topic_is_dead_lettered_and
     value, why = UNSCORABLE[case]
     good = placed("cust-after-unscorable")
 
-    await agents.score.put(value, key=b"unscorable-1", headers=[("origin", b"test")])
-    await agents.order_events(*record_of(envelope_of(good)))
+    await agents.stateful.put(value, key=b"unscorable-1", headers=[("origin", b"test")])
+    await agents.source(*record_of(envelope_of(good)))
 
     [letter] = recorder.dead_letters
     headers = dict(letter.headers)
@@ -287,7 +219,7 @@ async def test_a_record_fraud_cannot_score_on_its_own_topic_is_dead_lettered_and
     assert headers["dlq_source_topic"] == BY_CUSTOMER_TOPIC.encode()
     error = headers["dlq_error"] or b""
     assert error.startswith(b"cannot score: ") and why in error
-    assert [scored.order_id for _, scored in recorder.scored()] == [good.order_id]
+    assert [scored.order_id for _, scored in published_scores(recorder)] == [good.order_id]
 
 
 def test_the_tables_are_in_memory_and_the_agents_read_their_topics(fraud: FraudApp) -> None:
@@ -299,47 +231,14 @@ def test_the_tables_are_in_memory_and_the_agents_read_their_topics(fraud: FraudA
 def test_settings_read_thresholds_and_blocklist_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUD_BLOCKED_CUSTOMERS", " a, b ,,")
     monkeypatch.setenv("FRAUD_VELOCITY_MAX_ORDERS", "2")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "h1:9092,h2:9093")
     settings = FraudSettings()
     assert settings.rules().blocked_customers == frozenset({"a", "b"})
     assert settings.rules().velocity_max_orders == 2
-    assert settings.broker_urls() == ["kafka://h1:9092", "kafka://h2:9093"]
 
 
-@dataclass
-class UnackedTopic:
-    """A topic whose send is taken at once and acknowledged only when the test says so."""
-
-    ack: asyncio.Future[None]
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    taken: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def send(self, **record: Any) -> asyncio.Future[None]:
-        self.sent.append(record)
-        self.taken.set()
-        return self.ack
-
-
-async def test_a_send_to_a_topic_returns_only_once_the_broker_has_acked() -> None:
-    topic = UnackedTopic(asyncio.get_running_loop().create_future())
-    record = OutboundRecord(b"k", b"v", [("empty", None)])
-
-    send = topic_sender(cast(TopicT, topic))
-    sending = asyncio.ensure_future(send(record))
-    await asyncio.wait_for(topic.taken.wait(), 5)
-    assert not sending.done(), "the agent would move on before the broker has the record"
-    topic.ack.set_result(None)
-    await asyncio.wait_for(sending, 5)
-
-    assert topic.sent == [{"key": b"k", "value": b"v", "headers": [("empty", None)]}]
-
-
-async def test_the_faust_consumer_waits_no_longer_than_the_services_fetch_wait(tmp_path: Path) -> None:
+def test_the_faust_consumer_waits_the_services_fetch_wait(tmp_path: Path) -> None:
     # faust fixes 1,500 ms; on a broker whose long poll is not woken by new records, that is what
-    # an idle hop would cost.
+    # an idle hop would cost (shared.faust_app.App applies the setting).
     fraud = build_app(FraudSettings(fraud_data_dir=str(tmp_path), kafka_fetch_max_wait_ms=7))
-    consumer = fraud.app.consumer._thread._create_worker_consumer(fraud.app.transport)  # type: ignore[attr-defined]
-    try:
-        assert consumer._fetch_max_wait_ms == 7
-    finally:
-        await consumer.stop()
+
+    assert isinstance(fraud.app, App) and fraud.app.fetch_max_wait_ms == 7
