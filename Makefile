@@ -4,13 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test unit contract integration lint fmt clean bench bench-quick \
-	run-order run-inventory run-payment run-fraud run-notification
+.PHONY: run test unit contract integration lint fmt clean bench bench-quick schemas schemas-check \
+	run-order run-inventory run-payment run-fraud run-notification run-analytics
 
-run: $(INSTALLED) ## start broker, databases and all five services; Ctrl-C stops everything
+run: $(INSTALLED) ## start broker, databases and all six services; Ctrl-C stops everything
 	$(PY) -m devstack up
 
-test: lint unit contract bench-quick integration ## lint, type-check, unit, contract, integration tests, quick benchmark
+test: lint schemas-check unit contract bench-quick integration ## lint, type-check, event catalog check, unit, contract, integration tests, quick benchmark
+
+schemas: $(INSTALLED) ## regenerate schemas/ (JSON Schemas, AsyncAPI) and docs/events.md's catalog from shared/contracts
+	$(PY) -m shopctl.catalog generate
+
+schemas-check: $(INSTALLED) ## fail on an event change that breaks consumers of the released schemas, or on an unpublished event type
+	$(PY) -m shopctl.catalog check
 
 unit: $(INSTALLED)
 	$(PY) -m pytest -m unit tests/unit
@@ -36,7 +42,7 @@ fmt: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-run-order run-inventory run-payment run-fraud run-notification: run-%: $(INSTALLED)
+run-order run-inventory run-payment run-fraud run-notification run-analytics: run-%: $(INSTALLED)
 	$(PY) -m services.$*
 
 $(INSTALLED): pyproject.toml

@@ -1,1 +1,1 @@
-"""shopctl: the order platform's command line for local use and tests (`shopctl --help`)."""
+"""shopctl: the order platform's command line for local use, tests and analysts (`shopctl --help`)."""

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.order import streams
 from services.order.accounts import api as accounts_api
 from services.order.accounts.store import MongoAccountStore
 from services.order.api import GatewayLimits, build_router, rate_limited
@@ -52,6 +53,13 @@ class OrderSettings(SharedSettings):
     order_lookup_rate_limit_per_order: str = "10/hour"
     # How long a guest's token for their order lasts.
     order_guest_token_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    # Analysts' live streams (GET /v1/streams/orders). Each holds a Kafka consumer, so a process
+    # serves at most this many at once; past it, 503 with Retry-After. A keep-alive comment every
+    # ping interval keeps proxies from closing an idle stream; a client that takes longer than the
+    # send timeout to accept an event is dropped.
+    order_stream_max_connections: int = Field(default=50, ge=1)
+    order_stream_ping_s: float = Field(default=15.0, gt=0)
+    order_stream_send_timeout_s: float = Field(default=30.0, gt=0)
 
     @field_validator(
         "order_rate_limit", "order_lookup_rate_limit_per_client", "order_lookup_rate_limit_per_order"
@@ -67,6 +75,14 @@ class OrderSettings(SharedSettings):
             lookup_per_client=self.order_lookup_rate_limit_per_client,
             lookup_per_order=self.order_lookup_rate_limit_per_order,
             guest_token_ttl=timedelta(seconds=self.order_guest_token_ttl_s),
+        )
+
+    def stream_limits(self) -> streams.StreamLimits:
+        return streams.StreamLimits(
+            max_connections=self.order_stream_max_connections,
+            ping_s=self.order_stream_ping_s,
+            send_timeout_s=self.order_stream_send_timeout_s,
+            max_records=self.consumer_max_records,
         )
 
     def deadlines(self) -> Deadlines:
@@ -117,6 +133,11 @@ async def main() -> None:
                 gateway,
                 rate_limited(
                     accounts_api.build_router(account_store, issuer, TokenVerifier(settings)),
+                    throttle,
+                    settings.order_rate_limit,
+                ),
+                rate_limited(
+                    streams.build_router(streams.plain_consumers(settings), settings.stream_limits()),
                     throttle,
                     settings.order_rate_limit,
                 ),

@@ -51,6 +51,7 @@ async def verified(token: str) -> Principal:
     [
         (["--role", "customer", "--subject", "cust-1"], Principal("cust-1", Role.CUSTOMER)),
         (["--role", "admin", "--subject", "ops"], Principal("ops", Role.ADMIN)),
+        (["--role", "analyst", "--subject", "data-team"], Principal("data-team", Role.ANALYST)),
         (
             ["--role", "merchant", "--subject", "m-tea"],
             Principal("m-tea", Role.MERCHANT, merchant_id="m-tea"),
@@ -159,6 +160,7 @@ def test_bad_arguments_say_what_is_wrong_and_print_no_token(
 def test_help_lists_the_token_command_and_its_options(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "--help")
     assert status == 0 and "token" in out and "print a signed platform token" in out
+    assert "events" in out and "tail, replay and export the event streams" in out
 
     status, out, _ = run(capsys, "token", "--help")
     assert status == 0

@@ -1,0 +1,177 @@
+"""One realistic example of each event type, for the schemas, the AsyncAPI document and docs/events.md.
+
+A model that carries its own example (`model_config = ConfigDict(json_schema_extra={"examples": [...]})`)
+needs none here; every other registered type must have one, or the catalog refuses to generate. The
+values are made up but shaped like the platform's own (uuid order ids, `pay_...` payment ids, order
+numbers `YYYYMMDD-NNNNNN`), and every field the record key is taken from has a value no other field
+shares, so the catalog can tell which field the key is.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.contracts import (
+    DeclineReason,
+    Event,
+    FraudDecision,
+    FraudReason,
+    FraudScored,
+    MerchantUpserted,
+    NotificationSent,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderEndReason,
+    OrderLine,
+    OrderPlaced,
+    OrderRejected,
+    PaymentAuthorized,
+    PaymentFailed,
+    PaymentMethod,
+    PaymentRequested,
+    PaymentVoided,
+    ProductKind,
+    ProductUpserted,
+    ReservationEndReason,
+    Role,
+    ShippingAddress,
+    Shortage,
+    StockCommitted,
+    StockLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+
+ORDER_ID = "0b6f2d3e-5c1a-4f7e-9a58-2e4d1c7b9f10"
+ORDER_NO = "20261125-000042"
+CUSTOMER_ID = "cust-7f3a91"
+MERCHANT_ID = "m-teahouse"
+PAYMENT_ID = "pay_3d9c5e0a7b2f4e61a8c4d2b9e7f01a35"
+PLACED_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+_TEA = OrderLine(
+    sku="TEA-LONGJING-250G",
+    name="Longjing green tea, 250 g",
+    merchant_id=MERCHANT_ID,
+    kind=ProductKind.PHYSICAL,
+    quantity=2,
+    unit_price_fen=12800,
+)
+_GIFT_CARD = OrderLine(
+    sku="GIFT-CARD-100",
+    name="Teahouse gift card, 100 yuan",
+    merchant_id=MERCHANT_ID,
+    kind=ProductKind.VIRTUAL,
+    quantity=1,
+    unit_price_fen=10000,
+)
+_LINES = [_TEA, _GIFT_CARD]
+_TOTAL_FEN = sum(line.line_total_fen for line in _LINES)
+_HELD = [StockLine(sku=line.sku, quantity=line.quantity) for line in _LINES]
+
+EXAMPLES: tuple[Event, ...] = (
+    OrderPlaced(
+        order_id=ORDER_ID,
+        order_no=ORDER_NO,
+        customer_id=CUSTOMER_ID,
+        lines=_LINES,
+        total_fen=_TOTAL_FEN,
+        payment_method=PaymentMethod.BANK_CARD,
+        shipping_address=ShippingAddress(
+            name="Li Lei",
+            phone="+86 138 0000 0000",
+            province="Zhejiang",
+            city="Hangzhou",
+            district="Xihu",
+            line1="1 Longjing Road",
+            postal_code="310000",
+        ),
+        placed_at=PLACED_AT,
+    ),
+    PaymentRequested(
+        order_id=ORDER_ID,
+        customer_id=CUSTOMER_ID,
+        amount_fen=_TOTAL_FEN,
+        method=PaymentMethod.BANK_CARD,
+        token="tok_visa_4242",  # noqa: S106 - a provider's card token in an example, not a secret
+    ),
+    OrderConfirmed(
+        order_id=ORDER_ID,
+        order_no=ORDER_NO,
+        customer_id=CUSTOMER_ID,
+        lines=_LINES,
+        total_fen=_TOTAL_FEN,
+        payment_id=PAYMENT_ID,
+    ),
+    OrderRejected(
+        order_id=ORDER_ID,
+        order_no=ORDER_NO,
+        customer_id=CUSTOMER_ID,
+        reason=OrderEndReason.OUT_OF_STOCK,
+        detail="TEA-LONGJING-250G: 2 asked, 1 available",
+    ),
+    OrderCancelled(
+        order_id=ORDER_ID,
+        order_no=ORDER_NO,
+        customer_id=CUSTOMER_ID,
+        reason=OrderEndReason.PAYMENT_DECLINED,
+        detail="CARD_DECLINED: sandbox bank_card",
+    ),
+    ProductUpserted(
+        sku="TEA-LONGJING-250G",
+        name="Longjing green tea, 250 g",
+        merchant_id=MERCHANT_ID,
+        kind=ProductKind.PHYSICAL,
+        price_fen=12800,
+        max_per_order=10,
+    ),
+    MerchantUpserted(
+        merchant_id=MERCHANT_ID,
+        name="West Lake Teahouse",
+        payment_methods=[PaymentMethod.BANK_CARD, PaymentMethod.ALIPAY],
+    ),
+    StockReserved(order_id=ORDER_ID, lines=_HELD, expires_at=datetime(2026, 11, 25, 12, 15, tzinfo=UTC)),
+    StockRejected(
+        order_id=ORDER_ID,
+        shortages=[Shortage(sku="TEA-LONGJING-250G", quantity=2, available=1)],
+        substitutes=["TEA-BILUOCHUN-250G"],
+    ),
+    StockReleased(order_id=ORDER_ID, lines=_HELD, reason=ReservationEndReason.EXPIRED),
+    StockCommitted(order_id=ORDER_ID, lines=_HELD),
+    FraudScored(
+        order_id=ORDER_ID,
+        decision=FraudDecision.REVIEW,
+        score=55,
+        reasons=[FraudReason.AMOUNT_HIGH],
+    ),
+    NotificationSent(
+        order_id=ORDER_ID,
+        notification_id="6a1f0c7e-2b3d-5e4f-8a9b-0c1d2e3f4a5b",
+        recipient=CUSTOMER_ID,
+        role=Role.CUSTOMER,
+        channel="inbox",
+        template="customer.order_confirmed",
+        status="sent",
+    ),
+    PaymentAuthorized(
+        order_id=ORDER_ID,
+        payment_id=PAYMENT_ID,
+        amount_fen=_TOTAL_FEN,
+        method=PaymentMethod.BANK_CARD,
+        provider_ref="sbx_bank_card_5b1e9c0d2a7f4e3b8c6d1a0f",
+    ),
+    PaymentFailed(
+        order_id=ORDER_ID,
+        payment_id=PAYMENT_ID,
+        method=PaymentMethod.BANK_CARD,
+        reason=DeclineReason.CARD_DECLINED,
+        detail="sandbox bank_card",
+    ),
+    PaymentVoided(
+        order_id=ORDER_ID,
+        payment_id=PAYMENT_ID,
+        amount_fen=_TOTAL_FEN,
+        reason=OrderEndReason.CUSTOMER_CANCELLED,
+    ),
+)
