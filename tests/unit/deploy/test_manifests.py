@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.stack import DEFAULT_PORTS
 from shared.contracts.topics import ALL, dead_letter
 
 pytestmark = pytest.mark.unit
@@ -23,14 +24,8 @@ Manifest = dict[str, Any]
 
 K8S = Path(__file__).resolve().parents[3] / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-PORTS = {
-    "order": 8000,
-    "inventory": 8001,
-    "payment": 8002,
-    "fraud": 8003,
-    "notification": 8004,
-    "analytics": 8005,
-}
+# The manifests serve each service on its local-stack port.
+PORTS = DEFAULT_PORTS
 # The oldest Kubernetes the manifests claim to run on, checked next to the newest schemas available.
 OLDEST_KUBERNETES = "1.31"
 # Custom resources have no schema in kubernetes-validate; the Strimzi operator validates them.

@@ -42,14 +42,13 @@ from shared.contracts import (
     OrderRejected,
     PaymentMethod,
     PaymentRequested,
-    ShippingAddress,
 )
 from shared.contracts.privacy import for_analysts
 from shared.contracts.topics import ORDER_EVENTS
 from shared.http import create_app
 from shared.kafka import encode, headers_for, new_envelope
 from shared.settings import SharedSettings
-from tests.unit.samples import T0
+from tests.unit.samples import ADDRESS, T0
 
 pytestmark = pytest.mark.unit
 
@@ -757,15 +756,7 @@ def test_analysts_get_the_region_of_an_address_and_no_payment_token() -> None:
             lines=[OrderLine(sku="TEA", name="Tea", merchant_id="m-1", quantity=1, unit_price_fen=100)],
             total_fen=100,
             payment_method=PaymentMethod.BANK_CARD,
-            shipping_address=ShippingAddress(
-                name="Li Lei",
-                phone="13800138000",
-                province="Zhejiang",
-                city="Hangzhou",
-                district="Xihu",
-                line1="18 Wensan Rd",
-                postal_code="310000",
-            ),
+            shipping_address=ADDRESS,
             placed_at=T0,
         ),
         source="order",
