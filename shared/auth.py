@@ -204,7 +204,8 @@ _bearer = HTTPBearer(
 )
 
 
-def _unauthenticated(detail: str) -> Problem:
+def unauthenticated(detail: str) -> Problem:
+    """The 401 every route answers when the caller is not who it must be."""
     return Problem(
         401, "Unauthenticated", detail, code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}
     )
@@ -221,14 +222,14 @@ async def optional_principal(
     try:
         return await verifier.verify(credentials.credentials)
     except InvalidToken as error:
-        raise _unauthenticated(str(error)) from None
+        raise unauthenticated(str(error)) from None
 
 
 async def required_principal(
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Principal:
     if principal is None:
-        raise _unauthenticated("this request needs an `Authorization: Bearer <token>` header")
+        raise unauthenticated("this request needs an `Authorization: Bearer <token>` header")
     return principal
 
 
@@ -248,4 +249,3 @@ def require_role(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
 MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
 Caller = Annotated[Principal, Depends(required_principal)]
 AdminCaller = Annotated[Principal, Depends(require_role(Role.ADMIN))]
-MerchantOrAdminCaller = Annotated[Principal, Depends(require_role(Role.MERCHANT, Role.ADMIN))]

@@ -73,7 +73,6 @@ class BodyTooLarge(Exception):
 
 
 _PROBLEM_EXAMPLES: dict[int, tuple[str, str, str]] = {
-    400: ("Bad request", "bad-request", "the request could not be understood"),
     401: ("Unauthenticated", "unauthenticated", "this request needs an `Authorization: Bearer` token"),
     403: ("Forbidden", "forbidden", "this request needs the role admin"),
     404: ("Not found", "not-found", "no such resource, or not yours"),

@@ -99,7 +99,7 @@ class SharedSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _oidc_is_complete(self) -> Self:
+    def _auth_is_usable(self) -> Self:
         if bool(self.auth_oidc_issuer) != bool(self.auth_oidc_jwks_url):
             raise ValueError("AUTH_OIDC_ISSUER and AUTH_OIDC_JWKS_URL go together: set both or neither")
         if len(self.auth_signing_key.get_secret_value().encode()) < 32:

@@ -47,7 +47,7 @@ from services.order.handlers import (
 )
 from services.order.store import InvalidCursor, OrderQuery, Scope
 from services.order.throttle import Throttle, rule
-from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer
+from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer, unauthenticated
 from shared.contracts import PaymentMethod, ShippingAddress
 from shared.crypto import PersonalData
 from shared.http import Problem, field_errors, problem_responses
@@ -363,6 +363,15 @@ def _issue_errors(issues: list[FieldIssue]) -> list[dict[str, str]]:
     return [{"field": issue.field, "message": issue.message, "location": "body"} for issue in issues]
 
 
+def _invalid_field(field: str, message: str) -> Problem:
+    return _invalid(_issue_errors([FieldIssue(field, message)]))
+
+
+def guest_of(order: Order) -> Principal:
+    """Who a guest's token for `order` speaks for."""
+    return Principal(subject=order.customer_id, role=Role.GUEST, order_id=order.order_id)
+
+
 def _lenient_items(raw: Any) -> list[RequestedItem | None]:
     """The items of a request that failed validation, where they are well-formed enough to check
     against the catalog, so one answer names every problem."""
@@ -437,10 +446,7 @@ def build_router(
         return order
 
     def guest_token(order: Order) -> str:
-        return issuer.access_token(
-            Principal(subject=order.customer_id, role=Role.GUEST, order_id=order.order_id),
-            ttl=limits.guest_token_ttl,
-        )
+        return issuer.access_token(guest_of(order), ttl=limits.guest_token_ttl)
 
     @router.post(
         "/orders",
@@ -597,8 +603,7 @@ def build_router(
                 "no order with this number and contact",
                 code="order-not-found",
             )
-        guest = Principal(subject=order.customer_id, role=Role.GUEST, order_id=order.order_id)
-        return LookupOut(order=order_out(order, guest), access_token=guest_token(order))
+        return LookupOut(order=order_out(order, guest_of(order)), access_token=guest_token(order))
 
     @router.get(
         "/orders/by-number/{order_no}",
@@ -754,45 +759,25 @@ def _who_orders(principal: Principal | None, body: PlaceOrderIn, personal: Perso
     """The customer the order is for, and the scope its Idempotency-Key belongs to."""
     if principal is None:
         if body.customer_id is not None:
-            raise Problem(
-                401,
-                "Unauthenticated",
-                "ordering as a customer needs that customer's token; a guest leaves customer_id out",
-                code="unauthenticated",
-                headers={"WWW-Authenticate": "Bearer"},
+            raise unauthenticated(
+                "ordering as a customer needs that customer's token; a guest leaves customer_id out"
             )
         if body.contact is None:
-            raise Problem(
-                401,
-                "Unauthenticated",
-                "sign in (Authorization: Bearer), or order as a guest with contact.email or contact.phone",
-                code="unauthenticated",
-                headers={"WWW-Authenticate": "Bearer"},
+            raise unauthenticated(
+                "sign in (Authorization: Bearer), or order as a guest with contact.email or contact.phone"
             )
         if body.address_id is not None:
-            raise _invalid(
-                [{"field": "address_id", "message": "a guest gives shipping_address", "location": "body"}]
-            )
+            raise _invalid_field("address_id", "a guest gives shipping_address")
         return f"guest-{uuid.uuid4().hex}", f"guest:{personal.blind_index(body.contact.normalised())}"
     if body.contact is not None:
-        raise _invalid(
-            [{"field": "contact", "message": "only a guest order takes a contact", "location": "body"}]
-        )
+        raise _invalid_field("contact", "only a guest order takes a contact")
     if principal.role is Role.CUSTOMER:
         if body.customer_id is not None and body.customer_id != principal.subject:
             raise Problem(403, "Forbidden", "you can place orders only in your own name", code="forbidden")
         return principal.subject, f"customer:{principal.subject}"
     if principal.role is Role.ADMIN:
         if body.customer_id is None:
-            raise _invalid(
-                [
-                    {
-                        "field": "customer_id",
-                        "message": "an admin orders on a customer's behalf: name the customer",
-                        "location": "body",
-                    }
-                ]
-            )
+            raise _invalid_field("customer_id", "an admin orders on a customer's behalf: name the customer")
         return body.customer_id, f"admin:{principal.subject}"
     raise Problem(403, "Forbidden", f"a {principal.role} token cannot place orders", code="forbidden")
 
@@ -806,5 +791,5 @@ async def _shipping_address(
         raise AssertionError("PlaceOrderIn holds one of shipping_address and address_id")
     saved = await addresses.address(customer_id, body.address_id)
     if saved is None:
-        raise _invalid([{"field": "address_id", "message": "no such saved address", "location": "body"}])
+        raise _invalid_field("address_id", "no such saved address")
     return saved, f"address:{body.address_id}"
