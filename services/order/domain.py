@@ -437,7 +437,7 @@ class Order:
                 amount_fen=self.total_fen,
                 currency=self.currency,
                 method=self.payment_method,
-                token=self.payment_token,
+                sealed_token=self.payment_token,
             )
         ]
 

@@ -40,8 +40,19 @@ from shared.contracts.order import (
     OrderPlaced,
     OrderRejected,
     PaymentRequested,
+    RefundRequested,
 )
-from shared.contracts.payment import DeclineReason, PaymentAuthorized, PaymentFailed, PaymentVoided
+from shared.contracts.payment import (
+    DeclineReason,
+    PayActionType,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentPending,
+    PaymentRefunded,
+    PaymentVoided,
+    RefundReason,
+)
 
 __all__ = [
     "CURRENCY",
@@ -62,14 +73,20 @@ __all__ = [
     "OrderLine",
     "OrderPlaced",
     "OrderRejected",
+    "PayActionType",
     "PaymentAuthorized",
+    "PaymentCaptured",
     "PaymentFailed",
+    "PaymentPending",
+    "PaymentRefunded",
     "PaymentMethod",
     "PaymentRequested",
     "PaymentVoided",
     "ProductKind",
     "ProductUpserted",
     "REGISTRY",
+    "RefundReason",
+    "RefundRequested",
     "ReservationEndReason",
     "Role",
     "ShippingAddress",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 
 from pydantic import Field
 
-from shared.contracts.base import OrderEvent, register
+from shared.contracts.base import JsonDict, OrderEvent, register
 from shared.contracts.common import (
     CURRENCY,
     Fen,
@@ -29,6 +30,8 @@ class OrderEndReason(StrEnum):
     REVIEW_TIMEOUT = "REVIEW_TIMEOUT"
     PAYMENT_TIMEOUT = "PAYMENT_TIMEOUT"
     CUSTOMER_CANCELLED = "CUSTOMER_CANCELLED"
+    # The payment provider did not answer within the payment's deadline.
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
 
 
 class _OrderEvent(OrderEvent):
@@ -50,16 +53,35 @@ class OrderPlaced(_OrderEvent):
     placed_at: datetime
 
 
+def _upcast_payment_requested_v1_v2(payload: JsonDict) -> JsonDict:
+    """v1 carried the provider token in clear; v2 carries it sealed for the payment service.
+
+    A v1 token is moved as it is: the payment service cannot open it, so it fails the payment
+    (INVALID_TOKEN) rather than ever charging with a token that travelled in clear."""
+    upcast = {key: value for key, value in payload.items() if key != "token"}
+    upcast["sealed_token"] = payload.get("token")
+    return upcast
+
+
 @register
 class PaymentRequested(_OrderEvent):
-    """Stock is held and fraud approved: payment may charge the customer."""
+    """Stock is held and fraud approved: payment may charge the customer.
+
+    v2: the provider token is sealed with the payment service's public key (only payment can open
+    it); wallets (WeChat Pay, Alipay) need none, since the payer approves on the provider's page."""
 
     TYPE = "order.payment_requested"
+    VERSION = 2
+    UPCASTERS = MappingProxyType({1: _upcast_payment_requested_v1_v2})
     customer_id: str
     amount_fen: Fen
     currency: str = CURRENCY
     method: PaymentMethod
-    token: str = Field(description="Provider token; card data never enters the system.")
+    sealed_token: str | None = Field(
+        default=None,
+        description="The provider token (bank card), sealed for the payment service; card data never "
+        "enters the system. None for wallets.",
+    )
 
 
 @register
@@ -95,3 +117,18 @@ class OrderCancelled(_OrderEvent):
     customer_id: str
     reason: OrderEndReason
     detail: str = ""
+
+
+@register
+class RefundRequested(_OrderEvent):
+    """Money goes back to the customer: all or part of what was captured (after-sales, a cancel).
+
+    Payment refunds at most what was captured and remains; `refund_id` is the idempotency key, so
+    one request refunds once however often it is delivered."""
+
+    TYPE = "order.refund_requested"
+    refund_id: str
+    customer_id: str
+    amount_fen: Fen = Field(gt=0)
+    currency: str = CURRENCY
+    reason: str = Field(min_length=1, max_length=200, description="Why, in words for the customer.")

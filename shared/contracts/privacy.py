@@ -8,7 +8,7 @@ from shared.contracts.base import Envelope
 # Where an order goes is analytics; who receives it, their phone and their street are not.
 REGION_FIELDS = ("province", "city", "district")
 # Payment credentials never leave the payment path.
-SECRET_FIELDS = frozenset({"token"})
+SECRET_FIELDS = frozenset({"token", "sealed_token"})
 
 
 def for_analysts(envelope: Envelope) -> Envelope:
