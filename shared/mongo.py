@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -47,6 +47,14 @@ DUPLICATE_KEY = 11000
 # A write acknowledged by a majority survives a failover; a w:1 write may be rolled back after its
 # event's offset was committed, and that event would be lost.
 MAJORITY = WriteConcern("majority")
+
+
+class Sealer(Protocol):
+    """Encrypts text at rest (shared.crypto.PersonalData): the outbox holds events with addresses."""
+
+    def seal(self, text: str) -> str: ...
+
+    def open(self, sealed: str) -> str: ...
 
 
 def make_client(settings: SharedSettings) -> AsyncMongoClient[Document]:
@@ -97,10 +105,15 @@ class Transaction(PendingWrites):
 class MongoStore:
     """A service's database with its processed-event record and outbox."""
 
-    def __init__(self, client: AsyncMongoClient[Document], db_name: str) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[Document], db_name: str, *, sealer: Sealer | None = None
+    ) -> None:
         self.client = client
         self.db: AsyncDatabase[Document] = client[db_name]
         self.outbox_written = asyncio.Event()
+        # Outbox entries are sealed when given one: an OrderPlaced carries a shipping address, and
+        # even the few milliseconds it waits for the relay is personal data at rest.
+        self.sealer = sealer
 
     async def ensure_plumbing_indexes(self, settings: SharedSettings) -> None:
         await ensure_ttl_index(self.db[PROCESSED], "at", settings.processed_event_ttl_s)
@@ -161,7 +174,8 @@ class MongoStore:
                         raise ConcurrentWrite(f"event applied concurrently: {describe(error)}") from error
                 if tx.outgoing:
                     await self.db[OUTBOX].insert_many(
-                        [_outbox_document(env, now) for env in tx.outgoing], session=session
+                        [_outbox_document(env, now, self.sealer) for env in tx.outgoing],
+                        session=session,
                     )
         if tx.outgoing:
             self.outbox_written.set()
@@ -200,14 +214,24 @@ class ServiceStore(Generic[View]):
             yield self._view(tx)
 
 
-def _outbox_document(envelope: Envelope, now: datetime) -> Document:
+def _outbox_document(envelope: Envelope, now: datetime, sealer: Sealer | None) -> Document:
+    value = encode(envelope)
     return {
         "topic": topic_for(envelope),
         "key": envelope.subject,
-        "value": encode(envelope),
+        **({"value": value} if sealer is None else {"sealed_value": sealer.seal(value.decode())}),
         "headers": [[name, value] for name, value in headers_for(envelope)],
         "created_at": now,
     }
+
+
+def _outbox_value(doc: Document, sealer: Sealer | None) -> bytes:
+    """The record value of an outbox entry, opened if it was sealed."""
+    if "value" in doc:
+        return bytes(doc["value"])
+    if sealer is None:
+        raise RuntimeError("a sealed outbox entry, and this store has no key to open it")
+    return sealer.open(doc["sealed_value"]).encode()
 
 
 def per_key_waves(docs: Sequence[Document]) -> list[list[Document]]:
@@ -308,7 +332,7 @@ class OutboxRelay:
             try:
                 future = await self._producer.send(
                     doc["topic"],
-                    doc["value"],
+                    _outbox_value(doc, self._store.sealer),
                     key=doc["key"].encode(),
                     headers=[(name, bytes(value)) for name, value in doc["headers"]],
                 )

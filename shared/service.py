@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from shared.auth import TokenVerifier
 from shared.contracts import topics
+from shared.crypto import PersonalData
 from shared.errors import is_transient
 from shared.http import ReadinessCheck, create_app
 from shared.kafka import (
@@ -65,7 +66,7 @@ async def run_service(
     producer = make_producer(settings, client_id=service)
     await producer.start()
     client = make_client(settings)
-    store = MongoStore(client, db_name)
+    store = MongoStore(client, db_name, sealer=PersonalData.from_settings(settings))
     await store.wait_until_reachable(settings)
     await store.ensure_plumbing_indexes(settings)
     wiring = await wire(Plumbing(settings=settings, producer=producer, store=store))

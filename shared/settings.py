@@ -7,12 +7,29 @@ service refuses to start and names the variables to set.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from enum import StrEnum
 from typing import Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.crypto import (
+    INDEX_KEY_SETTING,
+    MAKE_INDEX_KEY,
+    MAKE_TOKEN_KEYS,
+    PUBLIC_KEY_SETTING,
+    decode_key,
+    encode_key,
+    parse_key_ring,
+    token_public_key,
+)
+
+# The dev and test stand-in for the payment service's token key pair, derived from a phrase so that
+# anyone can reproduce it; prod refuses its public key (and, being a dev default, the private one).
+DEV_PAYMENT_TOKEN_PRIVATE_KEY = encode_key(hashlib.sha256(b"dev-only payment token key").digest())
+DEV_PAYMENT_TOKEN_PUBLIC_KEY = token_public_key(DEV_PAYMENT_TOKEN_PRIVATE_KEY)
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev-secret", "placeholder", "todo"})
 DAY_S = 24 * 3600.0
@@ -70,8 +87,16 @@ class SharedSettings(BaseSettings):
     auth_oidc_audience: str | None = None
     auth_oidc_role_claim: str = "role"
     auth_oidc_merchant_claim: str = "merchant_id"
-    # Key for personal data encrypted at rest (32 bytes, base64url, as `Fernet.generate_key()` makes).
-    pii_encryption_key: SecretStr = SecretStr("ZGV2LW9ubHktcGlpLWtleS0wMTIzNDU2Nzg5YWJjZGU=")
+    # Keys sealing personal data at rest (shared/crypto.py): `kid:key[,kid:key...]`, 32-byte keys in
+    # base64url (`shopctl keys pii`). The first seals, all open: to rotate, put a new key first and
+    # keep the old ones until every value they sealed has been sealed again.
+    pii_encryption_keys: SecretStr = SecretStr("dev1:ZGV2LW9ubHktcGlpLWtleS0wMTIzNDU2Nzg5YWJjZGU=")
+    # The key of the blind indexes that find records by a personal value (`shopctl keys pii-index`).
+    # It outlives rotations of PII_ENCRYPTION_KEYS: changing it orphans every stored index.
+    pii_index_key: SecretStr = SecretStr("ZGV2LW9ubHktcGlpLWluZGV4LWtleS0wMTIzNDU2Nzg")
+    # The payment service's X25519 public key: the gateway seals the provider token to it, so only
+    # payment (PAYMENT_TOKEN_PRIVATE_KEY) can open it (`shopctl keys payment-token`). Not a secret.
+    payment_token_public_key: str = DEV_PAYMENT_TOKEN_PUBLIC_KEY
     # Request bodies above this size are refused with 413 before they are read into memory.
     http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -87,6 +112,24 @@ class SharedSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("pii_encryption_keys")
+    @classmethod
+    def _a_key_ring(cls, value: SecretStr) -> SecretStr:
+        parse_key_ring(value.get_secret_value())
+        return value
+
+    @field_validator("pii_index_key")
+    @classmethod
+    def _an_index_key(cls, value: SecretStr) -> SecretStr:
+        decode_key(value.get_secret_value(), INDEX_KEY_SETTING, MAKE_INDEX_KEY)
+        return value
+
+    @field_validator("payment_token_public_key")
+    @classmethod
+    def _a_public_key(cls, value: str) -> str:
+        # Written one way (unpadded), so that a padded copy of the dev key is still recognised as it.
+        return encode_key(decode_key(value, PUBLIC_KEY_SETTING, MAKE_TOKEN_KEYS))
 
     @model_validator(mode="after")
     def _processed_ids_outlive_the_topics(self) -> Self:
@@ -124,6 +167,9 @@ class SharedSettings(BaseSettings):
                 )
             )
         ]
+        if self.payment_token_public_key == DEV_PAYMENT_TOKEN_PUBLIC_KEY:
+            # Not a secret itself, but its private key is in the source: anyone could open the tokens.
+            unset.append("PAYMENT_TOKEN_PUBLIC_KEY")
         if unset:
             raise ValueError(
                 f"ENVIRONMENT={self.environment.value} needs real values for {', '.join(unset)} "

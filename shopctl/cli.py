@@ -1,5 +1,7 @@
 """`shopctl token`: a signed platform token for local use and tests; `shopctl events`: the analysts'
-tools to tail, replay and export the event streams (shopctl/streams.py does their work).
+tools to tail, replay and export the event streams (shopctl/streams.py does their work); `shopctl
+keys`: fresh keys for the settings that seal data (PII_ENCRYPTION_KEYS, PII_INDEX_KEY, the payment
+token key pair).
 
 The token is signed with AUTH_SIGNING_KEY from the environment, as the services verify it, and is the
 last line of stdout so that scripts can take it with `| tail -n 1`. In production tokens come from
@@ -25,6 +27,7 @@ from aiokafka.errors import KafkaError
 from shared.auth import Principal, Role, TokenIssuer
 from shared.clock import utc_now
 from shared.contracts import topics
+from shared.crypto import KEY_ID, generate_index_key, generate_pii_key, generate_token_keypair
 from shared.settings import Environment, SharedSettings, load_settings
 from shopctl import streams
 from shopctl.events import (
@@ -111,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the token lives (default: AUTH_ACCESS_TOKEN_TTL_S, one hour unless set)",
     )
     _add_events_commands(commands)
+    _add_keys_commands(commands)
     return parser
 
 
@@ -446,6 +450,85 @@ def run_events(args: argparse.Namespace) -> int:
         return FAILURE
 
 
+# --- shopctl keys -----------------------------------------------------------------------------------
+
+
+def _key_id(text: str) -> str:
+    if KEY_ID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key id: use 1 to 32 letters, digits, _ and -")
+    return text
+
+
+def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="print fresh keys for the settings that seal data",
+        description="Print freshly generated keys for the platform's settings, one per line on stdout "
+        "(what to do with them goes to stderr). Nothing is stored or sent anywhere: put them in the "
+        "secret store yourself. Works in any ENVIRONMENT, since this is how production keys are made.",
+        epilog="Run `shopctl keys <kind> --help` for a kind's options.",
+    )
+    keys.set_defaults(parser=keys)
+    kinds = keys.add_subparsers(dest="kind", metavar="<kind>")
+
+    pii = kinds.add_parser(
+        "pii",
+        help="a PII_ENCRYPTION_KEYS entry (kid:key)",
+        description="Print a new PII_ENCRYPTION_KEYS entry, `kid:key`: a 32-byte AES-256-GCM key in "
+        "base64url under a key id that every value it seals carries. To rotate, put the new entry "
+        "first (it seals from then on) and keep the old ones after it until every value they sealed "
+        "has been sealed again.",
+        epilog="examples:\n"
+        "  shopctl keys pii\n"
+        "  shopctl keys pii --kid 2026-11\n"
+        '  PII_ENCRYPTION_KEYS="$(shopctl keys pii),$PII_ENCRYPTION_KEYS"     # rotate',
+        formatter_class=_WithExamples,
+    )
+    pii.set_defaults(parser=pii)
+    pii.add_argument(
+        "--kid", type=_key_id, help="the key id: 1 to 32 letters, digits, _ and - (default: a random one)"
+    )
+
+    index = kinds.add_parser(
+        "pii-index",
+        help="a PII_INDEX_KEY",
+        description="Print a new PII_INDEX_KEY: the 32-byte key of the blind indexes that find records by "
+        "a personal value. Set it once and keep it: a new one orphans every stored index.",
+    )
+    index.set_defaults(parser=index)
+
+    token = kinds.add_parser(
+        "payment-token",
+        help="a PAYMENT_TOKEN_PRIVATE_KEY / PAYMENT_TOKEN_PUBLIC_KEY pair",
+        description="Print a new X25519 key pair for sealing the payment provider token as two "
+        "NAME=value lines. The private key belongs in the payment service's secret only; the public "
+        "key is configuration every service may read (the gateway seals with it).",
+    )
+    token.set_defaults(parser=token)
+
+
+def print_keys(args: argparse.Namespace) -> int:
+    if args.kind is None:
+        args.parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    if args.kind == "pii":
+        sys.stderr.write(
+            "a new PII_ENCRYPTION_KEYS entry: put it first to seal with it, keep the older entries after it\n"
+        )
+        sys.stdout.write(f"{generate_pii_key(args.kid)}\n")
+    elif args.kind == "pii-index":
+        sys.stderr.write("a new PII_INDEX_KEY: changing it orphans every stored blind index\n")
+        sys.stdout.write(f"{generate_index_key()}\n")
+    else:
+        private, public = generate_token_keypair()
+        sys.stderr.write(
+            "a new payment token key pair: the private key goes to the payment service's secret only, "
+            "the public key to every service's configuration\n"
+        )
+        sys.stdout.write(f"PAYMENT_TOKEN_PRIVATE_KEY={private}\nPAYMENT_TOKEN_PUBLIC_KEY={public}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -453,5 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return issue_token(args)
     if args.command == "events":
         return run_events(args)
+    if args.command == "keys":
+        return print_keys(args)
     parser.print_help(sys.stderr)
     return USAGE_ERROR

@@ -172,7 +172,7 @@ class TestInMemoryAccountStore(AccountStoreContract):
 class TestMongoAccountStore(AccountStoreContract):
     @pytest.fixture
     async def store(self, mongo_store: MongoStore, settings: SharedSettings) -> MongoAccountStore:
-        store = MongoAccountStore(mongo_store, PersonalData(settings.pii_encryption_key))
+        store = MongoAccountStore(mongo_store, PersonalData.from_settings(settings))
         await store.ensure_indexes()
         await store.ensure_indexes()  # a restart runs it again over the existing indexes
         return store

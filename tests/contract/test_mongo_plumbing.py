@@ -11,6 +11,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
 from shared.contracts import Envelope, FraudDecision, FraudScored
+from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite
 from shared.kafka import decode, new_envelope
 from shared.mongo import OUTBOX, PROCESSED, MongoStore, OutboxRelay, ensure_ttl_index
@@ -115,3 +116,19 @@ async def test_an_event_applied_concurrently_is_a_concurrent_write_not_poison(
 
     assert await mongo_store.db[PROCESSED].count_documents({}) == 1
     assert await mongo_store.db[OUTBOX].count_documents({}) == 0, "the losing transaction wrote nothing"
+
+
+async def test_a_sealed_outbox_holds_no_event_in_clear_and_publishes_it_as_it_was(
+    mongo_store: MongoStore, settings: SharedSettings
+) -> None:
+    sealed_store = MongoStore(
+        mongo_store.client, mongo_store.db.name, sealer=PersonalData.from_settings(settings)
+    )
+    event = scored("order-with-an-address", 7)
+    await outbox(sealed_store, event)
+
+    [stored] = await sealed_store.db[OUTBOX].find().to_list()
+    assert "value" not in stored and "order-with-an-address" not in stored["sealed_value"]
+    producer = FaultyProducer()
+    assert await relay(sealed_store, producer, settings).publish_pending() == 1
+    assert producer.landed == [event]

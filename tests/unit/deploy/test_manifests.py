@@ -6,6 +6,7 @@ missing these tests fail, they do not skip, so a broken manifest cannot hide beh
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -14,9 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from devstack.stack import DEFAULT_PORTS
 from shared.contracts.topics import ALL, dead_letter
+from shared.crypto import TokenOpener
+from shared.settings import DEV_PAYMENT_TOKEN_PRIVATE_KEY, DEV_PAYMENT_TOKEN_PUBLIC_KEY
 
 pytestmark = pytest.mark.unit
 
@@ -30,13 +34,24 @@ PORTS = DEFAULT_PORTS
 OLDEST_KUBERNETES = "1.31"
 # Custom resources have no schema in kubernetes-validate; the Strimzi operator validates them.
 CUSTOM_KINDS = {"KafkaTopic"}
+# Every service reads SharedSettings, whose secrets prod refuses to start without.
+SHARED_SECRET_ENV = {"AUTH_SIGNING_KEY", "PII_ENCRYPTION_KEYS", "PII_INDEX_KEY"}
+PROVIDERS = ("WECHAT_PAY", "ALIPAY", "BANK_CARD")
 SECRET_ENV = {
     "order": {"MONGO_URL"},
     "inventory": {"MONGO_URL"},
-    "payment": {"MONGO_URL", "PAYMENT_PROVIDER_SECRET"},
+    "payment": {
+        "MONGO_URL",
+        "PAYMENT_TOKEN_PRIVATE_KEY",
+        *(f"{provider}_{key}" for provider in PROVIDERS for key in ("API_KEY", "CALLBACK_KEY")),
+    },
     "fraud": set(),
     "analytics": set(),
     "notification": {"MONGO_URL", "WEBHOOK_SIGNING_SECRET"},
+}
+PAYMENT_CONFIG = {
+    "PAYMENT_CALLBACK_BASE_URL",
+    *(f"{provider}_{setting}" for provider in PROVIDERS for setting in ("ENDPOINT", "MERCHANT_ID")),
 }
 INSTALL_HINT = "it is a dev dependency: pip install -e '.[dev]'"
 
@@ -87,7 +102,14 @@ def env(deployment: Manifest) -> dict[str, Manifest]:
 
 
 def is_secret_name(variable: str) -> bool:
-    return variable == "MONGO_URL" or any(word in variable for word in ("SECRET", "PASSWORD", "TOKEN"))
+    if variable.endswith("_PUBLIC_KEY"):
+        return False
+    return (
+        variable == "MONGO_URL"
+        or variable.endswith("_KEY")
+        or variable.endswith("_KEYS")
+        or any(word in variable for word in ("SECRET", "PASSWORD", "TOKEN"))
+    )
 
 
 def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -189,7 +211,7 @@ def test_secrets_come_from_a_secret_and_the_rest_from_the_config_map(overlay: st
     for name, wanted in SECRET_ENV.items():
         deployment = of_kind(overlay, "Deployment")[name]
         variables = env(deployment)
-        for variable in wanted:
+        for variable in wanted | SHARED_SECRET_ENV:
             ref = variables[variable]["valueFrom"]["secretKeyRef"]
             if overlay == "dev":  # prod's Secret is created outside the repository
                 assert ref["key"] in secrets[ref["name"]]["data"], f"{name} {variable}"
@@ -198,9 +220,54 @@ def test_secrets_come_from_a_secret_and_the_rest_from_the_config_map(overlay: st
         (source,) = container(deployment)["envFrom"]
         assert source["configMapRef"]["name"] in of_kind(overlay, "ConfigMap"), name
     settings = config(overlay)
+    in_config = [key for key in settings if is_secret_name(key)]
+    assert not in_config, f"{in_config} must come from a Secret, not the ConfigMap"
     assert settings["ENVIRONMENT"] == overlay
     assert settings["HTTP_HOST"] == "0.0.0.0"  # noqa: S104 - a pod must listen on its own address
     assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "LOG_LEVEL"} <= set(settings)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_payment_holds_the_key_that_opens_provider_tokens(overlay: str) -> None:
+    holders = {
+        name
+        for name, deployment in of_kind(overlay, "Deployment").items()
+        if "PAYMENT_TOKEN_PRIVATE_KEY" in env(deployment)
+    }
+    assert holders == {"payment"}
+    refs = env(of_kind(overlay, "Deployment")["payment"])
+    secret_of = {
+        variable: refs[variable]["valueFrom"]["secretKeyRef"]["name"] for variable in SECRET_ENV["payment"]
+    }
+    platform_secret = refs["MONGO_URL"]["valueFrom"]["secretKeyRef"]["name"]
+    assert all(
+        secret != platform_secret for variable, secret in secret_of.items() if variable != "MONGO_URL"
+    ), "the token key and the provider keys live in payment's own Secret"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_config_names_the_payment_token_key_and_every_provider(overlay: str) -> None:
+    settings = config(overlay)
+    assert PAYMENT_CONFIG | {"PAYMENT_TOKEN_PUBLIC_KEY"} <= set(settings)
+    assert "PAYMENT_PROVIDER_SECRET" not in settings
+    if overlay == "prod":
+        for variable in PAYMENT_CONFIG:
+            if variable.endswith(("_ENDPOINT", "_URL")):
+                assert settings[variable].startswith("https://"), variable
+
+
+def test_the_dev_payment_token_keys_are_a_pair() -> None:
+    (secret,) = (
+        doc for doc in render("dev") if doc["kind"] == "Secret" and "payment-token-private-key" in doc["data"]
+    )
+    private = base64.b64decode(secret["data"]["payment-token-private-key"]).decode()
+    public = config("dev")["PAYMENT_TOKEN_PUBLIC_KEY"]
+    assert TokenOpener(SecretStr(private)).public_key == public
+    assert private == DEV_PAYMENT_TOKEN_PRIVATE_KEY and public == DEV_PAYMENT_TOKEN_PUBLIC_KEY
+
+
+def test_prod_refuses_the_dev_payment_token_key() -> None:
+    assert config("prod")["PAYMENT_TOKEN_PUBLIC_KEY"] != DEV_PAYMENT_TOKEN_PUBLIC_KEY
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -237,7 +304,9 @@ def test_prod_runs_more_of_everything_than_dev() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_gateway_takes_traffic_from_outside_the_namespace(overlay: str) -> None:
+def test_only_the_gateway_and_provider_callbacks_take_traffic_from_outside_the_namespace(
+    overlay: str,
+) -> None:
     policies = of_kind(overlay, "NetworkPolicy")
     assert any(
         policy["spec"]["podSelector"] == {} and "ingress" not in policy["spec"]
@@ -254,13 +323,14 @@ def test_only_the_gateway_takes_traffic_from_outside_the_namespace(overlay: str)
         )
         if outside:
             reached = {name for name, pod in labels.items() if selects(policy["spec"]["podSelector"], pod)}
-            assert reached == {"order"}, (
+            assert reached in ({"order"}, {"payment"}), (
                 f"{policy['metadata']['name']} opens {sorted(reached)} to the outside"
             )
     (ingress,) = of_kind(overlay, "Ingress").values()
     backends = {
-        path["backend"]["service"]["name"]
+        path["path"]: path["backend"]["service"]["name"]
         for rule in ingress["spec"]["rules"]
         for path in rule["http"]["paths"]
     }
-    assert backends == {"order"}
+    # Payment is public only where providers call back; everything else under /v1 is the gateway's.
+    assert backends == {"/v1/payments/callbacks": "payment", "/v1": "order"}

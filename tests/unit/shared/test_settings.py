@@ -19,7 +19,9 @@ REAL = {
     "MONGO_URL": "mongodb://orders:s3cr3t@mongo-0:27017/?replicaSet=rs0",
     "PROVIDER_SECRET": "k2f9-real",
     "AUTH_SIGNING_KEY": "prod-signing-key-7f3a9c2e8b1d4f6a0c5e9b2d7a4f1c8e",
-    "PII_ENCRYPTION_KEY": "cHJvZC1waWkta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTI=",
+    "PII_ENCRYPTION_KEYS": "prod1:cHJvZC1waWkta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTI=",
+    "PII_INDEX_KEY": "cHJvZC1waWktaW5kZXgta2V5LTAxMjM0NTY3ODlhYmM=",
+    "PAYMENT_TOKEN_PUBLIC_KEY": "rbDbHy6-gNH3qZr7nBuXqXV8Za2V9NdkLSBLD6eP-GM",
 }
 
 
