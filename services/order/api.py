@@ -18,7 +18,16 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.order.accounts.domain import ADDRESS_EXAMPLE, CompleteAddress, MainlandMobile, email_address
@@ -26,12 +35,14 @@ from services.order.accounts.store import AddressBook
 from services.order.domain import (
     MAX_LINES,
     MAX_QUANTITY,
+    TOKEN_METHODS,
     CannotCancel,
     CatalogItem,
     FieldIssue,
     Order,
     OrderError,
     OrderStatus,
+    PaymentStatus,
     RequestedItem,
 )
 from services.order.handlers import (
@@ -48,7 +59,8 @@ from services.order.handlers import (
 from services.order.store import InvalidCursor, OrderQuery, Scope
 from services.order.throttle import Throttle, rule
 from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer, unauthenticated
-from shared.contracts import PaymentMethod, ShippingAddress
+from shared.contracts import PayActionType, PaymentMethod, ShippingAddress
+from shared.contracts.common import looks_like_card_number
 from shared.crypto import PersonalData
 from shared.http import Problem, field_errors, problem_responses
 
@@ -73,7 +85,33 @@ class PaymentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: PaymentMethod
-    token: str = Field(min_length=1, max_length=256, description="The payment provider's token.")
+    token: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        validate_default=True,
+        description="The payment provider's token, never card data: required for bank_card. Wallets "
+        "(wechat_pay, alipay) need none and ignore one: the payer approves on the provider's page.",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _a_provider_token(cls, token: str | None, info: ValidationInfo) -> str | None:
+        # The messages never quote the token: it may be card data, which no answer or log repeats.
+        if token is None:
+            method = info.data.get("method")
+            if method in TOKEN_METHODS:
+                raise PydanticCustomError("missing", f"{method} needs the payment provider's token")
+            return None
+        if looks_like_card_number(token):
+            raise PydanticCustomError(
+                "card_number", "looks like a card number; send the payment provider's token, never card data"
+            )
+        return token
+
+    def provider_token(self) -> str | None:
+        """The token the payment method charges with; a wallet's is dropped unused."""
+        return self.token if self.method in TOKEN_METHODS else None
 
 
 class ContactIn(BaseModel):
@@ -118,7 +156,7 @@ class PlaceOrderIn(BaseModel):
                         "line1": "科苑路 9 号",
                         "postal_code": "518000",
                     },
-                    "payment": {"method": "alipay", "token": "tok_approve"},
+                    "payment": {"method": "alipay"},
                 },
             ]
         },
@@ -184,6 +222,28 @@ class TimelineOut(BaseModel):
     detail: str | None = Field(default=None, description="Internal detail (admin only).")
 
 
+class PayActionOut(BaseModel):
+    type: PayActionType = Field(description="qr: show `url` as a QR code to scan; redirect: open `url`.")
+    url: str
+
+
+class PaymentOut(BaseModel):
+    """The order's payment as the customer sees it."""
+
+    method: PaymentMethod
+    status: PaymentStatus = Field(
+        description="not_requested until the order's checks pass and payment is asked for (an order "
+        "rejected before that stays not_requested); requested; pending (the payer has to act, see "
+        "`action`); authorized; captured (a partial refund stays captured, see `refunded_fen`); "
+        "failed; voided (released, nothing charged); refunded (everything captured went back)."
+    )
+    action: PayActionOut | None = Field(
+        description="What the payer does to pay (WeChat Pay, Alipay), only while the payment is "
+        "pending on an order that waits for it; null otherwise."
+    )
+    refunded_fen: int = Field(description="Refunded so far, in fen.")
+
+
 class RiskOut(BaseModel):
     """The saga's internal checks (admin only)."""
 
@@ -217,6 +277,12 @@ class OrderOut(BaseModel):
                     "currency": "CNY",
                     "payment_method": "bank_card",
                     "payment_id": "pay-1",
+                    "payment": {
+                        "method": "bank_card",
+                        "status": "captured",
+                        "action": None,
+                        "refunded_fen": 0,
+                    },
                     "shipping_address": ADDRESS_EXAMPLE,
                     "placed_at": "2026-11-26T03:12:00Z",
                     "deadline_at": None,
@@ -245,6 +311,7 @@ class OrderOut(BaseModel):
     currency: str
     payment_method: str
     payment_id: str | None
+    payment: PaymentOut
     shipping_address: ShippingAddress
     placed_at: datetime
     deadline_at: datetime | None
@@ -320,6 +387,14 @@ def order_out(order: Order, principal: Principal) -> OrderOut:
         currency=order.currency,
         payment_method=order.payment_method.value,
         payment_id=order.payment_id,
+        payment=PaymentOut(
+            method=order.payment_method,
+            status=order.payment_status,
+            action=None
+            if order.pay_action is None
+            else PayActionOut(type=order.pay_action.type, url=order.pay_action.url),
+            refunded_fen=order.refunded_fen,
+        ),
         shipping_address=order.shipping_address,
         placed_at=order.placed_at,
         deadline_at=order.deadline_at,
@@ -489,7 +564,7 @@ def build_router(
             items=[RequestedItem(item.sku, item.quantity) for item in body.items],
             shipping_address=address,
             payment_method=body.payment.method,
-            payment_token=body.payment.token,
+            payment_token=body.payment.provider_token(),
             key_scope=key_scope,
             idempotency_key=idempotency_key,
             correlation_id=x_correlation_id,

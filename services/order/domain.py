@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from shared.contracts import (
     CURRENCY,
+    DeclineReason,
     Event,
     FraudDecision,
     OrderCancelled,
@@ -21,9 +22,11 @@ from shared.contracts import (
     OrderLine,
     OrderPlaced,
     OrderRejected,
+    PayActionType,
     PaymentMethod,
     PaymentRequested,
     ProductKind,
+    RefundReason,
     ShippingAddress,
 )
 
@@ -47,6 +50,54 @@ class OrderStatus(StrEnum):
 
 # States in which the saga waits for another service and a deadline applies.
 WAITING = frozenset({OrderStatus.PENDING, OrderStatus.UNDER_REVIEW, OrderStatus.AWAITING_PAYMENT})
+# States before PaymentRequested is built: only in these does an order still need its provider token.
+BEFORE_PAYMENT = frozenset({OrderStatus.PENDING, OrderStatus.UNDER_REVIEW})
+# Methods that charge with a provider token the client sends; wallets need none, since the payer
+# approves on the provider's page.
+TOKEN_METHODS = frozenset({PaymentMethod.BANK_CARD})
+# States in which the order ended without being fulfilled.
+ENDED = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+class PaymentStatus(StrEnum):
+    """Where the order's payment stands, as the customer sees it.
+
+    NOT_REQUESTED until stock and fraud checks pass and payment is asked for (an order rejected
+    before that stays NOT_REQUESTED). REQUESTED: asked, no answer yet. PENDING: the provider waits
+    for the payer (WeChat Pay, Alipay: see the pay action). AUTHORIZED, then CAPTURED once the money
+    is taken. FAILED: declined or no answer. VOIDED: an authorization released, nothing charged.
+    REFUNDED: everything captured went back (a partial refund stays CAPTURED, with refunded_fen)."""
+
+    NOT_REQUESTED = "not_requested"
+    REQUESTED = "requested"
+    PENDING = "pending"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    FAILED = "failed"
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+
+
+# What the customer reads when a payment is declined, by the payment service's reason.
+DECLINE_NOTES: Mapping[DeclineReason, str] = {
+    DeclineReason.CARD_DECLINED: "Your card was declined",
+    DeclineReason.INSUFFICIENT_FUNDS: "Your card has insufficient funds",
+    DeclineReason.INVALID_TOKEN: "The payment details could not be used; please order again",
+    DeclineReason.PROVIDER_DECLINED: "The payment provider declined the payment",
+    DeclineReason.PROVIDER_ERROR: "The payment provider could not confirm the payment",
+    DeclineReason.PROVIDER_TIMEOUT: "The payment provider did not answer in time",
+    DeclineReason.PAYER_DECLINED: "You declined the payment",
+    DeclineReason.AMOUNT_MISMATCH: "The amount paid did not match the order's",
+}
+# Whether anything may have been taken: an amount paid that did not match is given back.
+_GIVEN_BACK = frozenset({DeclineReason.AMOUNT_MISMATCH})
+_WALLETS = {PaymentMethod.WECHAT_PAY: "WeChat Pay", PaymentMethod.ALIPAY: "Alipay"}
+
+
+def money(fen: int, currency: str = CURRENCY) -> str:
+    """An amount as a customer reads it: ¥12.80 (integer arithmetic, never a float)."""
+    amount = f"{fen // 100}.{fen % 100:02d}"
+    return f"¥{amount}" if currency == CURRENCY else f"{amount} {currency}"
 
 
 class Check(StrEnum):
@@ -74,6 +125,14 @@ class TimelineEntry:
     cause: str
     note: str = ""  # written for the customer
     detail: str = ""  # internal: stock counts, risk score and rules; admin only
+
+
+@dataclass(frozen=True)
+class PayAction:
+    """What the payer does to pay a wallet payment: scan `url` as a QR code, or follow it."""
+
+    type: PayActionType
+    url: str
 
 
 @dataclass(frozen=True)
@@ -212,7 +271,9 @@ class Order:
     lines: list[OrderLine]
     shipping_address: ShippingAddress
     payment_method: PaymentMethod
-    payment_token: str
+    # The provider token sealed for the payment service (never in clear), None for wallets; dropped
+    # once PaymentRequested carries it, so it is not kept after use.
+    payment_token: str | None
     placed_at: datetime
     deadline_at: datetime | None
     status: OrderStatus = OrderStatus.PENDING
@@ -221,6 +282,10 @@ class Order:
     fraud: Check = Check.PENDING
     fraud_score: int | None = None
     payment_id: str | None = None
+    # The payment as the customer sees it: where it stands, what to do to pay, what went back.
+    payment_status: PaymentStatus = PaymentStatus.NOT_REQUESTED
+    pay_action: PayAction | None = None  # only while the payment is PENDING on an order that waits
+    refunded_fen: int = 0
     currency: str = CURRENCY
     # The id the order's events carry end to end, so logs and traces join up across services.
     correlation_id: str = ""
@@ -238,6 +303,11 @@ class Order:
         return self.status not in WAITING
 
     @property
+    def has_ended(self) -> bool:
+        """Rejected or cancelled: a payment that comes now is the payment service's to give back."""
+        return self.status in ENDED
+
+    @property
     def merchant_ids(self) -> frozenset[str]:
         return frozenset(line.merchant_id for line in self.lines)
 
@@ -251,7 +321,7 @@ class Order:
         lines: list[OrderLine],
         shipping_address: ShippingAddress,
         payment_method: PaymentMethod,
-        payment_token: str,
+        payment_token: str | None,
         now: datetime,
         deadlines: Deadlines,
         correlation_id: str,
@@ -339,12 +409,41 @@ class Order:
         self._record(now, "fraud.scored", "Order checks passed.", f"risk approved ({why})")
         return self._advance(now, deadlines)
 
+    def payment_pending(
+        self, now: datetime, payment_id: str, amount_fen: int, action: PayAction
+    ) -> list[Event]:
+        """The provider waits for the payer: the order shows them how to pay until an answer comes."""
+        if self.status is not OrderStatus.AWAITING_PAYMENT or self.payment_status not in (
+            PaymentStatus.REQUESTED,
+            PaymentStatus.PENDING,
+        ):
+            return []  # too late: payment gives back whatever the payer still pays
+        if self.payment_status is PaymentStatus.PENDING and self.pay_action == action:
+            return []
+        self.payment_id = payment_id
+        self.payment_status = PaymentStatus.PENDING
+        self.pay_action = action
+        wallet = _WALLETS.get(self.payment_method, "the payment provider")
+        amount = money(amount_fen, self.currency)
+        note = (
+            f"Scan the QR code with {wallet} to pay {amount}."
+            if action.type is PayActionType.QR
+            else f"Follow the link to pay {amount} with {wallet}."
+        )
+        self._record(
+            now, "payment.pending", note, f"payment {payment_id} waits for the payer ({action.type})"
+        )
+        return []
+
     def payment_authorized(self, now: datetime, payment_id: str) -> list[Event]:
         if self.status is not OrderStatus.AWAITING_PAYMENT:
             return []  # a cancelled order's authorization is voided by payment on OrderCancelled
         self.payment_id = payment_id
         self.status = OrderStatus.CONFIRMED
         self.deadline_at = None
+        self.pay_action = None
+        if self.payment_status is not PaymentStatus.CAPTURED:
+            self.payment_status = PaymentStatus.AUTHORIZED
         self._record(
             now, "payment.authorized", "Payment received; your order is confirmed.", f"payment {payment_id}"
         )
@@ -360,17 +459,111 @@ class Order:
             )
         ]
 
-    def payment_failed(self, now: datetime, payment_id: str, provider_reason: str) -> list[Event]:
-        if self.status is not OrderStatus.AWAITING_PAYMENT:
+    def payment_failed(
+        self, now: datetime, payment_id: str, reason: DeclineReason, detail: str = ""
+    ) -> list[Event]:
+        """The payment did not go through: a waiting order is cancelled (PROVIDER_TIMEOUT when the
+        provider never answered, else PAYMENT_DECLINED). An order that ended meanwhile keeps its
+        status; its payment view says the payment failed."""
+        waiting = self.status is OrderStatus.AWAITING_PAYMENT
+        unanswered = self.payment_status in (PaymentStatus.REQUESTED, PaymentStatus.PENDING)
+        if not waiting and not (self.has_ended and unanswered):
             return []
         self.payment_id = payment_id
-        return self._cancel(
-            now,
-            OrderEndReason.PAYMENT_DECLINED,
-            "payment.failed",
-            provider_reason,
-            note="The payment was declined; the order is cancelled. Nothing was charged.",
+        self.payment_status = PaymentStatus.FAILED
+        self.pay_action = None
+        why = DECLINE_NOTES.get(reason, "The payment did not go through")
+        charged = "anything paid is given back in full" if reason in _GIVEN_BACK else "nothing was charged"
+        described = f"{reason}: {detail}" if detail else reason.value
+        if not waiting:
+            self._record(now, "payment.failed", f"{why}; {charged}.", described)
+            return []
+        ended_by = (
+            OrderEndReason.PROVIDER_TIMEOUT
+            if reason is DeclineReason.PROVIDER_TIMEOUT
+            else OrderEndReason.PAYMENT_DECLINED
         )
+        return self._cancel(
+            now, ended_by, "payment.failed", described, note=f"{why}; the order is cancelled and {charged}."
+        )
+
+    def payment_captured(self, now: datetime, payment_id: str, amount_fen: int) -> list[Event]:
+        """The authorized money was taken. On an order that ended, the refund that follows tells
+        the customer; the capture alone would only alarm them."""
+        takes = (PaymentStatus.REQUESTED, PaymentStatus.PENDING, PaymentStatus.AUTHORIZED)
+        if self.has_ended or self.payment_status not in takes:
+            return []
+        self.payment_id = self.payment_id or payment_id
+        self.payment_status = PaymentStatus.CAPTURED
+        self.pay_action = None
+        self._record(
+            now,
+            "payment.captured",
+            f"{money(amount_fen, self.currency)} was charged.",
+            f"payment {payment_id}",
+        )
+        return []
+
+    def payment_voided(self, now: datetime, payment_id: str, amount_fen: int, *, late: bool) -> list[Event]:
+        """An authorization was released (its order ended). The order's status does not change."""
+        if self.payment_status is PaymentStatus.VOIDED:
+            return []
+        self.payment_id = self.payment_id or payment_id
+        self.payment_status = PaymentStatus.VOIDED
+        self.pay_action = None
+        amount = money(amount_fen, self.currency)
+        note = (
+            f"A payment that arrived after your order was {self._ended_as} was released: {amount}. "
+            "Nothing was charged."
+            if late
+            else f"The payment of {amount} was released. Nothing was charged."
+        )
+        self._record(now, "payment.voided", note, f"payment {payment_id} voided{' (late)' if late else ''}")
+        return []
+
+    def payment_refunded(
+        self,
+        now: datetime,
+        payment_id: str,
+        refund_id: str,
+        amount_fen: int,
+        *,
+        refunded_total_fen: int,
+        captured_fen: int,
+        reason: RefundReason,
+    ) -> list[Event]:
+        """Money went back. The order's status does not change: a refund the order asked for
+        (REQUESTED) and one payment made on its own (LATE_PAYMENT, ORDER_ENDED) only add to the
+        payment view and the timeline."""
+        if refunded_total_fen <= self.refunded_fen:
+            return []  # repeated, or older than what the order already knows
+        self.payment_id = self.payment_id or payment_id
+        self.refunded_fen = refunded_total_fen
+        in_full = refunded_total_fen >= captured_fen
+        self.payment_status = PaymentStatus.REFUNDED if in_full else PaymentStatus.CAPTURED
+        self.pay_action = None
+        amount = money(amount_fen, self.currency)
+        ended = self._ended_as
+        if reason is RefundReason.LATE_PAYMENT:
+            note = f"A payment that arrived after your order was {ended} was refunded in full: {amount}."
+        elif reason is RefundReason.ORDER_ENDED:
+            note = f"Your order was {ended} after the payment was taken; it was refunded in full: {amount}."
+        elif in_full:
+            note = f"{amount} was refunded to you; the payment is refunded in full."
+        else:
+            total = money(refunded_total_fen, self.currency)
+            note = f"{amount} was refunded to you ({total} of {money(captured_fen, self.currency)} so far)."
+        self._record(
+            now,
+            "payment.refunded",
+            note,
+            f"refund {refund_id} ({reason}): {amount_fen} fen, {refunded_total_fen} of {captured_fen} in all",
+        )
+        return []
+
+    @property
+    def _ended_as(self) -> str:
+        return "cancelled" if self.status is OrderStatus.CANCELLED else "closed"
 
     def cancel_by_customer(self, now: datetime) -> list[Event]:
         """The customer changed their mind before paying: held stock goes back, nothing is charged.
@@ -424,22 +617,23 @@ class Order:
             return []
         self.status = OrderStatus.AWAITING_PAYMENT
         self.deadline_at = now + deadlines.payment
+        self.payment_status = PaymentStatus.REQUESTED
         self._record(
             now,
             "order.payment_requested",
             "Waiting for your payment.",
             f"payment requested ({self.payment_method})",
         )
-        return [
-            PaymentRequested(
-                order_id=self.order_id,
-                customer_id=self.customer_id,
-                amount_fen=self.total_fen,
-                currency=self.currency,
-                method=self.payment_method,
-                sealed_token=self.payment_token,
-            )
-        ]
+        requested = PaymentRequested(
+            order_id=self.order_id,
+            customer_id=self.customer_id,
+            amount_fen=self.total_fen,
+            currency=self.currency,
+            method=self.payment_method,
+            sealed_token=self.payment_token,
+        )
+        self.payment_token = None  # used: the event carries it, the order keeps no copy
+        return [requested]
 
     def _reject(
         self, now: datetime, reason: OrderEndReason, cause: str, detail: str, *, note: str
@@ -481,6 +675,7 @@ class Order:
         self.status = status
         self.reason = reason
         self.deadline_at = None
+        self.pay_action = None  # nothing left to pay
         self._record(now, cause, note, f"{reason}: {detail}" if detail else reason)
 
     def _record(self, now: datetime, cause: str, note: str, detail: str = "") -> None:

@@ -20,6 +20,7 @@ from services.order.domain import (
     MerchantTerms,
     Order,
     OrderError,
+    PayAction,
     RequestedItem,
     price_lines,
     review_items,
@@ -43,13 +44,18 @@ from shared.contracts import (
     MerchantUpserted,
     OrderEvent,
     PaymentAuthorized,
+    PaymentCaptured,
     PaymentFailed,
     PaymentMethod,
+    PaymentPending,
+    PaymentRefunded,
+    PaymentVoided,
     ProductUpserted,
     ShippingAddress,
     StockRejected,
     StockReserved,
 )
+from shared.crypto import TokenSealer
 from shared.errors import ConcurrentWrite, retry_transient
 from shared.handlers import Handlers, Replies
 from shared.kafka import Delivery, describe, new_envelope
@@ -66,6 +72,8 @@ class OrderService:
     deadlines: Deadlines
     # Who this replica's deadline sweeper claims overdue orders as: unique per process.
     sweeper_id: str
+    # Seals a provider token for the payment service before the order is stored.
+    token_sealer: TokenSealer
     # How long a claim keeps other sweepers off an order: past it, a crashed sweeper's orders are free.
     sweep_lease: timedelta = timedelta(seconds=30)
     clock: Clock = utc_now
@@ -150,7 +158,9 @@ class PlaceOrder:
     items: list[RequestedItem]
     shipping_address: ShippingAddress
     payment_method: PaymentMethod
-    payment_token: str
+    # The provider token in clear, as the client sent it (None for wallets): only fingerprinted
+    # here, and sealed before anything is stored.
+    payment_token: str | None
     # Whose Idempotency-Keys this request's key is one of: the caller, or a guest's contact.
     key_scope: str
     idempotency_key: str | None = None
@@ -250,6 +260,7 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
     if issues:
         raise InvalidOrder(issues)
     lines = price_lines(command.items, catalog)
+    sealed_token = None if command.payment_token is None else service.token_sealer.seal(command.payment_token)
     now = service.clock()
     order_id = str(uuid.uuid4())
     for attempt in (1, 2):
@@ -260,7 +271,7 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
             lines=lines,
             shipping_address=command.shipping_address,
             payment_method=command.payment_method,
-            payment_token=command.payment_token,
+            payment_token=sealed_token,
             now=now,
             deadlines=service.deadlines,
             correlation_id=command.correlation_id or order_id,
@@ -376,14 +387,56 @@ def on_fraud_scored(batch: Batch, event: FraudScored, cause: Envelope) -> None:
     )
 
 
+def on_payment_pending(batch: Batch, event: PaymentPending, cause: Envelope) -> None:
+    action = PayAction(event.action_type, event.action_url)
+    batch.apply(
+        event.order_id,
+        cause,
+        lambda order: order.payment_pending(batch.now, event.payment_id, event.amount_fen, action),
+    )
+
+
 def on_payment_authorized(batch: Batch, event: PaymentAuthorized, cause: Envelope) -> None:
     batch.apply(event.order_id, cause, lambda order: order.payment_authorized(batch.now, event.payment_id))
 
 
 def on_payment_failed(batch: Batch, event: PaymentFailed, cause: Envelope) -> None:
-    detail = f"{event.reason} {event.detail}".strip()
     batch.apply(
-        event.order_id, cause, lambda order: order.payment_failed(batch.now, event.payment_id, detail)
+        event.order_id,
+        cause,
+        lambda order: order.payment_failed(batch.now, event.payment_id, event.reason, event.detail),
+    )
+
+
+def on_payment_captured(batch: Batch, event: PaymentCaptured, cause: Envelope) -> None:
+    batch.apply(
+        event.order_id,
+        cause,
+        lambda order: order.payment_captured(batch.now, event.payment_id, event.amount_fen),
+    )
+
+
+def on_payment_voided(batch: Batch, event: PaymentVoided, cause: Envelope) -> None:
+    batch.apply(
+        event.order_id,
+        cause,
+        lambda order: order.payment_voided(batch.now, event.payment_id, event.amount_fen, late=event.late),
+    )
+
+
+def on_payment_refunded(batch: Batch, event: PaymentRefunded, cause: Envelope) -> None:
+    batch.apply(
+        event.order_id,
+        cause,
+        lambda order: order.payment_refunded(
+            batch.now,
+            event.payment_id,
+            event.refund_id,
+            event.amount_fen,
+            refunded_total_fen=event.refunded_total_fen,
+            captured_fen=event.captured_fen,
+            reason=event.reason,
+        ),
     )
 
 
@@ -464,8 +517,12 @@ HANDLERS = (
     .on(StockReserved, on_stock_reserved)
     .on(StockRejected, on_stock_rejected)
     .on(FraudScored, on_fraud_scored)
+    .on(PaymentPending, on_payment_pending)
     .on(PaymentAuthorized, on_payment_authorized)
     .on(PaymentFailed, on_payment_failed)
+    .on(PaymentCaptured, on_payment_captured)
+    .on(PaymentVoided, on_payment_voided)
+    .on(PaymentRefunded, on_payment_refunded)
     .on(ProductUpserted, on_product_upserted)
     .on(MerchantUpserted, on_merchant_upserted)
 )

@@ -24,7 +24,7 @@ from services.order.throttle import Throttle, rule
 from shared.auth import TokenIssuer, TokenVerifier
 from shared.batching import Admission
 from shared.contracts import topics
-from shared.crypto import PersonalData
+from shared.crypto import PersonalData, TokenSealer
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -98,8 +98,9 @@ async def main() -> None:
 
     async def wire(plumbing: Plumbing) -> Wiring:
         redis = Redis.from_url(settings.redis_url)
-        personal = PersonalData(settings.pii_encryption_key)
-        store = MongoOrderStore(plumbing.store, personal)
+        personal = PersonalData(settings.pii_encryption_keys, settings.pii_index_key)
+        token_sealer = TokenSealer(settings.payment_token_public_key)
+        store = MongoOrderStore(plumbing.store, personal, token_sealer)
         await store.ensure_indexes(idempotency_key_ttl_s=settings.order_idempotency_key_ttl_s)
         account_store = MongoAccountStore(plumbing.store, personal)
         await account_store.ensure_indexes()
@@ -109,6 +110,7 @@ async def main() -> None:
             store=store,
             numbers=RedisOrderNumbers(redis),
             deadlines=settings.deadlines(),
+            token_sealer=token_sealer,
             sweeper_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             sweep_lease=timedelta(seconds=settings.order_deadline_claim_s),
             admission=Admission(settings.order_max_in_progress, settings.order_max_in_progress_age_s),

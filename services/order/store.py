@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.order.domain import (
+    BEFORE_PAYMENT,
     MAX_QUANTITY,
     WAITING,
     CatalogItem,
@@ -23,17 +24,20 @@ from services.order.domain import (
     MerchantTerms,
     Order,
     OrderStatus,
+    PayAction,
+    PaymentStatus,
     TimelineEntry,
 )
 from services.order.numbers import order_day
 from shared.contracts import (
     OrderEndReason,
     OrderLine,
+    PayActionType,
     PaymentMethod,
     ProductKind,
     ShippingAddress,
 )
-from shared.crypto import PersonalData
+from shared.crypto import PersonalData, TokenSealer
 from shared.errors import ConcurrentWrite
 from shared.mongo import (
     Document,
@@ -413,9 +417,15 @@ class MongoOrderTransaction(TransactionView):
         for order in orders:
             read_version = order.version
             order.version += 1
-            # $set rather than a replace, so a sweeper's claim on the order outlives the change.
+            # $set rather than a replace, so a sweeper's claim on the order outlives the change; the
+            # $unset drops a token a document from before sealing still held in clear.
             fields = {name: value for name, value in self.documents.to_doc(order).items() if name != "_id"}
-            writes.append(UpdateOne({"_id": order.order_id, "version": read_version}, {"$set": fields}))
+            writes.append(
+                UpdateOne(
+                    {"_id": order.order_id, "version": read_version},
+                    {"$set": fields, "$unset": {CLEAR_TOKEN_FIELD: ""}},
+                )
+            )
         result = await self.tx.db[ORDERS].bulk_write(writes, ordered=False, session=self.tx.session)
         if result.matched_count != len(writes):
             raise ConcurrentUpdate(
@@ -442,8 +452,8 @@ class MongoOrderTransaction(TransactionView):
 
 
 class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
-    def __init__(self, store: MongoStore, personal_data: PersonalData) -> None:
-        self.documents = OrderDocuments(personal_data)
+    def __init__(self, store: MongoStore, personal_data: PersonalData, token_sealer: TokenSealer) -> None:
+        self.documents = OrderDocuments(personal_data, token_sealer)
         super().__init__(store, lambda tx: MongoOrderTransaction(tx, self.documents))
         self._db = store.db
         self._orders = store.db[ORDERS]
@@ -456,6 +466,7 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
         await self._move_lookups_out_of_orders()
         await self._once("merchant_orders", self._list_stored_orders_by_merchant)
         await self._once("sealed_personal_data", self._seal_personal_data_in_stored_orders)
+        await self._once("sealed_payment_tokens", self._seal_or_drop_clear_payment_tokens)
 
     async def _once(self, migration: str, run: Callable[[], Awaitable[None]]) -> None:
         """Runs a migration unless it completed before. Each is idempotent: replicas starting
@@ -507,6 +518,24 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
             sealed = self.documents.seal_address(ShippingAddress.model_validate(doc["shipping_address"]))
             # Guarded by the clear form: an order saved meanwhile was sealed by its save.
             writes.append(UpdateOne({"_id": doc["_id"], **in_clear}, {"$set": {"shipping_address": sealed}}))
+            if len(writes) >= _MIGRATION_BATCH:
+                await self._orders.bulk_write(writes, ordered=False)
+                writes = []
+        if writes:
+            await self._orders.bulk_write(writes, ordered=False)
+
+    async def _seal_or_drop_clear_payment_tokens(self) -> None:
+        """Orders stored before provider tokens were sealed hold theirs in clear. One that has not
+        requested payment yet still needs it: sealed. Any other used it or never will: dropped."""
+        in_clear = {CLEAR_TOKEN_FIELD: {"$exists": True}}
+        writes: list[UpdateOne] = []
+        async for doc in self._orders.find(in_clear, {CLEAR_TOKEN_FIELD: 1, "status": 1}):
+            token = doc[CLEAR_TOKEN_FIELD]
+            update: Document = {"$unset": {CLEAR_TOKEN_FIELD: ""}}
+            if isinstance(token, str) and OrderStatus(doc["status"]) in BEFORE_PAYMENT:
+                update["$set"] = {SEALED_TOKEN_FIELD: self.documents.token_sealer.seal(token)}
+            # Guarded by the clear token: an order saved meanwhile lost it in its save.
+            writes.append(UpdateOne({"_id": doc["_id"], CLEAR_TOKEN_FIELD: token}, update))
             if len(writes) >= _MIGRATION_BATCH:
                 await self._orders.bulk_write(writes, ordered=False)
                 writes = []
@@ -574,12 +603,26 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
 # --- document mapping ----------------------------------------------------------------------
 
 
+# Where an order document keeps the provider token: sealed for the payment service. Documents from
+# before sealing kept it in clear under another name, which no write uses any more.
+SEALED_TOKEN_FIELD = "sealed_payment_token"  # noqa: S105 - a field name, not a secret
+CLEAR_TOKEN_FIELD = "payment_token"  # noqa: S105 - a field name, not a secret
+# A document from before the payment view says where its payment stood through its timeline.
+_PAYMENT_BY_CAUSE = {
+    "order.payment_requested": PaymentStatus.REQUESTED,
+    "payment.authorized": PaymentStatus.AUTHORIZED,
+    "payment.failed": PaymentStatus.FAILED,
+}
+
+
 @dataclass(frozen=True)
 class OrderDocuments:
-    """Orders as documents. The address and a guest's contact are personal data: sealed at rest,
-    never in clear. Documents from before sealing (the address a plain object) still read."""
+    """Orders as documents. The address and a guest's contact are personal data, and the provider
+    token a credential: sealed at rest, never in clear. Documents from before sealing (the address
+    a plain object, the token in clear) still read, the token sealed as it is read."""
 
     personal_data: PersonalData
+    token_sealer: TokenSealer
 
     def seal_address(self, address: ShippingAddress) -> str:
         return self.personal_data.seal(address.model_dump_json())
@@ -595,7 +638,18 @@ class OrderDocuments:
             "shipping_address": self.seal_address(order.shipping_address),
             "contact": None if order.contact is None else self.personal_data.seal(order.contact),
             "payment_method": order.payment_method.value,
-            "payment_token": order.payment_token,
+            SEALED_TOKEN_FIELD: order.payment_token,
+            "payment": {
+                "status": order.payment_status.value,
+                # The pay page's URL carries the provider's reference: sealed like personal data.
+                "action": None
+                if order.pay_action is None
+                else {
+                    "type": order.pay_action.type.value,
+                    "sealed_url": self.personal_data.seal(order.pay_action.url),
+                },
+                "refunded_fen": order.refunded_fen,
+            },
             "placed_at": order.placed_at,
             "deadline_at": order.deadline_at,
             "status": order.status.value,
@@ -616,6 +670,21 @@ class OrderDocuments:
         reason = doc.get("reason")
         address = doc["shipping_address"]
         contact = doc.get("contact")
+        timeline = [
+            TimelineEntry(
+                status=OrderStatus(e["status"]),
+                at=e["at"],
+                cause=e["cause"],
+                note=e.get("note", ""),
+                detail=e.get("detail", ""),
+            )
+            for e in doc["timeline"]
+        ]
+        payment = doc.get("payment")
+        if payment is None:
+            causes = [_PAYMENT_BY_CAUSE[e.cause] for e in timeline if e.cause in _PAYMENT_BY_CAUSE]
+            payment = {"status": causes[-1] if causes else PaymentStatus.NOT_REQUESTED}
+        action = payment.get("action")
         return Order(
             order_id=doc["_id"],
             order_no=doc["order_no"],
@@ -627,7 +696,7 @@ class OrderDocuments:
                 else ShippingAddress.model_validate(address)
             ),
             payment_method=PaymentMethod(doc["payment_method"]),
-            payment_token=doc["payment_token"],
+            payment_token=self._sealed_token(doc),
             placed_at=doc["placed_at"],
             deadline_at=doc.get("deadline_at"),
             status=OrderStatus(doc["status"]),
@@ -636,21 +705,26 @@ class OrderDocuments:
             fraud=Check(doc["fraud"]),
             fraud_score=doc.get("fraud_score"),
             payment_id=doc.get("payment_id"),
+            payment_status=PaymentStatus(payment["status"]),
+            pay_action=None
+            if action is None
+            else PayAction(PayActionType(action["type"]), self.personal_data.open(action["sealed_url"])),
+            refunded_fen=payment.get("refunded_fen", 0),
             currency=doc.get("currency", "CNY"),
             correlation_id=doc.get("correlation_id", doc["_id"]),
             contact=None if contact is None else self.personal_data.open(contact),
-            timeline=[
-                TimelineEntry(
-                    status=OrderStatus(e["status"]),
-                    at=e["at"],
-                    cause=e["cause"],
-                    note=e.get("note", ""),
-                    detail=e.get("detail", ""),
-                )
-                for e in doc["timeline"]
-            ],
+            timeline=timeline,
             version=doc["version"],
         )
+
+    def _sealed_token(self, doc: Mapping[str, Any]) -> str | None:
+        sealed: str | None = doc.get(SEALED_TOKEN_FIELD)
+        clear = doc.get(CLEAR_TOKEN_FIELD)
+        if sealed is not None or not isinstance(clear, str):
+            return sealed
+        # Written before tokens were sealed and not migrated yet: kept, sealed, only while the order
+        # has still to request payment with it.
+        return self.token_sealer.seal(clear) if OrderStatus(doc["status"]) in BEFORE_PAYMENT else None
 
 
 def catalog_to_doc(item: CatalogItem) -> Document:

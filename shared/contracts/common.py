@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 CURRENCY = "CNY"
+# Primary account numbers (ISO/IEC 7812) run from 12 to 19 digits.
+_PAN_LENGTHS = range(12, 20)
 
 Fen = Annotated[int, Field(ge=0, description="Money in integer minor units (fen).")]
 
@@ -59,3 +61,19 @@ class ShippingAddress(BaseModel):
     district: str = Field(min_length=1, max_length=64)
     line1: str = Field(min_length=1, max_length=200)
     postal_code: str = Field(min_length=3, max_length=16, pattern=r"^[0-9A-Za-z \-]+$")
+
+
+def looks_like_card_number(text: str) -> bool:
+    """True when `text` is a card number: 12 to 19 digits once spaces and dashes are removed, and
+    Luhn-valid. A client that sends this where a provider token belongs is sending card data."""
+    digits = text.replace(" ", "").replace("-", "")
+    if not digits.isascii() or not digits.isdigit() or len(digits) not in _PAN_LENGTHS:
+        return False
+    # Luhn: from the right, every second digit is doubled (less 9 past 9); the sum ends in 0.
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if position % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from services.order.domain import (
@@ -20,6 +19,8 @@ from services.order.domain import (
     MerchantTerms,
     Order,
     OrderStatus,
+    PayAction,
+    PaymentStatus,
 )
 from services.order.numbers import order_day
 from services.order.store import (
@@ -40,15 +41,25 @@ from services.order.store import (
     scan_budget,
 )
 from shared.contracts import (
+    DeclineReason,
     Envelope,
     FraudDecision,
     OrderLine,
     OrderPlaced,
+    PayActionType,
     PaymentMethod,
     ProductKind,
+    RefundReason,
     StockReserved,
 )
-from shared.crypto import PersonalData, UnreadableData
+from shared.crypto import (
+    PersonalData,
+    TokenOpener,
+    TokenSealer,
+    UnreadableData,
+    generate_pii_key,
+    generate_token_keypair,
+)
 from shared.errors import ConcurrentWrite
 from shared.kafka import decode, new_envelope
 from shared.mongo import OUTBOX, Document, MongoStore
@@ -60,6 +71,12 @@ DEADLINES = Deadlines()
 LEASE = timedelta(seconds=30)
 CHECKS_DUE = T0 + DEADLINES.checks
 _numbers = itertools.count(1)
+# The payment service's key pair: the store seals clear tokens it finds to the public key; the
+# tests open what it sealed with the private one.
+_TOKEN_PRIVATE_KEY, _TOKEN_PUBLIC_KEY = generate_token_keypair()
+TOKEN_SEALER = TokenSealer(_TOKEN_PUBLIC_KEY)
+TOKEN_OPENER = TokenOpener(SecretStr(_TOKEN_PRIVATE_KEY))
+CLEAR_TOKEN = "tok_approve"
 
 
 def placed(
@@ -69,6 +86,7 @@ def placed(
     after: timedelta = timedelta(0),
     merchants: Sequence[str] = ("m-1",),
     contact: str | None = None,
+    method: PaymentMethod = PaymentMethod.ALIPAY,
 ) -> Order:
     """A PENDING order placed `after` T0 (its checks deadline follows), with a line of each of
     `merchants`, numbered uniquely on the day it was placed (so numbers follow placement)."""
@@ -82,8 +100,8 @@ def placed(
             for i, m in enumerate(merchants)
         ],
         shipping_address=ADDRESS,
-        payment_method=PaymentMethod.ALIPAY,
-        payment_token="tok",
+        payment_method=method,
+        payment_token=TOKEN_SEALER.seal(CLEAR_TOKEN) if method is PaymentMethod.BANK_CARD else None,
         now=now,
         deadlines=DEADLINES,
         correlation_id=f"corr-{order_id}",
@@ -531,6 +549,52 @@ class OrderStoreContract:
         assert [i.sku for i in await store.catalog_page(10)] == ["BOWL", "CUP", "TEA"]
         assert [i.sku for i in await store.catalog_page(2)] == ["BOWL", "CUP"]
 
+    async def test_a_sealed_token_is_kept_until_payment_is_requested_and_then_saved_as_none(
+        self, store: OrderStore
+    ) -> None:
+        order = placed("o-1", method=PaymentMethod.BANK_CARD)
+        await insert(store, order)
+        read = await store.get("o-1")
+        assert read is not None and read.payment_token is not None
+        assert read.payment_token == order.payment_token
+        assert TOKEN_OPENER.open(read.payment_token) == CLEAR_TOKEN
+        read.stock_reserved(T0, DEADLINES)
+        read.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES)
+        await save(store, read)
+        after = await store.get("o-1")
+        assert after is not None and after.payment_token is None and after == read
+
+    async def test_the_payment_view_reads_back_as_it_was_saved(self, store: OrderStore) -> None:
+        await insert(store, placed("o-1"), placed("o-2"))
+        pending, refunded = await store.get("o-1"), await store.get("o-2")
+        assert pending is not None and refunded is not None
+        assert (pending.payment_status, pending.pay_action, pending.refunded_fen) == (
+            PaymentStatus.NOT_REQUESTED,
+            None,
+            0,
+        )
+        action = PayAction(PayActionType.REDIRECT, "https://pay.example/alipay/1")
+        for order in (pending, refunded):
+            order.stock_reserved(T0, DEADLINES)
+            order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES)
+            order.payment_pending(T0, "pay-1", 8800, action)
+        refunded.payment_authorized(T0, "pay-1")
+        refunded.payment_captured(T0, "pay-1", 8800)
+        refunded.payment_refunded(
+            T0, "pay-1", "rf-1", 800, refunded_total_fen=800, captured_fen=8800, reason=RefundReason.REQUESTED
+        )
+        await save(store, pending, refunded)
+        assert await store.get_many(["o-1", "o-2"]) == {"o-1": pending, "o-2": refunded}
+        read = await store.get("o-1")
+        assert read is not None and (read.payment_status, read.pay_action) == (PaymentStatus.PENDING, action)
+        read_refund = await store.get("o-2")
+        assert read_refund is not None
+        assert (read_refund.payment_status, read_refund.pay_action, read_refund.refunded_fen) == (
+            PaymentStatus.CAPTURED,
+            None,
+            800,
+        )
+
     async def test_the_latest_order_number_is_the_days_highest(self, store: OrderStore) -> None:
         numbers = ["20261125-000002", "20261125-000010", "20261126-000001", "20261124-000099"]
         orders = [placed(f"o-{i}") for i in range(len(numbers))]
@@ -555,24 +619,49 @@ class TestInMemoryOrderStore(OrderStoreContract):
 
 
 def personal_data() -> PersonalData:
-    return PersonalData(SecretStr(Fernet.generate_key().decode()))
+    return PersonalData(SecretStr(generate_pii_key()))
 
 
-def as_stored_before_sealing(store: MongoOrderStore, order: Order) -> Document:
-    """`order` as documents were written before personal data was sealed, contacts were kept and
-    timeline entries had an internal detail."""
+def mongo_order_store(mongo_store: MongoStore) -> MongoOrderStore:
+    return MongoOrderStore(mongo_store, personal_data(), TOKEN_SEALER)
+
+
+def as_stored_before_sealing(store: MongoOrderStore, order: Order, token: str = CLEAR_TOKEN) -> Document:
+    """`order` as documents were written before personal data and tokens were sealed, contacts
+    were kept, timeline entries had an internal detail and the order kept a payment view."""
     doc = store.documents.to_doc(order)
     doc["shipping_address"] = order.shipping_address.model_dump(mode="json")
-    del doc["contact"]
+    del doc["contact"], doc["sealed_payment_token"], doc["payment"]
+    doc["payment_token"] = token
     for entry in doc["timeline"]:
         del entry["detail"]
     return doc
 
 
+def ended_as(order: Order, status: OrderStatus) -> Order:
+    """`order` driven to `status` the way the saga drives it."""
+    if status is OrderStatus.PENDING:
+        return order
+    if status is OrderStatus.UNDER_REVIEW:
+        order.fraud_scored(T0, FraudDecision.REVIEW, 60, [], DEADLINES)
+        return order
+    order.stock_reserved(T0, DEADLINES)
+    if status is OrderStatus.REJECTED:
+        order.fraud_scored(T0, FraudDecision.REJECT, 99, [], DEADLINES)
+        return order
+    order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES)
+    if status is OrderStatus.CONFIRMED:
+        order.payment_authorized(T0, "pay-1")
+    elif status is OrderStatus.CANCELLED:
+        order.payment_failed(T0, "pay-1", DeclineReason.CARD_DECLINED)
+    assert order.status is status
+    return order
+
+
 class TestMongoOrderStore(OrderStoreContract):
     @pytest.fixture
     async def store(self, mongo_store: MongoStore) -> MongoOrderStore:
-        store = MongoOrderStore(mongo_store, personal_data())
+        store = mongo_order_store(mongo_store)
         await store.ensure_indexes(idempotency_key_ttl_s=3600)
         return store
 
@@ -583,6 +672,59 @@ class TestMongoOrderStore(OrderStoreContract):
             return [decode(doc["value"]) for doc in docs]
 
         return read
+
+    async def test_no_token_is_ever_stored_in_clear(
+        self, store: MongoOrderStore, mongo_store: MongoStore
+    ) -> None:
+        order = placed("o-1", method=PaymentMethod.BANK_CARD)
+        await insert(store, order)
+        raw = await mongo_store.db[ORDERS].find_one({"_id": "o-1"})
+        assert raw is not None and CLEAR_TOKEN not in repr(raw) and "payment_token" not in raw
+        assert raw["sealed_payment_token"] == order.payment_token
+
+    @pytest.mark.parametrize(
+        ("status", "kept", "payment"),
+        [
+            (OrderStatus.PENDING, True, PaymentStatus.NOT_REQUESTED),
+            (OrderStatus.UNDER_REVIEW, True, PaymentStatus.NOT_REQUESTED),
+            (OrderStatus.AWAITING_PAYMENT, False, PaymentStatus.REQUESTED),
+            (OrderStatus.CONFIRMED, False, PaymentStatus.AUTHORIZED),
+            (OrderStatus.CANCELLED, False, PaymentStatus.FAILED),
+            (OrderStatus.REJECTED, False, PaymentStatus.NOT_REQUESTED),
+        ],
+    )
+    async def test_stored_clear_tokens_are_sealed_while_payment_is_to_come_and_dropped_after(
+        self, mongo_store: MongoStore, status: OrderStatus, kept: bool, payment: PaymentStatus
+    ) -> None:
+        store = mongo_order_store(mongo_store)
+        old = ended_as(placed("o-1", method=PaymentMethod.BANK_CARD), status)
+        await mongo_store.db[ORDERS].insert_one(as_stored_before_sealing(store, old))
+
+        await store.ensure_indexes(idempotency_key_ttl_s=3600)
+
+        raw = await mongo_store.db[ORDERS].find_one({"_id": "o-1"})
+        assert raw is not None and CLEAR_TOKEN not in repr(raw) and "payment_token" not in raw
+        read = await store.get("o-1")
+        assert read is not None and read.status is status
+        if kept:
+            assert read.payment_token is not None and TOKEN_OPENER.open(read.payment_token) == CLEAR_TOKEN
+        else:
+            assert read.payment_token is None and raw.get("sealed_payment_token") is None
+        assert (read.payment_status, read.pay_action, read.refunded_fen) == (payment, None, 0)
+
+    async def test_a_clear_token_written_after_the_migration_is_sealed_as_read_and_gone_at_the_next_save(
+        self, store: MongoOrderStore, mongo_store: MongoStore
+    ) -> None:
+        # As a replica of the previous release writes during a rolling deploy.
+        await mongo_store.db[ORDERS].insert_one(as_stored_before_sealing(store, placed("o-1")))
+        read = await store.get("o-1")
+        assert read is not None and read.payment_token is not None
+        assert TOKEN_OPENER.open(read.payment_token) == CLEAR_TOKEN
+        read.stock_reserved(T0, DEADLINES)
+        await save(store, read)
+        raw = await mongo_store.db[ORDERS].find_one({"_id": "o-1"})
+        assert raw is not None and CLEAR_TOKEN not in repr(raw) and "payment_token" not in raw
+        assert await store.get("o-1") == read
 
     async def test_idempotency_keys_expire_through_a_ttl_index(
         self, store: MongoOrderStore, mongo_store: MongoStore
@@ -627,7 +769,7 @@ class TestMongoOrderStore(OrderStoreContract):
         self, store: MongoOrderStore, mongo_store: MongoStore
     ) -> None:
         await insert(store, placed("o-1"))
-        elsewhere = MongoOrderStore(mongo_store, personal_data())
+        elsewhere = mongo_order_store(mongo_store)
         with pytest.raises(UnreadableData):
             await elsewhere.get("o-1")
 
@@ -657,7 +799,7 @@ class TestMongoOrderStore(OrderStoreContract):
     async def test_orders_stored_before_the_lookups_existed_get_them_and_lose_the_old_indexes(
         self, mongo_store: MongoStore
     ) -> None:
-        store = MongoOrderStore(mongo_store, personal_data())
+        store = mongo_order_store(mongo_store)
         older = placed("o-1", merchants=["m-1", "m-2"])
         newer = placed("o-2", after=timedelta(minutes=1))
         orders = mongo_store.db[ORDERS]
@@ -686,7 +828,7 @@ class TestMongoOrderStore(OrderStoreContract):
     async def test_stored_orders_get_merchant_listings_and_sealed_addresses(
         self, mongo_store: MongoStore
     ) -> None:
-        store = MongoOrderStore(mongo_store, personal_data())
+        store = mongo_order_store(mongo_store)
         stored = placed("o-1", merchants=["m-1", "m-2"])
         await insert(store, stored)  # a customer_orders and order_numbers key, as before
         await mongo_store.db[ORDERS].replace_one({"_id": "o-1"}, as_stored_before_sealing(store, stored))

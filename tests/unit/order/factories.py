@@ -7,7 +7,9 @@ import asyncio
 from collections import Counter
 from datetime import datetime, timedelta
 
-from services.order.domain import CatalogItem, Deadlines, Order, RequestedItem
+from pydantic import SecretStr
+
+from services.order.domain import TOKEN_METHODS, CatalogItem, Deadlines, Order, RequestedItem
 from services.order.handlers import OrderService, OrderWatch, PlaceOrder
 from shared.contracts import (
     FraudDecision,
@@ -20,9 +22,15 @@ from shared.contracts import (
     StockLine,
     StockReserved,
 )
+from shared.crypto import TokenOpener, TokenSealer, generate_token_keypair
 from tests.twins.order import InMemoryOrderNumbers, InMemoryOrderStore
 from tests.unit.samples import ADDRESS, T0
 
+# The payment service's key pair as the tests play it: the gateway seals to the public key, and a
+# test opens with the private one what only the payment service could.
+_TOKEN_PRIVATE_KEY, TOKEN_PUBLIC_KEY = generate_token_keypair()
+CLEAR_TOKEN = "tok_approve"  # the sandbox provider's token that approves
+TOKEN_OPENER = TokenOpener(SecretStr(_TOKEN_PRIVATE_KEY))
 DEADLINES = Deadlines(checks=timedelta(seconds=30), review=timedelta(hours=1), payment=timedelta(minutes=2))
 LEASE = timedelta(seconds=30)
 PUER_LIMIT = 2
@@ -80,7 +88,13 @@ def order_service(
     store: InMemoryOrderStore, numbers: InMemoryOrderNumbers, owner: str = "sweeper-a"
 ) -> OrderService:
     return OrderService(
-        store=store, numbers=numbers, deadlines=DEADLINES, sweeper_id=owner, sweep_lease=LEASE, clock=Clock()
+        store=store,
+        numbers=numbers,
+        deadlines=DEADLINES,
+        sweeper_id=owner,
+        token_sealer=TokenSealer(TOKEN_PUBLIC_KEY),
+        sweep_lease=LEASE,
+        clock=Clock(),
     )
 
 
@@ -102,7 +116,7 @@ def command(
         items=[RequestedItem(sku, quantity) for sku, quantity in items or [("TEA", 1)]],
         shipping_address=address,
         payment_method=method,
-        payment_token="tok_approve",
+        payment_token=CLEAR_TOKEN if method in TOKEN_METHODS else None,
         key_scope=f"customer:{customer_id}",
         idempotency_key=key,
         contact=contact,

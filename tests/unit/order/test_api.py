@@ -17,9 +17,10 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from limits.aio.storage import MemoryStorage
+from structlog.testing import capture_logs
 
 from services.order.accounts import api as accounts_api
-from services.order.api import GatewayLimits, build_router, rate_limited
+from services.order.api import GatewayLimits, PlaceOrderIn, build_router, rate_limited
 from services.order.domain import OrderStatus
 from services.order.handlers import OrderService, cancel_order, handle_batch
 from services.order.throttle import Throttle
@@ -29,7 +30,12 @@ from shared.contracts import (
     MerchantUpserted,
     OrderCancelled,
     OrderEndReason,
+    PayActionType,
     PaymentMethod,
+    PaymentPending,
+    PaymentRefunded,
+    PaymentRequested,
+    RefundReason,
     decode_data,
 )
 from shared.crypto import PersonalData
@@ -38,7 +44,9 @@ from shared.settings import SharedSettings
 from tests.twins.accounts import InMemoryAccountStore
 from tests.twins.order import InMemoryOrderNumbers, InMemoryOrderStore
 from tests.unit.order.factories import (
+    CLEAR_TOKEN,
     PUER_LIMIT,
+    TOKEN_OPENER,
     ObservedWatch,
     authorized,
     clock_of,
@@ -54,7 +62,7 @@ pytestmark = pytest.mark.unit
 
 SETTINGS = SharedSettings()
 ISSUER = TokenIssuer(SETTINGS)
-PERSONAL = PersonalData(SETTINGS.pii_encryption_key)
+PERSONAL = PersonalData.from_settings(SETTINGS)
 PROBLEM = "application/problem+json"
 
 
@@ -79,8 +87,11 @@ ADDRESS = {
 ORDER = {
     "items": [{"sku": "TEA", "quantity": 1}],
     "shipping_address": ADDRESS,
-    "payment": {"method": "wechat_pay", "token": "tok_approve"},
+    "payment": {"method": "wechat_pay"},
 }
+CARD_ORDER = {**ORDER, "payment": {"method": "bank_card", "token": CLEAR_TOKEN}}
+# A Luhn-valid test card number, as a careless client might put it where the token belongs.
+PAN = "4111 1111 1111 1111"
 GUEST_ORDER = {**ORDER, "contact": {"email": "Li.Lei@Example.com"}}
 
 
@@ -612,6 +623,127 @@ async def test_the_event_stream_resumes_after_the_last_event_id(
     events = transitions(resumed.text)
     assert [position for position, _ in events] == ["3", "4"]
     assert events[0][1]["detail"], "an admin's stream carries the internal detail"
+
+
+# --- the payment ------------------------------------------------------------------------------
+
+
+async def test_a_card_payment_without_a_token_is_one_422_on_the_token_and_places_nothing(
+    client: httpx.AsyncClient, store: InMemoryOrderStore
+) -> None:
+    body = {**ORDER, "payment": {"method": "bank_card"}, "items": [{"sku": "NOPE", "quantity": 1}]}
+    answer = problem(await client.post("/v1/orders", json=body, headers=SHOPPER), 422, "invalid-order")
+    assert fields_of(answer) == {"payment.token", "items.0.sku"}, "one 422 names every problem"
+    token = next(e for e in answer["errors"] if e["field"] == "payment.token")
+    assert "bank_card needs the payment provider's token" in token["message"]
+    assert store.orders == {}
+
+
+@pytest.mark.parametrize("method", ["bank_card", "alipay"])
+async def test_a_card_number_sent_as_the_token_is_refused_and_never_repeated_nor_logged(
+    client: httpx.AsyncClient, store: InMemoryOrderStore, method: str
+) -> None:
+    body = {**ORDER, "payment": {"method": method, "token": PAN}}
+    with capture_logs() as logs:
+        response = await client.post("/v1/orders", json=body, headers=SHOPPER)
+    answer = problem(response, 422, "invalid-order")
+    assert fields_of(answer) == {"payment.token"}
+    assert "looks like a card number" in answer["errors"][0]["message"]
+    digits = PAN.replace(" ", "")
+    for shown in (response.text, repr(logs)):
+        assert PAN not in shown and digits not in shown
+    assert store.orders == {}
+
+
+async def test_a_wallet_payment_needs_no_token_and_keeps_none_it_is_given(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    without = await place(client, body={**ORDER, "payment": {"method": "alipay"}})
+    assert (await stored(service, without["order_id"])).payment_token is None
+    given = await place(client, body={**ORDER, "payment": {"method": "wechat_pay", "token": "tok_unused"}})
+    assert (await stored(service, given["order_id"])).payment_token is None
+
+
+async def test_a_card_token_is_stored_only_sealed_for_the_payment_service(
+    client: httpx.AsyncClient, service: OrderService, store: InMemoryOrderStore
+) -> None:
+    with capture_logs() as logs:
+        order_id = (await place(client, body=CARD_ORDER))["order_id"]
+    sealed = (await stored(service, order_id)).payment_token
+    assert sealed is not None and CLEAR_TOKEN not in sealed
+    assert TOKEN_OPENER.open(sealed) == CLEAR_TOKEN
+    assert CLEAR_TOKEN not in (await client.get(f"/v1/orders/{order_id}", headers=ADMIN)).text
+    assert CLEAR_TOKEN not in repr(logs)
+    await handle_batch(service, [delivery(reserved(order_id)), delivery(scored(order_id))])
+    [requested] = [e for e in map(decode_data, store.outbox) if isinstance(e, PaymentRequested)]
+    assert requested.sealed_token == sealed
+    assert (await stored(service, order_id)).payment_token is None
+
+
+async def test_a_replay_of_a_card_order_answers_the_first_order_though_each_seal_differs(
+    client: httpx.AsyncClient, store: InMemoryOrderStore
+) -> None:
+    key = {**SHOPPER, "Idempotency-Key": "card-1"}
+    first = await client.post("/v1/orders", json=CARD_ORDER, headers=key)
+    again = await client.post("/v1/orders", json=CARD_ORDER, headers=key)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["order_id"] == again.json()["order_id"] and len(store.orders) == 1
+    other_card = {**CARD_ORDER, "payment": {"method": "bank_card", "token": "tok_other"}}
+    problem(await client.post("/v1/orders", json=other_card, headers=key), 422, "idempotency-key-reused")
+
+
+async def test_the_order_shows_its_payment_from_not_requested_to_pending_to_refunded(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    order_id = (await place(client, body={**ORDER, "payment": {"method": "alipay"}}))["order_id"]
+    payment = (await read(client, order_id, SHOPPER))["payment"]
+    assert payment == {"method": "alipay", "status": "not_requested", "action": None, "refunded_fen": 0}
+    await handle_batch(service, [delivery(reserved(order_id)), delivery(scored(order_id))])
+    assert (await read(client, order_id, SHOPPER))["payment"]["status"] == "requested"
+    pending = PaymentPending(
+        order_id=order_id,
+        payment_id="pay-1",
+        method=PaymentMethod.ALIPAY,
+        amount_fen=8800,
+        action_type=PayActionType.REDIRECT,
+        action_url="https://pay.example/alipay/1",
+    )
+    await handle_batch(service, [delivery(pending)])
+    seen = await read(client, order_id, SHOPPER)
+    assert seen["payment"] == {
+        "method": "alipay",
+        "status": "pending",
+        "action": {"type": "redirect", "url": "https://pay.example/alipay/1"},
+        "refunded_fen": 0,
+    }
+    assert seen["timeline"][-1]["note"] == "Follow the link to pay ¥88.00 with Alipay."
+    await handle_batch(service, [delivery(authorized(order_id))])
+    refunded = PaymentRefunded(
+        order_id=order_id,
+        payment_id="pay-1",
+        refund_id="rf-1",
+        customer_id="c-1",
+        amount_fen=8800,
+        refunded_total_fen=8800,
+        captured_fen=8800,
+        reason=RefundReason.REQUESTED,
+    )
+    await handle_batch(service, [delivery(refunded)])
+    [listed] = (await client.get("/v1/orders", headers=SHOPPER)).json()["items"]
+    assert listed["payment"] == {
+        "method": "alipay",
+        "status": "refunded",
+        "action": None,
+        "refunded_fen": 8800,
+    }
+
+
+def test_every_order_request_example_in_the_openapi_document_is_a_valid_request() -> None:
+    examples = PlaceOrderIn.model_json_schema()["examples"]
+    for example in examples:
+        PlaceOrderIn.model_validate(example)
+    assert {"method": "alipay"} in [example["payment"] for example in examples], "a wallet needs no token"
 
 
 # --- cancelling -------------------------------------------------------------------------------

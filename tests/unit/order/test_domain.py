@@ -17,13 +17,17 @@ from services.order.domain import (
     Order,
     OrderError,
     OrderStatus,
+    PayAction,
+    PaymentStatus,
     RequestedItem,
     UnknownProducts,
+    money,
     price_lines,
     review_items,
     same_contact,
 )
 from shared.contracts import (
+    DeclineReason,
     Event,
     FraudDecision,
     OrderCancelled,
@@ -31,9 +35,11 @@ from shared.contracts import (
     OrderEndReason,
     OrderPlaced,
     OrderRejected,
+    PayActionType,
     PaymentMethod,
     PaymentRequested,
     ProductKind,
+    RefundReason,
 )
 from tests.unit.samples import ADDRESS, T0
 
@@ -46,10 +52,15 @@ CATALOG = {
     "OLD-1": CatalogItem("OLD-1", "Retired", "m-1", ProductKind.PHYSICAL, 100, active=False),
     "PUER-1": CatalogItem("PUER-1", "Pu'er cake", "m-1", ProductKind.PHYSICAL, 12800, max_per_order=2),
 }
+# The domain keeps the token as the gateway sealed it: an opaque string it never opens.
+SEALED = "x25519.k0.sealed-for-payment"
+QR = PayAction(PayActionType.QR, "https://pay.example/qr/1")
 ALIPAY_ONLY = {"m-1": MerchantTerms("m-1", frozenset({PaymentMethod.ALIPAY}))}
 
 
-def new_order(contact: str | None = None) -> tuple[Order, list[Event]]:
+def new_order(
+    contact: str | None = None, method: PaymentMethod = PaymentMethod.BANK_CARD
+) -> tuple[Order, list[Event]]:
     lines = price_lines([RequestedItem("TEA-1", 2), RequestedItem("CUP-1", 1)], CATALOG)
     return Order.place(
         order_id="o-1",
@@ -57,8 +68,8 @@ def new_order(contact: str | None = None) -> tuple[Order, list[Event]]:
         customer_id="c-1",
         lines=lines,
         shipping_address=ADDRESS,
-        payment_method=PaymentMethod.BANK_CARD,
-        payment_token="tok_approve",
+        payment_method=method,
+        payment_token=SEALED if method is PaymentMethod.BANK_CARD else None,
         now=T0,
         deadlines=DEADLINES,
         correlation_id="corr-1",
@@ -66,8 +77,8 @@ def new_order(contact: str | None = None) -> tuple[Order, list[Event]]:
     )
 
 
-def approved_and_reserved() -> Order:
-    order, _ = new_order()
+def approved_and_reserved(method: PaymentMethod = PaymentMethod.BANK_CARD) -> Order:
+    order, _ = new_order(method=method)
     order.stock_reserved(T0, DEADLINES)
     order.fraud_scored(T0, FraudDecision.APPROVE, 3, [], DEADLINES)
     return order
@@ -119,7 +130,7 @@ def test_payment_is_requested_only_once_both_checks_passed(stock_first: bool) ->
     )
     [requested] = second
     assert isinstance(requested, PaymentRequested)
-    assert requested.amount_fen == order.total_fen and requested.token == "tok_approve"
+    assert requested.amount_fen == order.total_fen and requested.sealed_token == SEALED
     assert order.status is OrderStatus.AWAITING_PAYMENT
     assert order.deadline_at == T0 + DEADLINES.payment
 
@@ -166,7 +177,7 @@ def test_review_waits_then_an_approval_continues() -> None:
 
 def test_payment_decline_cancels() -> None:
     order = approved_and_reserved()
-    [cancelled] = order.payment_failed(T0, "pay-1", "CARD_DECLINED")
+    [cancelled] = order.payment_failed(T0, "pay-1", DeclineReason.CARD_DECLINED)
     assert isinstance(cancelled, OrderCancelled)
     assert (order.status, order.reason) == (OrderStatus.CANCELLED, OrderEndReason.PAYMENT_DECLINED)
 
@@ -178,7 +189,7 @@ def test_repeated_and_late_facts_change_nothing() -> None:
     assert order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES) == []
     order.payment_authorized(T0, "pay-1")
     assert order.payment_authorized(T0, "pay-1") == []
-    assert order.payment_failed(T0, "pay-1", "late") == []
+    assert order.payment_failed(T0, "pay-1", DeclineReason.CARD_DECLINED, "late") == []
     assert len(order.timeline) == steps + 1
 
 
@@ -366,7 +377,7 @@ def test_a_paid_order_cannot_be_cancelled_by_the_customer() -> None:
             lambda o: (
                 o.stock_reserved(T0, DEADLINES),
                 o.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES),
-                o.payment_failed(T0, "pay-1", "CARD_DECLINED"),
+                o.payment_failed(T0, "pay-1", DeclineReason.CARD_DECLINED),
             ),
             OrderEndReason.PAYMENT_DECLINED,
         ),
@@ -409,3 +420,282 @@ def test_customer_notes_never_carry_risk_scores_rules_or_stock_counts_while_deta
     assert "risk score 97: BLOCKED_CUSTOMER" in fraudulent.timeline[-1].detail
     assert "TEA-1 (asked 2, 0 left)" in short.timeline[-1].detail
     assert "Longjing tea" in short.timeline[-1].note, "the customer reads the product's name, not its SKU"
+
+
+# --- the payment: its token, its view and what the customer reads ---------------------------------
+
+
+def test_the_sealed_token_is_dropped_once_payment_requested_carries_it() -> None:
+    order, _ = new_order()
+    order.stock_reserved(T0, DEADLINES)
+    assert order.payment_token == SEALED, "kept while payment is still to be requested"
+    [requested] = order.fraud_scored(T0, FraudDecision.APPROVE, 1, [], DEADLINES)
+    assert isinstance(requested, PaymentRequested) and requested.sealed_token == SEALED
+    assert order.payment_token is None
+
+
+def test_a_wallet_order_requests_payment_without_a_token() -> None:
+    order = approved_and_reserved(PaymentMethod.ALIPAY)
+    assert order.payment_token is None and order.payment_status is PaymentStatus.REQUESTED
+
+
+def test_the_payment_view_is_not_requested_until_the_checks_pass_and_stays_so_if_rejected() -> None:
+    order, _ = new_order()
+    assert (order.payment_status, order.pay_action, order.refunded_fen) == (
+        PaymentStatus.NOT_REQUESTED,
+        None,
+        0,
+    )
+    order.stock_rejected(T0, ["TEA-1"], "short")
+    assert order.payment_status is PaymentStatus.NOT_REQUESTED
+
+
+@pytest.mark.parametrize(
+    ("method", "action", "says"),
+    [
+        (PaymentMethod.WECHAT_PAY, QR, "Scan the QR code with WeChat Pay to pay ¥221.50."),
+        (
+            PaymentMethod.ALIPAY,
+            PayAction(PayActionType.REDIRECT, "https://pay.example/alipay/1"),
+            "Follow the link to pay ¥221.50 with Alipay.",
+        ),
+    ],
+)
+def test_a_pending_wallet_payment_shows_the_payer_what_to_do(
+    method: PaymentMethod, action: PayAction, says: str
+) -> None:
+    order = approved_and_reserved(method)
+    assert order.payment_pending(T0, "pay-1", order.total_fen, action) == []
+    assert (order.status, order.payment_status, order.pay_action) == (
+        OrderStatus.AWAITING_PAYMENT,
+        PaymentStatus.PENDING,
+        action,
+    )
+    entry = order.timeline[-1]
+    assert (entry.status, entry.cause, entry.note) == (OrderStatus.AWAITING_PAYMENT, "payment.pending", says)
+    steps = len(order.timeline)
+    assert order.payment_pending(T0, "pay-1", order.total_fen, action) == []
+    assert len(order.timeline) == steps, "a repeated PaymentPending adds nothing"
+
+
+def test_an_authorization_confirms_and_the_pay_action_goes() -> None:
+    order = approved_and_reserved(PaymentMethod.WECHAT_PAY)
+    order.payment_pending(T0, "pay-1", order.total_fen, QR)
+    [confirmed] = order.payment_authorized(T0, "pay-1")
+    assert isinstance(confirmed, OrderConfirmed)
+    assert (order.payment_status, order.pay_action) == (PaymentStatus.AUTHORIZED, None)
+
+
+def test_a_capture_marks_the_payment_captured_once() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    assert order.payment_captured(T0, "pay-1", order.total_fen) == []
+    assert (order.status, order.payment_status) == (OrderStatus.CONFIRMED, PaymentStatus.CAPTURED)
+    assert order.timeline[-1].note == "¥221.50 was charged."
+    steps = len(order.timeline)
+    assert order.payment_captured(T0, "pay-1", order.total_fen) == []
+    assert len(order.timeline) == steps
+
+
+def test_a_pending_payment_that_comes_after_the_order_ended_shows_nothing_to_pay() -> None:
+    order = approved_and_reserved(PaymentMethod.WECHAT_PAY)
+    order.deadline_passed(T0 + DEADLINES.payment)
+    steps = len(order.timeline)
+    assert order.payment_pending(T0, "pay-1", order.total_fen, QR) == []
+    assert (order.pay_action, len(order.timeline)) == (None, steps)
+
+
+def test_an_order_that_ends_while_the_payer_has_to_act_no_longer_shows_the_action() -> None:
+    order = approved_and_reserved(PaymentMethod.WECHAT_PAY)
+    order.payment_pending(T0, "pay-1", order.total_fen, QR)
+    order.cancel_by_customer(T0)
+    assert order.pay_action is None
+
+
+def test_a_provider_that_did_not_answer_in_time_cancels_with_provider_timeout() -> None:
+    order = approved_and_reserved()
+    [cancelled] = order.payment_failed(T0, "pay-1", DeclineReason.PROVIDER_TIMEOUT, "3 tries")
+    assert isinstance(cancelled, OrderCancelled)
+    assert (cancelled.reason, cancelled.detail) == (
+        OrderEndReason.PROVIDER_TIMEOUT,
+        "PROVIDER_TIMEOUT: 3 tries",
+    )
+    assert (order.status, order.reason, order.payment_status) == (
+        OrderStatus.CANCELLED,
+        OrderEndReason.PROVIDER_TIMEOUT,
+        PaymentStatus.FAILED,
+    )
+    note = order.timeline[-1].note
+    assert "did not answer in time" in note and "nothing was charged" in note
+
+
+@pytest.mark.parametrize(
+    ("reason", "says"),
+    [
+        (DeclineReason.CARD_DECLINED, "Your card was declined"),
+        (DeclineReason.INSUFFICIENT_FUNDS, "insufficient funds"),
+        (DeclineReason.INVALID_TOKEN, "payment details could not be used"),
+        (DeclineReason.PROVIDER_DECLINED, "provider declined"),
+        (DeclineReason.PROVIDER_ERROR, "could not confirm"),
+        (DeclineReason.PAYER_DECLINED, "You declined the payment"),
+        (DeclineReason.AMOUNT_MISMATCH, "did not match"),
+    ],
+)
+def test_any_other_failure_cancels_as_declined_and_says_why_in_words(
+    reason: DeclineReason, says: str
+) -> None:
+    order = approved_and_reserved(PaymentMethod.WECHAT_PAY)
+    order.payment_pending(T0, "pay-1", order.total_fen, QR)
+    [cancelled] = order.payment_failed(T0, "pay-1", reason, "provider code 51")
+    assert isinstance(cancelled, OrderCancelled)
+    assert (cancelled.reason, cancelled.detail) == (
+        OrderEndReason.PAYMENT_DECLINED,
+        f"{reason}: provider code 51",
+    )
+    entry = order.timeline[-1]
+    assert says in entry.note and "the order is cancelled" in entry.note
+    assert reason.value not in entry.note and "51" not in entry.note, "codes are for the admin"
+    assert entry.detail == f"PAYMENT_DECLINED: {reason}: provider code 51"
+    assert (order.payment_status, order.pay_action) == (PaymentStatus.FAILED, None)
+
+
+def test_money_taken_for_a_mismatched_amount_is_said_to_go_back_not_to_be_uncharged() -> None:
+    order = approved_and_reserved(PaymentMethod.ALIPAY)
+    order.payment_failed(T0, "pay-1", DeclineReason.AMOUNT_MISMATCH)
+    note = order.timeline[-1].note
+    assert "given back in full" in note and "nothing was charged" not in note
+
+
+def test_a_failure_without_detail_is_described_by_its_code_alone() -> None:
+    order = approved_and_reserved()
+    [cancelled] = order.payment_failed(T0, "pay-1", DeclineReason.CARD_DECLINED)
+    assert isinstance(cancelled, OrderCancelled) and cancelled.detail == "CARD_DECLINED"
+
+
+def test_a_failure_after_the_order_ended_shows_in_the_payment_view_only() -> None:
+    order = approved_and_reserved()
+    order.deadline_passed(T0 + DEADLINES.payment)
+    assert order.payment_failed(T0, "pay-1", DeclineReason.PROVIDER_TIMEOUT) == []
+    assert (order.status, order.reason, order.payment_status) == (
+        OrderStatus.CANCELLED,
+        OrderEndReason.PAYMENT_TIMEOUT,
+        PaymentStatus.FAILED,
+    )
+    assert order.timeline[-1].note == "The payment provider did not answer in time; nothing was charged."
+    steps = len(order.timeline)
+    assert order.payment_failed(T0, "pay-1", DeclineReason.PROVIDER_TIMEOUT) == []
+    assert len(order.timeline) == steps
+
+
+def test_a_late_authorization_released_is_told_to_the_customer_and_the_order_stays_cancelled() -> None:
+    order = approved_and_reserved()
+    order.cancel_by_customer(T0)
+    assert order.payment_authorized(T0, "pay-1") == []
+    assert order.payment_voided(T0, "pay-1", 1280, late=True) == []
+    assert (order.status, order.reason, order.payment_status, order.payment_id) == (
+        OrderStatus.CANCELLED,
+        OrderEndReason.CUSTOMER_CANCELLED,
+        PaymentStatus.VOIDED,
+        "pay-1",
+    )
+    entry = order.timeline[-1]
+    assert (entry.status, entry.cause) == (OrderStatus.CANCELLED, "payment.voided")
+    assert entry.note == (
+        "A payment that arrived after your order was cancelled was released: ¥12.80. Nothing was charged."
+    )
+    steps = len(order.timeline)
+    assert order.payment_voided(T0, "pay-1", 1280, late=True) == []
+    assert len(order.timeline) == steps
+
+
+def test_a_void_on_time_says_the_payment_was_released() -> None:
+    order = approved_and_reserved()
+    order.deadline_passed(T0 + DEADLINES.payment)
+    order.payment_voided(T0, "pay-1", 22150, late=False)
+    assert order.timeline[-1].note == "The payment of ¥221.50 was released. Nothing was charged."
+
+
+@pytest.mark.parametrize(
+    ("reason", "says"),
+    [
+        (
+            RefundReason.LATE_PAYMENT,
+            "A payment that arrived after your order was cancelled was refunded in full: ¥12.80.",
+        ),
+        (
+            RefundReason.ORDER_ENDED,
+            "Your order was cancelled after the payment was taken; it was refunded in full: ¥12.80.",
+        ),
+    ],
+)
+def test_a_late_payment_refunded_is_told_to_the_customer_and_the_order_stays_cancelled(
+    reason: RefundReason, says: str
+) -> None:
+    order = approved_and_reserved(PaymentMethod.WECHAT_PAY)
+    order.deadline_passed(T0 + DEADLINES.payment)
+    # The capture of a late payment is not told on its own: the refund that follows tells it all.
+    steps = len(order.timeline)
+    assert order.payment_captured(T0, "pay-1", 1280) == []
+    assert len(order.timeline) == steps
+    refunded = order.payment_refunded(
+        T0, "pay-1", "rf-1", 1280, refunded_total_fen=1280, captured_fen=1280, reason=reason
+    )
+    assert refunded == []
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, OrderEndReason.PAYMENT_TIMEOUT)
+    assert (order.payment_status, order.refunded_fen) == (PaymentStatus.REFUNDED, 1280)
+    entry = order.timeline[-1]
+    assert (entry.status, entry.cause, entry.note) == (OrderStatus.CANCELLED, "payment.refunded", says)
+    assert "rf-1" in entry.detail and "rf-1" not in entry.note
+
+
+def test_requested_refunds_add_up_and_a_repeated_or_older_one_changes_nothing() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    order.payment_captured(T0, "pay-1", 22150)
+
+    def refund(refund_id: str, amount: int, total: int) -> None:
+        order.payment_refunded(
+            T0,
+            "pay-1",
+            refund_id,
+            amount,
+            refunded_total_fen=total,
+            captured_fen=22150,
+            reason=RefundReason.REQUESTED,
+        )
+
+    refund("rf-1", 4550, 4550)
+    assert (order.status, order.payment_status, order.refunded_fen) == (
+        OrderStatus.CONFIRMED,
+        PaymentStatus.CAPTURED,
+        4550,
+    )
+    assert order.timeline[-1].note == "¥45.50 was refunded to you (¥45.50 of ¥221.50 so far)."
+    steps = len(order.timeline)
+    refund("rf-1", 4550, 4550)
+    assert len(order.timeline) == steps
+    refund("rf-2", 17600, 22150)
+    assert (order.status, order.payment_status, order.refunded_fen) == (
+        OrderStatus.CONFIRMED,
+        PaymentStatus.REFUNDED,
+        22150,
+    )
+    assert order.timeline[-1].note == "¥176.00 was refunded to you; the payment is refunded in full."
+    refund("rf-1", 4550, 4550)
+    assert (order.refunded_fen, len(order.timeline)) == (22150, steps + 1)
+
+
+def test_every_decline_reason_has_words_of_its_own_for_the_customer() -> None:
+    for reason in DeclineReason:
+        order = approved_and_reserved()
+        order.payment_failed(T0, "pay-1", reason)
+        assert "did not go through" not in order.timeline[-1].note, f"{reason} has no words of its own"
+
+
+def test_money_reads_in_yuan_from_integer_fen() -> None:
+    assert (money(1280), money(5), money(100000), money(1280, "USD")) == (
+        "¥12.80",
+        "¥0.05",
+        "¥1000.00",
+        "12.80 USD",
+    )

@@ -4,12 +4,13 @@ in-memory twins."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
 
-from services.order.domain import CannotCancel, Order, OrderStatus, RequestedItem
+from services.order.domain import CannotCancel, Order, OrderStatus, PayAction, PaymentStatus, RequestedItem
 from services.order.handlers import (
     IdempotencyKeyReused,
     InvalidOrder,
@@ -33,10 +34,16 @@ from shared.contracts import (
     OrderEndReason,
     OrderPlaced,
     OrderRejected,
+    PayActionType,
+    PaymentCaptured,
     PaymentFailed,
     PaymentMethod,
+    PaymentPending,
+    PaymentRefunded,
     PaymentRequested,
+    PaymentVoided,
     ProductUpserted,
+    RefundReason,
     Shortage,
     StockLine,
     StockRejected,
@@ -46,9 +53,11 @@ from shared.contracts import (
 from tests.twins.order import InMemoryOrderNumbers, InMemoryOrderStore
 from tests.unit.order.factories import (
     CATALOG,
+    CLEAR_TOKEN,
     DEADLINES,
     LEASE,
     PUER_LIMIT,
+    TOKEN_OPENER,
     ObservedWatch,
     authorized,
     clock_of,
@@ -124,12 +133,14 @@ def emitted(store: InMemoryOrderStore) -> list[Event]:
     return [decode_data(envelope) for envelope in store.outbox]
 
 
-async def placed(service: OrderService, *items: tuple[str, int]) -> Order:
-    return (await place_order(service, command(*items))).order
+async def placed(
+    service: OrderService, *items: tuple[str, int], method: PaymentMethod = PaymentMethod.WECHAT_PAY
+) -> Order:
+    return (await place_order(service, command(*items, method=method))).order
 
 
-async def awaiting_payment(service: OrderService) -> Order:
-    order = await placed(service)
+async def awaiting_payment(service: OrderService, method: PaymentMethod = PaymentMethod.WECHAT_PAY) -> Order:
+    order = await placed(service, method=method)
     await handle_batch(service, [delivery(reserved(order.order_id)), delivery(scored(order.order_id))])
     return await stored(service, order.order_id)
 
@@ -473,6 +484,142 @@ async def test_a_declined_payment_cancels_the_order(service: OrderService, store
     after = await stored(service, order.order_id)
     assert (after.status, after.reason) == (OrderStatus.CANCELLED, OrderEndReason.PAYMENT_DECLINED)
     assert isinstance(emitted(store)[-1], OrderCancelled)
+
+
+async def test_a_card_token_is_stored_sealed_for_payment_and_dropped_once_payment_is_requested(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await placed(service, method=PaymentMethod.BANK_CARD)
+    kept = (await stored(service, order.order_id)).payment_token
+    assert kept is not None and CLEAR_TOKEN not in kept
+    assert TOKEN_OPENER.open(kept) == CLEAR_TOKEN
+    assert CLEAR_TOKEN not in store.outbox[0].model_dump_json(), "OrderPlaced carries no token"
+    await handle_batch(service, [delivery(reserved(order.order_id)), delivery(scored(order.order_id))])
+    [requested] = [e for e in emitted(store) if isinstance(e, PaymentRequested)]
+    assert requested.sealed_token is not None and TOKEN_OPENER.open(requested.sealed_token) == CLEAR_TOKEN
+    assert (await stored(service, order.order_id)).payment_token is None
+
+
+async def test_a_wallet_order_is_stored_and_requests_payment_without_a_token(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service, PaymentMethod.ALIPAY)
+    assert order.payment_token is None and order.payment_status is PaymentStatus.REQUESTED
+    [requested] = [e for e in emitted(store) if isinstance(e, PaymentRequested)]
+    assert requested.sealed_token is None
+
+
+async def test_a_pending_wallet_payment_is_stored_with_what_the_payer_does(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    sent = len(store.outbox)
+    pending = PaymentPending(
+        order_id=order.order_id,
+        payment_id="pay-1",
+        method=PaymentMethod.WECHAT_PAY,
+        amount_fen=8800,
+        action_type=PayActionType.QR,
+        action_url="https://pay.example/qr/1",
+    )
+    await handle_batch(service, [delivery(pending)])
+    after = await stored(service, order.order_id)
+    assert (after.status, after.payment_status, after.pay_action, after.payment_id) == (
+        OrderStatus.AWAITING_PAYMENT,
+        PaymentStatus.PENDING,
+        PayAction(PayActionType.QR, "https://pay.example/qr/1"),
+        "pay-1",
+    )
+    assert after.timeline[-1].note == "Scan the QR code with WeChat Pay to pay ¥88.00."
+    assert len(store.outbox) == sent, "nothing to tell the other services"
+
+
+async def test_a_provider_timeout_cancels_the_order_with_provider_timeout(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    failed = PaymentFailed(
+        order_id=order.order_id,
+        payment_id="pay-1",
+        method=PaymentMethod.WECHAT_PAY,
+        reason=DeclineReason.PROVIDER_TIMEOUT,
+        detail="no answer in 30 s",
+    )
+    await handle_batch(service, [delivery(failed)])
+    after = await stored(service, order.order_id)
+    assert (after.status, after.reason) == (OrderStatus.CANCELLED, OrderEndReason.PROVIDER_TIMEOUT)
+    cancelled = emitted(store)[-1]
+    assert isinstance(cancelled, OrderCancelled)
+    assert (cancelled.reason, cancelled.detail) == (
+        OrderEndReason.PROVIDER_TIMEOUT,
+        "PROVIDER_TIMEOUT: no answer in 30 s",
+    )
+
+
+async def test_a_capture_and_a_requested_refund_are_stored_in_the_payment_view(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    await handle_batch(service, [delivery(authorized(order.order_id))])
+    captured = PaymentCaptured(order_id=order.order_id, payment_id="pay-1", amount_fen=8800)
+    refunded = PaymentRefunded(
+        order_id=order.order_id,
+        payment_id="pay-1",
+        refund_id="rf-1",
+        customer_id="c-1",
+        amount_fen=800,
+        refunded_total_fen=800,
+        captured_fen=8800,
+        reason=RefundReason.REQUESTED,
+    )
+    sent = len(store.outbox)
+    await handle_batch(service, [delivery(captured), delivery(refunded)])
+    after = await stored(service, order.order_id)
+    assert (after.status, after.payment_status, after.refunded_fen) == (
+        OrderStatus.CONFIRMED,
+        PaymentStatus.CAPTURED,
+        800,
+    )
+    assert [e.cause for e in after.timeline[-2:]] == ["payment.captured", "payment.refunded"]
+    assert len(store.outbox) == sent
+
+
+@pytest.mark.parametrize(
+    "late_event",
+    [
+        lambda order_id: PaymentVoided(
+            order_id=order_id,
+            payment_id="pay-1",
+            amount_fen=8800,
+            reason=OrderEndReason.PAYMENT_TIMEOUT,
+            customer_id="c-1",
+            late=True,
+        ),
+        lambda order_id: PaymentRefunded(
+            order_id=order_id,
+            payment_id="pay-1",
+            refund_id="rf-late",
+            customer_id="c-1",
+            amount_fen=8800,
+            refunded_total_fen=8800,
+            captured_fen=8800,
+            reason=RefundReason.LATE_PAYMENT,
+        ),
+    ],
+)
+async def test_a_late_payment_given_back_is_told_on_the_cancelled_order_which_stays_cancelled(
+    service: OrderService, store: InMemoryOrderStore, late_event: Callable[[str], Event]
+) -> None:
+    order = await awaiting_payment(service)
+    clock_of(service).now = T0 + DEADLINES.payment
+    assert await enforce_deadlines(service) == 1
+    sent = len(store.outbox)
+    await handle_batch(service, [delivery(late_event(order.order_id))])
+    after = await stored(service, order.order_id)
+    assert (after.status, after.reason) == (OrderStatus.CANCELLED, OrderEndReason.PAYMENT_TIMEOUT)
+    assert "arrived after your order was cancelled" in after.timeline[-1].note
+    assert "¥88.00" in after.timeline[-1].note
+    assert len(store.outbox) == sent
 
 
 async def test_a_batch_that_changes_an_order_wakes_its_waiters(service: OrderService) -> None:

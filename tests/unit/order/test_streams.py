@@ -768,7 +768,7 @@ def test_analysts_get_the_region_of_an_address_and_no_payment_token() -> None:
             customer_id="c-1",
             amount_fen=100,
             method=PaymentMethod.BANK_CARD,
-            token="tok_secret",
+            sealed_token="x25519.k0.sealed-secret",
         ),
         source="order",
         correlation_id="o-1",
@@ -781,4 +781,4 @@ def test_analysts_get_the_region_of_an_address_and_no_payment_token() -> None:
         k: v for k, v in placed.data.items() if k != "shipping_address"
     }
     assert seen.model_dump(exclude={"data"}) == placed.model_dump(exclude={"data"})
-    assert "token" not in for_analysts(requested).data
+    assert "sealed_token" in requested.data and "sealed_token" not in for_analysts(requested).data
