@@ -13,6 +13,9 @@ from shared.contracts import (
     OrderEndReason,
     OrderLine,
     OrderRejected,
+    PaymentRefunded,
+    PaymentVoided,
+    RefundReason,
     Role,
 )
 
@@ -25,6 +28,8 @@ MERCHANT_NEW_ORDER = "merchant.new_order"
 CUSTOMER_ORDER_CONFIRMED = "customer.order_confirmed"
 CUSTOMER_ORDER_REJECTED = "customer.order_rejected"
 CUSTOMER_ORDER_CANCELLED = "customer.order_cancelled"
+CUSTOMER_LATE_PAYMENT_RETURNED = "customer.late_payment_returned"
+CUSTOMER_REFUND_COMPLETED = "customer.refund_completed"
 
 # (subject, body) as str.format patterns over the fields each decision below supplies.
 TEMPLATES: dict[str, tuple[str, str]] = {
@@ -44,6 +49,15 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "订单 {order_no} 已取消",
         "您的订单 {order_no} 已取消：{reason}。如有预授权款项将原路退回。",
     ),
+    # Payment events carry no order number: the notification's order_id says which order it was.
+    CUSTOMER_LATE_PAYMENT_RETURNED: (
+        "订单结束后到账的 {amount} 已自动退还",
+        "您有一笔 {amount} 的付款在订单结束后才到账{why}，订单不会因此恢复。{how}无需任何操作。",
+    ),
+    CUSTOMER_REFUND_COMPLETED: (
+        "退款 {amount} 已完成",
+        "您的退款 {amount} 已退回原支付账户{so_far}，到账时间以支付渠道为准。",
+    ),
 }
 
 # Why an order ended, in words a customer understands; a test keeps every code covered.
@@ -56,7 +70,12 @@ REASONS: dict[OrderEndReason, str] = {
     OrderEndReason.REVIEW_TIMEOUT: "人工审核超时",
     OrderEndReason.PAYMENT_TIMEOUT: "支付超时",
     OrderEndReason.CUSTOMER_CANCELLED: "您已取消订单",
+    OrderEndReason.PROVIDER_TIMEOUT: "支付渠道未及时响应",
 }
+
+# How money that came too late went back: a held authorization is released, a taken payment refunded.
+RELEASED = "这笔款项已释放，不会从您的账户扣除。"
+REFUNDED = "这笔款项已原路退回您的支付账户，到账时间以支付渠道为准。"
 
 
 class Status(StrEnum):
@@ -97,10 +116,10 @@ class Notification:
         self.at = at
 
 
-def notification_id(cause_id: str, recipient: str, template: str) -> str:
-    """The same cause, recipient and template always name the same notification, so a redelivery
-    cannot create a second one."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"notification/{cause_id}/{recipient}/{template}"))
+def notification_id(fact_id: str, recipient: str, template: str) -> str:
+    """The same fact (the causing event's id, or a refund's or payment's own id), recipient and
+    template always name the same notification, so a redelivery cannot create a second one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"notification/{fact_id}/{recipient}/{template}"))
 
 
 def format_fen(fen: int, currency: str = "CNY") -> str:
@@ -122,11 +141,19 @@ def reason_text(reason: OrderEndReason, detail: str = "") -> str:
 
 
 def _notification(
-    *, order_id: str, cause_id: str, recipient: str, role: Role, template: str, at: datetime, **fields: str
+    *,
+    order_id: str,
+    cause_id: str,
+    recipient: str,
+    role: Role,
+    template: str,
+    at: datetime,
+    fact_id: str | None = None,
+    **fields: str,
 ) -> Notification:
     subject, body = render(template, **fields)
     return Notification(
-        notification_id=notification_id(cause_id, recipient, template),
+        notification_id=notification_id(fact_id or cause_id, recipient, template),
         order_id=order_id,
         cause_id=cause_id,
         recipient=recipient,
@@ -206,3 +233,57 @@ def _order_ended(
         order_no=event.order_no,
         reason=reason_text(event.reason, event.detail),
     )
+
+
+def late_payment_voided(event: PaymentVoided, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The customer learns that a payment which arrived after their order ended was released.
+
+    Only for a late void (an ordinary one follows a cancellation the customer was told of), and only
+    when the event says whose payment it was: records from before v1.1 do not."""
+    if not event.late or event.customer_id is None:
+        return []
+    return [
+        _notification(
+            order_id=event.order_id,
+            cause_id=cause_id,
+            # One payment is voided once, however many events announce it.
+            fact_id=f"payment/{event.payment_id}/voided",
+            recipient=event.customer_id,
+            role=Role.CUSTOMER,
+            template=CUSTOMER_LATE_PAYMENT_RETURNED,
+            at=at,
+            amount=format_fen(event.amount_fen, event.currency),
+            why=f"（订单已结束：{reason_text(event.reason)}）",
+            how=RELEASED,
+        )
+    ]
+
+
+def payment_refunded(event: PaymentRefunded, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The customer learns their money went back: a late payment returned, or a refund completed."""
+    amount = format_fen(event.amount_fen, event.currency)
+    if event.reason is RefundReason.LATE_PAYMENT:
+        template, fields = CUSTOMER_LATE_PAYMENT_RETURNED, {"why": "", "how": REFUNDED}
+    else:
+        whole_at_once = event.amount_fen == event.refunded_total_fen == event.captured_fen
+        so_far = (
+            ""
+            if whole_at_once
+            else f"（该笔付款 {format_fen(event.captured_fen, event.currency)}，"
+            f"累计已退 {format_fen(event.refunded_total_fen, event.currency)}）"
+        )
+        template, fields = CUSTOMER_REFUND_COMPLETED, {"so_far": so_far}
+    return [
+        _notification(
+            order_id=event.order_id,
+            cause_id=cause_id,
+            # The refund id is the refund's idempotency key: one refund, one notice.
+            fact_id=f"refund/{event.refund_id}",
+            recipient=event.customer_id,
+            role=Role.CUSTOMER,
+            template=template,
+            at=at,
+            amount=amount,
+            **fields,
+        )
+    ]

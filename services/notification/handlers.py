@@ -1,4 +1,5 @@
-"""Use cases of the notification service: turn order events into delivered, recorded notifications."""
+"""Use cases of the notification service: turn order and payment events into delivered, recorded
+notifications."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from shared.contracts import (
     OrderCancelled,
     OrderConfirmed,
     OrderRejected,
+    PaymentRefunded,
+    PaymentVoided,
 )
 from shared.handlers import Handlers
 from shared.kafka import Delivery, new_envelope
@@ -59,6 +62,23 @@ def on_order_rejected(batch: Batch, event: OrderRejected, cause: Envelope) -> No
 def on_order_cancelled(batch: Batch, event: OrderCancelled, cause: Envelope) -> None:
     """Tell the customer the order was cancelled, with the reason."""
     batch.decide(cause, domain.order_cancelled(event, cause_id=cause.id, at=batch.now))
+
+
+def on_payment_voided(batch: Batch, event: PaymentVoided, cause: Envelope) -> None:
+    """Tell the customer that a payment which arrived after the order ended was released."""
+    if event.late and event.customer_id is None:
+        log.info(
+            "late_payment_not_told",
+            order_id=event.order_id,
+            payment_id=event.payment_id,
+            why="the void does not say whose payment it was (recorded before v1.1)",
+        )
+    batch.decide(cause, domain.late_payment_voided(event, cause_id=cause.id, at=batch.now))
+
+
+def on_payment_refunded(batch: Batch, event: PaymentRefunded, cause: Envelope) -> None:
+    """Tell the customer their money went back: a late payment returned, or a refund completed."""
+    batch.decide(cause, domain.payment_refunded(event, cause_id=cause.id, at=batch.now))
 
 
 async def deliver(channels: Mapping[str, Channel], notification: Notification, clock: Clock) -> None:
@@ -111,6 +131,8 @@ async def handle_batch(service: NotificationService, deliveries: Sequence[Delive
         return
     batch = Batch(now=service.clock())
     HANDLERS.dispatch(batch, fresh)
+    if not batch.decided:
+        return  # nothing to tell anyone (a void of a cancelled order's authorization): nothing to record
     # A cause replayed after its processed-id record expired must not reach anyone a second time.
     recorded = await service.store.existing(n.notification_id for n, _ in batch.decided)
     todo = [(n, cause) for n, cause in batch.decided if n.notification_id not in recorded]
@@ -126,4 +148,6 @@ HANDLERS = (
     .on(OrderConfirmed, on_order_confirmed)
     .on(OrderRejected, on_order_rejected)
     .on(OrderCancelled, on_order_cancelled)
+    .on(PaymentVoided, on_payment_voided)
+    .on(PaymentRefunded, on_payment_refunded)
 )

@@ -14,7 +14,8 @@ from shared.settings import SharedSettings, load_settings
 
 DESCRIPTION = (
     "The notification log: every message the platform sends about an order (a merchant's new-order "
-    "notice, a customer's confirmation, rejection or cancellation), with its delivery outcome. "
+    "notice, a customer's confirmation, rejection or cancellation, a refund completed, a payment that "
+    "arrived after its order ended and was given back), with its delivery outcome. "
     "A customer, merchant or guest token lists the notifications addressed to it; admin lists anyone's. "
     "Errors are RFC 9457 problem+json."
 )
@@ -36,7 +37,7 @@ async def main() -> None:
         return Wiring(
             routers=[build_router(service)],
             handle_batch=partial(handle_batch, service),
-            subscribe=[topics.ORDER_EVENTS],
+            subscribe=[topics.ORDER_EVENTS, topics.PAYMENT_EVENTS],
             description=DESCRIPTION,
         )
 

@@ -7,20 +7,35 @@ from datetime import UTC, datetime
 import pytest
 
 from services.notification.domain import (
+    CUSTOMER_LATE_PAYMENT_RETURNED,
     CUSTOMER_ORDER_CANCELLED,
     CUSTOMER_ORDER_CONFIRMED,
     CUSTOMER_ORDER_REJECTED,
+    CUSTOMER_REFUND_COMPLETED,
     INBOX,
     MERCHANT_NEW_ORDER,
     REASONS,
+    TEMPLATES,
     Status,
     format_fen,
+    late_payment_voided,
     notification_id,
     order_cancelled,
     order_confirmed,
     order_rejected,
+    payment_refunded,
 )
-from shared.contracts import OrderCancelled, OrderConfirmed, OrderEndReason, OrderLine, OrderRejected, Role
+from shared.contracts import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderEndReason,
+    OrderLine,
+    OrderRejected,
+    PaymentRefunded,
+    PaymentVoided,
+    RefundReason,
+    Role,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +143,109 @@ def test_delivery_outcome_counts_attempts() -> None:
     note.delivered(T0)
 
     assert (note.status, note.attempts, note.error) == (Status.SENT, 2, None)
+
+
+def late_void(**changes: object) -> PaymentVoided:
+    event = PaymentVoided(
+        order_id="o-1",
+        payment_id="p-1",
+        amount_fen=12800,
+        reason=OrderEndReason.PAYMENT_TIMEOUT,
+        customer_id="c-1",
+        late=True,
+    )
+    return event.model_copy(update=changes)
+
+
+def refund(**changes: object) -> PaymentRefunded:
+    event = PaymentRefunded(
+        order_id="o-1",
+        payment_id="p-1",
+        refund_id="r-1",
+        customer_id="c-1",
+        amount_fen=12800,
+        refunded_total_fen=12800,
+        captured_fen=12800,
+        reason=RefundReason.REQUESTED,
+    )
+    return event.model_copy(update=changes)
+
+
+def test_a_late_void_tells_the_customer_the_money_was_released_and_why() -> None:
+    [note] = late_payment_voided(late_void(), cause_id="e-1", at=T0)
+
+    assert (note.role, note.recipient, note.template, note.order_id) == (
+        Role.CUSTOMER,
+        "c-1",
+        CUSTOMER_LATE_PAYMENT_RETURNED,
+        "o-1",
+    )
+    assert note.channel == INBOX and note.cause_id == "e-1"
+    assert "¥128.00" in note.subject and "¥128.00" in note.body
+    assert "订单结束后才到账" in note.body and "支付超时" in note.body
+    assert "已释放" in note.body and "不会从您的账户扣除" in note.body
+
+
+def test_an_ordinary_void_or_one_without_a_customer_tells_no_one() -> None:
+    assert late_payment_voided(late_void(late=False), cause_id="e-1", at=T0) == []
+    assert late_payment_voided(late_void(customer_id=None), cause_id="e-1", at=T0) == []
+
+
+def test_a_late_payment_refunded_tells_the_customer_it_went_back() -> None:
+    [note] = payment_refunded(refund(reason=RefundReason.LATE_PAYMENT), cause_id="e-1", at=T0)
+
+    assert (note.recipient, note.template) == ("c-1", CUSTOMER_LATE_PAYMENT_RETURNED)
+    assert "¥128.00" in note.body and "订单结束后才到账" in note.body and "原路退回" in note.body
+    assert "已释放" not in note.body
+
+
+@pytest.mark.parametrize("reason", [RefundReason.REQUESTED, RefundReason.ORDER_ENDED])
+def test_a_refund_tells_the_customer_it_went_through(reason: RefundReason) -> None:
+    [note] = payment_refunded(refund(reason=reason), cause_id="e-1", at=T0)
+
+    assert (note.recipient, note.template) == ("c-1", CUSTOMER_REFUND_COMPLETED)
+    assert "退款 ¥128.00 已完成" == note.subject
+    assert "您的退款 ¥128.00 已退回原支付账户，" in note.body and "累计" not in note.body
+
+
+def test_a_partial_refund_says_how_much_has_gone_back_so_far() -> None:
+    event = refund(amount_fen=3000, refunded_total_fen=5000, captured_fen=12800)
+
+    [note] = payment_refunded(event, cause_id="e-1", at=T0)
+
+    assert (
+        "您的退款 ¥30.00" in note.body and "该笔付款 ¥128.00" in note.body and "累计已退 ¥50.00" in note.body
+    )
+
+
+def test_one_refund_or_void_is_one_notification_whatever_event_announces_it() -> None:
+    [first] = payment_refunded(refund(), cause_id="e-1", at=T0)
+    [again] = payment_refunded(refund(), cause_id="e-2", at=T0)
+    [second_refund] = payment_refunded(refund(refund_id="r-2"), cause_id="e-3", at=T0)
+    [void] = late_payment_voided(late_void(), cause_id="e-4", at=T0)
+    [void_again] = late_payment_voided(late_void(), cause_id="e-5", at=T0)
+
+    assert first.notification_id == again.notification_id != second_refund.notification_id
+    assert void.notification_id == void_again.notification_id != first.notification_id
+
+
+def test_every_template_renders_with_the_fields_its_decisions_give() -> None:
+    rendered = {
+        n.template
+        for n in [
+            *order_confirmed(confirmed(TEA), cause_id="e-1", at=T0),
+            *order_rejected(
+                OrderRejected(order_id="o", order_no="n", customer_id="c", reason="FRAUD"),
+                cause_id="e",
+                at=T0,
+            ),
+            *order_cancelled(
+                OrderCancelled(order_id="o", order_no="n", customer_id="c", reason="FRAUD"),
+                cause_id="e",
+                at=T0,
+            ),
+            *late_payment_voided(late_void(), cause_id="e-1", at=T0),
+            *payment_refunded(refund(), cause_id="e-1", at=T0),
+        ]
+    }
+    assert rendered == set(TEMPLATES)

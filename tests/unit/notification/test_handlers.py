@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from services.notification.channels import InboxChannel
-from services.notification.domain import INBOX, MERCHANT_NEW_ORDER, Notification, Status
+from services.notification.domain import (
+    CUSTOMER_LATE_PAYMENT_RETURNED,
+    CUSTOMER_REFUND_COMPLETED,
+    INBOX,
+    MERCHANT_NEW_ORDER,
+    Notification,
+    Status,
+)
 from services.notification.handlers import NotificationService, handle_batch
 from shared.contracts import (
     NotificationSent,
     OrderConfirmed,
+    OrderEndReason,
     OrderLine,
     OrderPlaced,
     OrderRejected,
     PaymentMethod,
+    PaymentRefunded,
+    PaymentVoided,
+    RefundReason,
     decode_data,
 )
 from shared.kafka import Delivery
@@ -156,3 +168,94 @@ async def test_notifications_are_listed_by_recipient_across_orders() -> None:
     for_merchant = await store.find(recipient="m-1")
     assert sorted(n.order_id for n in for_merchant) == ["o-1", "o-9"]
     assert {n.template for n in for_merchant} == {MERCHANT_NEW_ORDER}
+
+
+LATE_VOID = PaymentVoided(
+    order_id="o-5",
+    payment_id="p-5",
+    amount_fen=12800,
+    reason=OrderEndReason.PAYMENT_TIMEOUT,
+    customer_id="c-5",
+    late=True,
+)
+REFUNDED = PaymentRefunded(
+    order_id="o-5",
+    payment_id="p-5",
+    refund_id="r-5",
+    customer_id="c-5",
+    amount_fen=12800,
+    refunded_total_fen=12800,
+    captured_fen=12800,
+    reason=RefundReason.REQUESTED,
+)
+
+
+@pytest.mark.parametrize(
+    ("event", "template"),
+    [
+        (LATE_VOID, CUSTOMER_LATE_PAYMENT_RETURNED),
+        (REFUNDED.model_copy(update={"reason": RefundReason.LATE_PAYMENT}), CUSTOMER_LATE_PAYMENT_RETURNED),
+        (REFUNDED, CUSTOMER_REFUND_COMPLETED),
+    ],
+)
+async def test_money_given_back_is_told_to_the_customer_and_announced(
+    event: PaymentVoided | PaymentRefunded, template: str
+) -> None:
+    service, store = make_service()
+    cause = delivery(event, correlation_id="corr-5")
+
+    await handle_batch(service, [cause])
+
+    [note] = await store.find(recipient="c-5")
+    assert (note.order_id, note.template, note.status) == ("o-5", template, Status.SENT)
+    assert "¥128.00" in note.body
+    [sent] = sent_events(store)
+    assert (sent.notification_id, sent.template, sent.recipient) == (note.notification_id, template, "c-5")
+    assert store.outbox[0].causation_id == cause.envelope.id
+    assert store.ledger.processed == {f"notification:{cause.envelope.id}"}
+
+
+async def test_a_redelivered_or_reannounced_refund_tells_the_customer_once() -> None:
+    service, store = make_service()
+    first = delivery(REFUNDED)
+    redelivered = Delivery(first.envelope, first.event, "payment.events", 0, 7)
+    # The same refund in an event with a new id (an outbox relayed twice over a rewrite).
+    reannounced = delivery(REFUNDED)
+
+    await handle_batch(service, [first, redelivered])
+    await handle_batch(service, [reannounced])
+
+    assert len(store.notifications) == 1
+    assert len(store.outbox) == 1
+
+
+async def test_a_late_void_without_a_customer_is_skipped_with_a_log_line() -> None:
+    service, store = make_service()
+    old_record = LATE_VOID.model_copy(update={"customer_id": None})
+
+    with capture_logs() as logs:
+        await handle_batch(service, [delivery(old_record)])
+
+    assert store.notifications == {} and store.outbox == []
+    [line] = [entry for entry in logs if entry["event"] == "late_payment_not_told"]
+    assert (line["order_id"], line["payment_id"]) == ("o-5", "p-5")
+
+
+async def test_an_ordinary_void_tells_no_one_and_writes_nothing() -> None:
+    service, store = make_service()
+
+    await handle_batch(service, [delivery(LATE_VOID.model_copy(update={"late": False}))])
+
+    assert store.notifications == {} and store.outbox == []
+    assert store.ledger.processed == set(), "an event that changes nothing is not recorded"
+
+
+async def test_payment_events_and_order_events_in_one_batch_are_all_told() -> None:
+    service, store = make_service()
+
+    await handle_batch(
+        service, [delivery(CONFIRMED), delivery(LATE_VOID, offset=1), delivery(REFUNDED, offset=2)]
+    )
+
+    assert len(store.notifications) == 5  # two merchants and the customer of o-1; c-5 twice
+    assert len(await store.find(recipient="c-5")) == 2
