@@ -1,0 +1,4 @@
+from sandbox.main import main
+from shared.runtime import run
+
+run(main)
