@@ -1,73 +1,122 @@
-"""Provider adapters: one per payment method, behind the `PaymentProvider` protocol.
+"""What the payment service asks of a payment provider, whatever the method: the adapter interface.
 
-Only sandbox adapters exist. The protocol takes the answer to an authorization from the call
-itself; a provider that confirms later through a callback (as WeChat Pay and Alipay do) does not fit
-it as it stands.
+The adapters (services/payment/adapters.py) speak HTTP to a provider; the sandbox provider
+(`python -m sandbox`) plays all of them locally. Handlers see only this module's types.
+
+Every call that moves money carries an idempotency key (the payment id, `<payment id>:capture`,
+`<payment id>:void`, the refund id), so repeating a call after a timeout or a restart moves the
+money once. An adapter raises `ProviderUnavailable` for anything worth retrying (no answer in
+time, a connection error, a 5xx or 429); a decline is an answer, not an error.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
-from services.payment.domain import ProviderResult
-from shared.contracts import DeclineReason, PaymentMethod
+from shared.contracts import PayActionType, PaymentMethod
+
+
+class ProviderUnavailable(Exception):
+    """The provider did not answer usefully (timeout, connection, 5xx, 429): try again later."""
+
+
+class InvalidCallback(Exception):
+    """A callback that is not the provider's: a bad signature, a stale timestamp, a malformed body."""
+
+
+class Outcome(StrEnum):
+    """Where the provider says a payment (or one operation on it) stands."""
+
+    PENDING = "pending"  # waiting for the payer on the provider's page
+    AUTHORIZED = "authorized"  # held, not yet taken (cards)
+    CAPTURED = "captured"  # taken (cards after capture; wallets as soon as the payer pays)
+    DECLINED = "declined"
+    VOIDED = "voided"  # released before capture, or closed before the payer paid
+    REFUNDED = "refunded"  # the refund of this call went through
+    NOT_FOUND = "not_found"  # the provider has no payment under this key
+
+
+@dataclass(frozen=True)
+class PayAction:
+    """What the payer must do on the provider's side: scan a QR code or follow a redirect."""
+
+    type: PayActionType
+    url: str
+
+
+@dataclass(frozen=True)
+class ProviderAnswer:
+    outcome: Outcome
+    provider_ref: str | None = None
+    action: PayAction | None = None
+    # The provider's own decline code and words (CARD_DECLINED, INSUFFICIENT_FUNDS, PAYER_DECLINED...).
+    decline_code: str | None = None
+    message: str = ""
+    # The amount the provider holds, took or gave back in this answer, when it says.
+    amount_fen: int | None = None
+
+
+@dataclass(frozen=True)
+class CallbackNotice:
+    """A provider's signed notification, verified: what happened to which payment."""
+
+    notification_id: str  # the same on every resend of one notification
+    nonce: str  # new on every delivery: a second delivery with the same nonce is a replay
+    sent_at: datetime
+    payment_id: str
+    provider_ref: str
+    outcome: Outcome  # AUTHORIZED, CAPTURED or DECLINED
+    amount_fen: int
+    decline_code: str | None = None
+    message: str = ""
 
 
 class PaymentProvider(Protocol):
-    async def authorize(self, payment_id: str, amount_fen: int, currency: str, token: str) -> ProviderResult:
-        """Hold the amount; `payment_id` is the idempotency key, so a repeated call charges once.
-
-        Raises on a transport failure (the caller retries): a decline is a result, not an error.
-        """
-        ...
-
-    async def void(self, payment_id: str, provider_ref: str) -> None:
-        """Release an authorization; releasing one twice is not an error."""
-        ...
-
-
-Providers = Mapping[PaymentMethod, PaymentProvider]
-
-# The sandbox's public contract (see the README): these tokens decide the answer.
-SANDBOX_APPROVE = "tok_approve"
-SANDBOX_DECLINES = {
-    "tok_decline": DeclineReason.CARD_DECLINED.value,
-    "tok_insufficient_funds": DeclineReason.INSUFFICIENT_FUNDS.value,
-}
-
-
-class SandboxProvider:
-    """A stand-in provider for one method that answers from the token alone.
-
-    Its answers depend only on (payment_id, token), so a repeated call gives the same answer and
-    the same reference, as a real provider's idempotency key would.
-    """
-
-    def __init__(self, method: PaymentMethod) -> None:
-        self.method = method
+    method: PaymentMethod
+    # Wallets take the money when the payer pays; a card's authorization waits for capture.
+    captures_on_authorize: bool
 
     async def authorize(
         self,
         payment_id: str,
-        amount_fen: int,  # noqa: ARG002 - the sandbox answers from the token alone
-        currency: str,  # noqa: ARG002
-        token: str,
-    ) -> ProviderResult:
-        if token == SANDBOX_APPROVE:
-            return ProviderResult(approved=True, provider_ref=self._reference(payment_id))
-        code = SANDBOX_DECLINES.get(token, DeclineReason.INVALID_TOKEN.value)
-        return ProviderResult(approved=False, decline_code=code, message=f"sandbox {self.method.value}")
+        amount_fen: int,
+        currency: str,
+        token: str | None,
+        notify_url: str,
+        description: str,
+    ) -> ProviderAnswer:
+        """AUTHORIZED or DECLINED for a card; PENDING with an action for a wallet. `payment_id` is the
+        idempotency key: the same call again returns the first answer (or the state it led to)."""
+        ...
 
-    async def void(self, payment_id: str, provider_ref: str) -> None:  # noqa: ARG002 - nothing is held
-        return None
+    async def capture(self, payment_id: str, provider_ref: str, amount_fen: int) -> ProviderAnswer:
+        """CAPTURED (also when it already was)."""
+        ...
 
-    def _reference(self, payment_id: str) -> str:
-        digest = hashlib.sha256(f"{self.method.value}:{payment_id}".encode()).hexdigest()[:24]
-        return f"sbx_{self.method.value}_{digest}"
+    async def void(self, payment_id: str, provider_ref: str | None) -> ProviderAnswer:
+        """Release an authorization or close a payment the payer has not paid: VOIDED (also when
+        nothing was held, and from then on the provider refuses to authorize this payment id), or
+        CAPTURED when the money was already taken, which needs a refund instead."""
+        ...
+
+    async def refund(
+        self, refund_id: str, payment_id: str, provider_ref: str, amount_fen: int
+    ) -> ProviderAnswer:
+        """REFUNDED; `refund_id` is the idempotency key. DECLINED when it would exceed what was taken."""
+        ...
+
+    async def query(self, payment_id: str) -> ProviderAnswer:
+        """Where the payment stands at the provider (NOT_FOUND when it never reached it)."""
+        ...
+
+    def verify_callback(self, headers: Mapping[str, str], body: bytes, now: datetime) -> CallbackNotice:
+        """The notice in a callback whose signature is good and whose timestamp is fresh; raises
+        InvalidCallback otherwise. Nonce replay is the caller's to check: it needs a durable record."""
+        ...
 
 
-def sandbox_providers() -> dict[PaymentMethod, PaymentProvider]:
-    """Every method served by the sandbox, as in dev and tests."""
-    return {method: SandboxProvider(method) for method in PaymentMethod}
+Providers = Mapping[PaymentMethod, PaymentProvider]
