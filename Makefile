@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: run test unit contract integration lint fmt clean bench bench-quick schemas schemas-check \
-	run-order run-inventory run-payment run-fraud run-notification run-analytics
+	run-order run-inventory run-payment run-fraud run-notification run-analytics run-sandbox
 
-run: $(INSTALLED) ## start broker, databases and all six services; Ctrl-C stops everything
+run: $(INSTALLED) ## start broker, databases, the sandbox provider and all six services; Ctrl-C stops everything
 	$(PY) -m devstack up
 
 test: lint schemas-check unit contract bench-quick integration ## lint, type-check, event catalog check, unit, contract, integration tests, quick benchmark
@@ -44,6 +44,9 @@ fmt: $(INSTALLED)
 
 run-order run-inventory run-payment run-fraud run-notification run-analytics: run-%: $(INSTALLED)
 	$(PY) -m services.$*
+
+run-sandbox: $(INSTALLED) ## the sandbox payment provider alone (dev and test only)
+	$(PY) -m sandbox
 
 $(INSTALLED): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

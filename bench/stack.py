@@ -18,12 +18,12 @@ from devstack.stack import (
     ProcessSpec,
     StackConfig,
     infrastructure,
+    platform,
     port_open,
     ports_in_use,
     prepare_run_dir,
     redis_reachable,
     redis_server_spec,
-    services,
 )
 
 # Apart from `make run` (8000-8005, 9092, 27017...) and the integration tests (18000..., 19092, 28017...).
@@ -36,6 +36,7 @@ BENCH_PORTS = {
     "analytics": 38005,
 }
 BENCH_KAFKA_PORT = 39092
+BENCH_SANDBOX_PORT = 38009
 BENCH_MONGO_PORT = 38017  # one server per MONGO_SERVICES entry from here, then the datastore ceiling's
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/2"
 RUN_DIR = ROOT / ".run" / "bench"
@@ -73,6 +74,7 @@ def bench_config() -> StackConfig:
     return StackConfig(
         ports=dict(BENCH_PORTS),
         kafka_port=BENCH_KAFKA_PORT,
+        sandbox_port=BENCH_SANDBOX_PORT,
         mongo_port=BENCH_MONGO_PORT,
         kafka_bootstrap_servers=None,
         mongo_url=None,
@@ -121,7 +123,7 @@ class BenchStack:
                     f"Redis does not answer at {self.config.redis_url} and there is no redis-server"
                 )
             specs.append(redis_spec)
-        busy = ports_in_use(self.config, [*specs, *services(self.config), self.datastore_spec()])
+        busy = ports_in_use(self.config, [*specs, *platform(self.config), self.datastore_spec()])
         if busy:
             raise StackError(f"ports already taken ({', '.join(busy)}): is another benchmark running?")
         prepare_run_dir(self.config)
@@ -130,10 +132,10 @@ class BenchStack:
         await self._wait_for_ports(self.processes, specs)
 
     async def start_services(self) -> None:
-        """Every service, once its /readyz answers 200."""
+        """The sandbox provider and every service, once each /readyz answers 200."""
         if self.processes is None:
             return
-        specs = services(self.config)
+        specs = platform(self.config)
         for spec in specs:
             self.processes.start(spec)
         deadline = time.monotonic() + READY_DEADLINE_S

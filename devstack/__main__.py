@@ -21,11 +21,11 @@ from devstack.stack import (
     MONGO_SERVICES,
     StackConfig,
     infrastructure,
+    platform,
     ports_in_use,
     prepare_run_dir,
     redis_reachable,
     redis_server_spec,
-    services,
     wait_for_catalog,
     wait_until_ready,
 )
@@ -48,7 +48,7 @@ def up(config: StackConfig) -> int:
             print("Install it (apt-get install -y redis-server) or set REDIS_URL.", file=sys.stderr)
             return 1
         specs.append(redis_spec)
-    specs += services(config)
+    specs += platform(config)
     busy = ports_in_use(config, specs)
     if busy:
         print(f"Ports already taken ({', '.join(busy)}): is another stack running?", file=sys.stderr)
@@ -71,7 +71,7 @@ def up(config: StackConfig) -> int:
 
 
 def ready(config: StackConfig) -> int:
-    wait_until_ready(services(config))
+    wait_until_ready(platform(config))
     subprocess.run(
         [sys.executable, "-m", "services.inventory.seed", "--url", config.url("inventory")], check=True
     )
@@ -120,6 +120,7 @@ def banner(config: StackConfig, sku: str, merchant_id: str, tokens: dict[str, st
         "=" * 72,
         f"  The order platform is up. Gateway: {gateway}  (API docs: {gateway}/docs)",
         *(f"    {name:<13} {config.url(name)}" for name in config.ports),
+        f"    sandbox       {config.sandbox_url}  (payment provider: /ledger, pay pages)",
         f"    kafka         {config.bootstrap}",
         *(f"    mongodb       {config.mongo(name)}  ({name})" for name in MONGO_SERVICES),
         "",
@@ -135,6 +136,8 @@ def banner(config: StackConfig, sku: str, merchant_id: str, tokens: dict[str, st
         f'    curl -s -H "Authorization: Bearer $SHOPPER" \\\n'
         f"      '{gateway}/v1/orders/ORDER_ID?wait_for=CONFIRMED'",
         f'    curl -sN -H "Authorization: Bearer $SHOPPER" {gateway}/v1/orders/ORDER_ID/events',
+        '  Pay by Alipay or WeChat Pay instead: "payment": {"method": "alipay"}; the order then',
+        "  shows payment.action.url, the sandbox's page where the shopper presses Pay.",
         f"  Products: curl -s {gateway}/v1/products   Stock: curl -s {config.url('inventory')}/v1/products",
         "  Its merchant's revenue per minute, as the analyst (topic analytics.merchant-revenue):",
         f"    curl -s -H 'Authorization: Bearer {tokens['analyst']}' \\\n"

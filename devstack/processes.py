@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from devstack.stack import ProcessSpec, StackConfig, services, wait_until_ready
+from devstack.stack import ProcessSpec, StackConfig, platform, wait_until_ready
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ class LocalStack:
         wait_until_ready([spec])
 
     def _service_spec(self, name: str) -> ProcessSpec:
-        return next(spec for spec in services(self.config) if spec.name == name)
+        return next(spec for spec in platform(self.config) if spec.name == name)
 
     def stop_all(self) -> None:
         # Services first (they drain and leave their groups), infrastructure last; each group is

@@ -30,6 +30,8 @@ DEFAULT_PORTS = {
 }
 # The faust services: each keeps its working files in a data dir of its own under run_dir.
 FAUST_SERVICES = ("fraud", "analytics")
+# The payment methods the sandbox provider plays; the payment service calls each at the sandbox.
+SANDBOX_METHODS = ("wechat_pay", "alipay", "bank_card")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class StackConfig:
     host: str = "127.0.0.1"
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     kafka_port: int = 9092
+    # The sandbox payment provider (`python -m sandbox`): WeChat Pay, Alipay and card acquirer at once.
+    sandbox_port: int = 8009
     mongo_port: int = 27017  # the first of one port per MONGO_SERVICES entry
     kafka_bootstrap_servers: str | None = None  # set: use that broker, start none
     mongo_url: str | None = None  # set: every service uses that server (its own database), start none
@@ -62,6 +66,7 @@ class StackConfig:
         values: dict[str, object] = {
             "ports": ports,
             "kafka_port": int(env.get("KAFKA_PORT", 9092)),
+            "sandbox_port": int(env.get("SANDBOX_PORT", 8009)),
             "mongo_port": int(env.get("MONGO_PORT", 27017)),
             "kafka_bootstrap_servers": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             "mongo_url": env.get("MONGO_URL") or None,
@@ -83,6 +88,10 @@ class StackConfig:
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"
 
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://{self.host}:{self.sandbox_port}"
+
     def service_env(self, service: str | None = None) -> dict[str, str]:
         env = {
             **os.environ,
@@ -93,7 +102,13 @@ class StackConfig:
             **{f"{name.upper()}_DATA_DIR": str(self.run_dir / name) for name in FAUST_SERVICES},
             "PYTHONUNBUFFERED": "1",
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            "SANDBOX_HOST": self.host,
+            "SANDBOX_PORT": str(self.sandbox_port),
         }
+        if service == "payment":
+            # Every method goes to the sandbox, which calls back where this stack's payment listens.
+            env |= {f"{method.upper()}_ENDPOINT": self.sandbox_url for method in SANDBOX_METHODS}
+            env["PAYMENT_CALLBACK_BASE_URL"] = self.url("payment")
         env.update(self.extra_env)
         return env
 
@@ -160,6 +175,22 @@ def services(config: StackConfig, names: tuple[str, ...] = SERVICES) -> list[Pro
         )
         for name in names
     ]
+
+
+def sandbox_provider(config: StackConfig) -> ProcessSpec:
+    """The sandbox payment provider: a separate process, as a real provider is (dev and test only)."""
+    return ProcessSpec(
+        name="sandbox",
+        argv=[sys.executable, "-m", "sandbox"],
+        env=config.service_env(),
+        ready_url=f"{config.sandbox_url}/readyz",
+        port=config.sandbox_port,
+    )
+
+
+def platform(config: StackConfig) -> list[ProcessSpec]:
+    """Every process `make run` starts besides the infrastructure: the sandbox provider and the services."""
+    return [sandbox_provider(config), *services(config)]
 
 
 def prepare_run_dir(config: StackConfig) -> None:

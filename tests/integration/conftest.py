@@ -48,7 +48,7 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = yield
     platform = getattr(item, "funcargs", {}).get("platform")
     if report.failed and isinstance(platform, Platform):
-        for name in [*platform.stack.config.ports, "broker"]:
+        for name in [*platform.stack.config.ports, "sandbox", "broker"]:
             report.sections.append((f"{name} log (last lines)", platform.stack.log_tail(name, lines=40)))
     return report
 
@@ -73,6 +73,8 @@ class Platform:
     fraud: httpx.AsyncClient
     notification: httpx.AsyncClient
     analytics: httpx.AsyncClient
+    # The sandbox payment provider, as its test hooks and ledger show it.
+    sandbox: httpx.AsyncClient
 
     @property
     def bootstrap(self) -> str:
@@ -139,7 +141,7 @@ class Platform:
         self,
         items: list[tuple[str, int]],
         *,
-        token: str = "tok_approve",
+        token: str | None = "tok_approve",
         customer_id: str | None = None,
         method: str = "bank_card",
         headers: dict[str, str] | None = None,
@@ -149,7 +151,7 @@ class Platform:
         body = {
             "items": [{"sku": sku, "quantity": quantity} for sku, quantity in items],
             "shipping_address": ADDRESS,
-            "payment": {"method": method, "token": token},
+            "payment": {"method": method, **({"token": token} if token is not None else {})},
         }
         response = await self.gateway.post(
             "/v1/orders", json=body, headers={**self.customer(customer_id), **(headers or {})}
@@ -177,6 +179,37 @@ class Platform:
         response = await self.payment.get("/v1/payments", params={"order_id": order_id}, headers=self.admin())
         assert response.status_code == 200, response.text
         return list(response.json()["items"])
+
+    async def payment_of(self, order_id: str) -> dict[str, Any]:
+        """The order's one payment, once payment has recorded it."""
+        found = await eventually(
+            lambda: self.payments(order_id), bool, what=f"a payment for order {order_id}"
+        )
+        return found[0]
+
+    async def status(self, order_id: str, wanted: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The order once it reached status `wanted`."""
+        return await eventually(
+            lambda: self.order(order_id),
+            lambda order: order["status"] == wanted,
+            what=f"order {order_id} to reach {wanted}",
+            timeout_s=timeout_s,
+        )
+
+    async def ledger(self, payment_id: str) -> list[dict[str, Any]]:
+        """What the sandbox provider performed for one payment: authorize, capture, void, refund."""
+        response = await self.sandbox.get("/ledger", params={"payment_id": payment_id})
+        assert response.status_code == 200, response.text
+        return list(response.json()["entries"])
+
+    async def operations(self, payment_id: str) -> list[tuple[str, str]]:
+        return [(entry["operation"], entry["outcome"]) for entry in await self.ledger(payment_id)]
+
+    async def sent_callbacks(self, payment_id: str) -> list[dict[str, Any]]:
+        """Every callback the sandbox sent for a payment, byte for byte, with the answer it got."""
+        response = await self.sandbox.get("/sandbox/callbacks", params={"payment_id": payment_id})
+        assert response.status_code == 200, response.text
+        return list(response.json())
 
     async def notifications(self, order_id: str) -> list[dict[str, Any]]:
         response = await self.notification.get(
@@ -279,6 +312,7 @@ async def platform(stack: LocalStack) -> AsyncIterator[Platform]:
         name: httpx.AsyncClient(base_url=config.url(name), timeout=10.0)
         for name in ("order", "inventory", "payment", "fraud", "notification", "analytics")
     }
+    sandbox = httpx.AsyncClient(base_url=config.sandbox_url, timeout=10.0)
     try:
         yield Platform(
             stack=stack,
@@ -288,7 +322,9 @@ async def platform(stack: LocalStack) -> AsyncIterator[Platform]:
             fraud=clients["fraud"],
             notification=clients["notification"],
             analytics=clients["analytics"],
+            sandbox=sandbox,
         )
     finally:
         for client in clients.values():
             await client.aclose()
+        await sandbox.aclose()

@@ -6,10 +6,17 @@ import os
 from pathlib import Path
 
 from devstack.processes import LocalStack, eventually
-from devstack.stack import StackConfig, infrastructure, prepare_run_dir, services, wait_until_ready
+from devstack.stack import StackConfig, infrastructure, platform, prepare_run_dir, wait_until_ready
 
 # Re-exported: the tests take their process handles and polling helper from here.
-__all__ = ["CHECKS_TIMEOUT_S", "TEST_PORTS", "LocalStack", "eventually", "start_local_stack"]
+__all__ = [
+    "CHECKS_TIMEOUT_S",
+    "PROVIDER_DEADLINE_S",
+    "TEST_PORTS",
+    "LocalStack",
+    "eventually",
+    "start_local_stack",
+]
 
 # Ports apart from `make run`'s defaults, so the tests can run beside a running stack.
 TEST_PORTS = {
@@ -22,6 +29,8 @@ TEST_PORTS = {
 }
 # Short saga deadlines so the "service down" tests end in seconds, not minutes.
 CHECKS_TIMEOUT_S = 8
+# How long payment waits for a provider's answer before it fails with PROVIDER_TIMEOUT.
+PROVIDER_DEADLINE_S = 8
 
 
 def start_local_stack(root: Path) -> LocalStack:
@@ -30,6 +39,7 @@ def start_local_stack(root: Path) -> LocalStack:
         env,
         ports={name: int(env.get(f"TEST_{name.upper()}_PORT", port)) for name, port in TEST_PORTS.items()},
         kafka_port=int(env.get("TEST_KAFKA_PORT", 19092)),
+        sandbox_port=int(env.get("TEST_SANDBOX_PORT", 18009)),
         mongo_port=int(env.get("TEST_MONGO_PORT", 28017)),
         redis_url=env.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1"),
         run_dir=root / ".run" / "test",
@@ -41,6 +51,14 @@ def start_local_stack(root: Path) -> LocalStack:
             # The tests poll orders as one admin far faster than a client would; the guest lookup's
             # own limits stay at their defaults, and a test shows them answering 429.
             "ORDER_RATE_LIMIT": "100000/minute",
+            # Payment deadlines short enough for a test to see a silent provider time out: the
+            # sandbox's tok_delay (3 s) outlasts one call but not the retries within the deadline.
+            "PROVIDER_CALL_TIMEOUT_S": "2",
+            "PAYMENT_PROVIDER_DEADLINE_S": str(PROVIDER_DEADLINE_S),
+            "SANDBOX_DELAY_S": "3",
+            # Reconciliation soon enough for a test to see a lost callback settled.
+            "PAYMENT_RECONCILE_AFTER_S": "4",
+            "PAYMENT_RECONCILE_INTERVAL_S": "1",
         },
     )
     prepare_run_dir(config)
@@ -52,9 +70,9 @@ def start_local_stack(root: Path) -> LocalStack:
     try:
         for spec in infrastructure(config):
             stack.start(spec)
-        for spec in services(config):
+        for spec in platform(config):
             stack.start(spec)
-        wait_until_ready(services(config), deadline_s=180)
+        wait_until_ready(platform(config), deadline_s=180)
     except BaseException:  # noqa: BLE001 - stop what started, then re-raise with the logs
         tails = "\n".join(f"--- {name}\n{stack.log_tail(name)}" for name in list(stack.running))
         stack.stop_all()

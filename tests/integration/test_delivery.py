@@ -35,7 +35,13 @@ async def test_redelivered_order_placed_is_applied_once(platform: Platform) -> N
 async def test_redelivered_payment_authorized_confirms_once(platform: Platform) -> None:
     sku = await platform.product(available=10)
     order_id = (await platform.place([(sku, 1)]))["order_id"]
-    before = await platform.settled(order_id)
+    await platform.settled(order_id)
+    # Its timeline is complete once the card's capture on confirmation is recorded too.
+    before = await eventually(
+        lambda: platform.order(order_id),
+        lambda order: order["payment"]["status"] == "captured",
+        what=f"order {order_id}'s payment to be captured",
+    )
 
     await redeliver(platform, "payment.events", order_id, "payment.authorized", seen_by=platform.gateway)
 
