@@ -64,7 +64,7 @@ ENDED = frozenset({PaymentStatus.FAILED, PaymentStatus.VOIDED})
 
 
 class Outcome(StrEnum):
-    """A provider's answer, in the same words as services.payment.providers.Outcome."""
+    """Where a provider says a payment (or one operation on it) stands."""
 
     PENDING = "pending"
     AUTHORIZED = "authorized"

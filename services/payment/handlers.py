@@ -25,9 +25,7 @@ from services.payment.domain import (
     Notice,
     Operation,
     Outcome,
-    PayAction,
     Payment,
-    ProviderReply,
     RefundRefused,
 )
 from services.payment.providers import (
@@ -340,20 +338,9 @@ async def call_provider(
         metrics.PROVIDER_CALL_SECONDS.labels(method.value, operation).observe(time.perf_counter() - started)
 
 
-def reply_of(answer: ProviderAnswer) -> ProviderReply:
-    return ProviderReply(
-        outcome=Outcome(answer.outcome.value),
-        provider_ref=answer.provider_ref,
-        action=None if answer.action is None else PayAction(answer.action.type, answer.action.url),
-        decline_code=answer.decline_code,
-        message=answer.message,
-        amount_fen=answer.amount_fen,
-    )
-
-
 def notice_of(callback: CallbackNotice) -> Notice:
     return Notice(
-        outcome=Outcome(callback.outcome.value),
+        outcome=callback.outcome,
         amount_fen=callback.amount_fen,
         provider_ref=callback.provider_ref,
         notification_id=callback.notification_id,
@@ -400,7 +387,7 @@ async def _reconcile_one(service: PaymentService, payment: Payment, now: datetim
     except ProviderUnavailable as error:
         log.info("reconcile_deferred", payment_id=payment.payment_id, error=describe(error))
         return False
-    outcome = Outcome(answer.outcome.value)
+    outcome = answer.outcome
     if outcome not in (Outcome.AUTHORIZED, Outcome.CAPTURED, Outcome.DECLINED):
         return False  # still waiting, or closed: the order's own payment deadline ends it
     notice = Notice(

@@ -1,7 +1,8 @@
 """What the payment service asks of a payment provider, whatever the method: the adapter interface.
 
 The adapters (services/payment/adapters.py) speak HTTP to a provider; the sandbox provider
-(`python -m sandbox`) plays all of them locally. Handlers see only this module's types.
+(`python -m sandbox`) plays all of them locally. Answers are in the domain's terms (Outcome,
+PayAction, ProviderReply), so the rules read them as they come.
 
 Every call that moves money carries an idempotency key (the payment id, `<payment id>:capture`,
 `<payment id>:void`, the refund id), so repeating a call after a timeout or a restart moves the
@@ -14,10 +15,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 
-from shared.contracts import PayActionType, PaymentMethod
+from services.payment.domain import Outcome, PayAction, ProviderReply
+from shared.contracts import PaymentMethod
+
+__all__ = [
+    "CallbackNotice",
+    "InvalidCallback",
+    "Outcome",
+    "PayAction",
+    "PaymentProvider",
+    "ProviderAnswer",
+    "ProviderUnavailable",
+    "Providers",
+]
 
 
 class ProviderUnavailable(Exception):
@@ -28,36 +40,8 @@ class InvalidCallback(Exception):
     """A callback that is not the provider's: a bad signature, a stale timestamp, a malformed body."""
 
 
-class Outcome(StrEnum):
-    """Where the provider says a payment (or one operation on it) stands."""
-
-    PENDING = "pending"  # waiting for the payer on the provider's page
-    AUTHORIZED = "authorized"  # held, not yet taken (cards)
-    CAPTURED = "captured"  # taken (cards after capture; wallets as soon as the payer pays)
-    DECLINED = "declined"
-    VOIDED = "voided"  # released before capture, or closed before the payer paid
-    REFUNDED = "refunded"  # the refund of this call went through
-    NOT_FOUND = "not_found"  # the provider has no payment under this key
-
-
-@dataclass(frozen=True)
-class PayAction:
-    """What the payer must do on the provider's side: scan a QR code or follow a redirect."""
-
-    type: PayActionType
-    url: str
-
-
-@dataclass(frozen=True)
-class ProviderAnswer:
-    outcome: Outcome
-    provider_ref: str | None = None
-    action: PayAction | None = None
-    # The provider's own decline code and words (CARD_DECLINED, INSUFFICIENT_FUNDS, PAYER_DECLINED...).
-    decline_code: str | None = None
-    message: str = ""
-    # The amount the provider holds, took or gave back in this answer, when it says.
-    amount_fen: int | None = None
+# A provider's answer to one call, in the rules' own terms (services.payment.domain).
+ProviderAnswer = ProviderReply
 
 
 @dataclass(frozen=True)

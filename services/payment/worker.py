@@ -32,9 +32,8 @@ from services.payment.handlers import (
     call_provider,
     change_payment,
     open_token,
-    reply_of,
 )
-from services.payment.providers import ProviderAnswer, ProviderUnavailable
+from services.payment.providers import ProviderUnavailable
 from services.payment.store import ClaimLost
 from shared.contracts import DeclineReason
 from shared.errors import Outage
@@ -240,8 +239,7 @@ async def _call(service: PaymentService, operation: Operation, payment: Payment)
         case OperationKind.REFUND:
             reference = await _provider_ref(service, payment)
             call = provider.refund(operation.key, payment.payment_id, reference, operation.amount_fen)
-    answer: ProviderAnswer = await call_provider(operation.method, kind, call)
-    return reply_of(answer)
+    return await call_provider(operation.method, kind, call)
 
 
 async def _provider_ref(service: PaymentService, payment: Payment) -> str:
