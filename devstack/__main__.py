@@ -29,7 +29,9 @@ from devstack.stack import (
     wait_for_catalog,
     wait_until_ready,
 )
+from services.inventory.seed import MERCHANTS
 from shared.auth import Principal, Role, TokenIssuer
+from shared.contracts import PaymentMethod
 from shared.settings import SharedSettings, load_settings
 
 
@@ -77,7 +79,11 @@ def ready(config: StackConfig) -> int:
     )
     products = httpx.get(f"{config.url('inventory')}/v1/products", timeout=5).json()["items"]
     wait_for_catalog(config, [product["sku"] for product in products])
-    in_stock = next(p for p in products if p["available"] > 0 and p["kind"] == "physical")
+    # The banner's example pays by card, so its product's merchant must accept cards.
+    by_card = {merchant_id for merchant_id, _, methods in MERCHANTS if PaymentMethod.BANK_CARD in methods}
+    in_stock = next(
+        p for p in products if p["available"] > 0 and p["kind"] == "physical" and p["merchant_id"] in by_card
+    )
     merchants = sorted({product["merchant_id"] for product in products})
     print(banner(config, in_stock["sku"], in_stock["merchant_id"], demo_tokens(merchants)), flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
