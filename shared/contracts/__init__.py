@@ -22,6 +22,7 @@ from shared.contracts.common import (
 from shared.contracts.fraud import FraudDecision, FraudReason, FraudScored
 from shared.contracts.inventory import (
     MAX_UNITS_PER_ORDER,
+    MerchantStatus,
     MerchantUpserted,
     ProductUpserted,
     ReservationEndReason,
@@ -64,6 +65,7 @@ __all__ = [
     "FraudScored",
     "MAX_UNITS_PER_ORDER",
     "MerchantRevenue",
+    "MerchantStatus",
     "MerchantUpserted",
     "NotificationSent",
     "OrderCancelled",

@@ -10,10 +10,19 @@ from pydantic import Field
 from shared.contracts.base import Event, OrderEvent, register
 from shared.contracts.common import CURRENCY, Fen, PaymentMethod, ProductKind, StockLine
 from shared.contracts.order import OrderEndReason
-from shared.contracts.topics import INVENTORY_EVENTS
+from shared.contracts.topics import INVENTORY_EVENTS, INVENTORY_MERCHANTS, INVENTORY_PRODUCTS
 
 # The most units of one product an order may hold, unless the merchant sets a lower limit.
 MAX_UNITS_PER_ORDER = 999
+
+
+class MerchantStatus(StrEnum):
+    """Where a merchant stands in vetting: only an APPROVED merchant's products can be ordered."""
+
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    SUSPENDED = "SUSPENDED"
 
 
 class StockRejectReason(StrEnum):
@@ -32,9 +41,11 @@ class _StockEvent(OrderEvent):
 
 @register
 class ProductUpserted(Event):
-    """A product was created or changed; key = sku. Other services keep catalog replicas from it."""
+    """A product was created or changed; key = sku. Other services keep catalog replicas from it.
 
-    TOPIC = INVENTORY_EVENTS
+    On `inventory.products`, a compacted topic: the latest of each product stays on it for good."""
+
+    TOPIC = INVENTORY_PRODUCTS
     TYPE = "inventory.product_upserted"
     sku: str
     name: str
@@ -53,13 +64,20 @@ class ProductUpserted(Event):
 @register
 class MerchantUpserted(Event):
     """A merchant was registered or changed; key = merchant_id. The gateway keeps a replica of it to
-    refuse a payment method the merchant does not accept."""
+    refuse a payment method the merchant does not accept and the products of a merchant that is not
+    approved; notification takes the webhook URL from it.
 
-    TOPIC = INVENTORY_EVENTS
+    On `inventory.merchants`, a compacted topic: the latest of each merchant stays on it for good."""
+
+    TOPIC = INVENTORY_MERCHANTS
     TYPE = "inventory.merchant_upserted"
     merchant_id: str
     name: str
     payment_methods: list[PaymentMethod] = Field(min_length=1)
+    # Merchants published before vetting existed were all selling: they read as approved.
+    status: MerchantStatus = MerchantStatus.APPROVED
+    reason: str = Field(default="", description="Why the merchant was rejected or suspended, in words.")
+    webhook_url: str | None = Field(default=None, description="Where the merchant's notifications go.")
 
     def subject(self) -> str:
         return self.merchant_id

@@ -2,6 +2,10 @@
 
 ORDER_EVENTS = "order.events"
 INVENTORY_EVENTS = "inventory.events"
+# The catalog as tables: compacted topics keyed by SKU and by merchant id, so the latest state of
+# every product and merchant stays on them for good and a replica can always be rebuilt from them.
+INVENTORY_PRODUCTS = "inventory.products"
+INVENTORY_MERCHANTS = "inventory.merchants"
 PAYMENT_EVENTS = "payment.events"
 FRAUD_EVENTS = "fraud.events"
 NOTIFICATION_EVENTS = "notification.events"
@@ -11,6 +15,8 @@ ANALYTICS_MERCHANT_REVENUE = "analytics.merchant-revenue"
 ALL = (
     ORDER_EVENTS,
     INVENTORY_EVENTS,
+    INVENTORY_PRODUCTS,
+    INVENTORY_MERCHANTS,
     PAYMENT_EVENTS,
     FRAUD_EVENTS,
     NOTIFICATION_EVENTS,

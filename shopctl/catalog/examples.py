@@ -17,6 +17,7 @@ from shared.contracts import (
     FraudDecision,
     FraudReason,
     FraudScored,
+    MerchantStatus,
     MerchantUpserted,
     NotificationSent,
     OrderCancelled,
@@ -143,6 +144,8 @@ EXAMPLES: tuple[Event, ...] = (
         merchant_id=MERCHANT_ID,
         name="West Lake Teahouse",
         payment_methods=[PaymentMethod.BANK_CARD, PaymentMethod.ALIPAY],
+        status=MerchantStatus.APPROVED,
+        webhook_url="https://teahouse.example.com/hooks/orders",
     ),
     StockReserved(order_id=ORDER_ID, lines=_HELD, expires_at=datetime(2026, 11, 25, 12, 15, tzinfo=UTC)),
     StockRejected(
