@@ -1,4 +1,5 @@
-"""Wires the order service: settings, Redis, the store, the saga consumer and the deadline sweeper."""
+"""Wires the order service: settings, Redis, the store, the saga consumer, the catalog replica (rebuilt
+from inventory's tables at every start) and the deadline sweeper."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from services.order import streams
 from services.order.accounts import api as accounts_api
 from services.order.accounts.store import MongoAccountStore
 from services.order.api import GatewayLimits, build_router, rate_limited
+from services.order.catalog import catalog_replica, table_consumer
 from services.order.domain import Deadlines
 from services.order.handlers import OrderService, enforce_deadlines, handle_batch
 from services.order.numbers import RedisOrderNumbers
@@ -116,6 +118,8 @@ async def main() -> None:
             admission=Admission(settings.order_max_in_progress, settings.order_max_in_progress_age_s),
         )
 
+        catalog = catalog_replica(settings, service, table_consumer(settings), plumbing.producer)
+
         async def redis_ready() -> bool:
             try:
                 return bool(await redis.ping())
@@ -151,9 +155,11 @@ async def main() -> None:
                     settings.order_deadline_scan_interval_s,
                     lambda: enforce_deadlines(service),
                     name="deadline_sweeper",
-                )
+                ),
+                catalog.worker,
             ],
-            readiness={"redis": redis_ready},
+            # Not ready until the catalog replica holds what inventory's tables held at start.
+            readiness={"redis": redis_ready, "catalog": catalog.ready},
             cleanup=[redis.aclose],
         )
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import SecretStr
 
 from devstack.stack import DEFAULT_PORTS
-from shared.contracts.topics import ALL, dead_letter
+from shared.contracts.topics import ALL, INVENTORY_MERCHANTS, INVENTORY_PRODUCTS, dead_letter
 from shared.crypto import TokenOpener
 from shared.settings import DEV_PAYMENT_TOKEN_PRIVATE_KEY, DEV_PAYMENT_TOKEN_PUBLIC_KEY
 
@@ -34,6 +34,9 @@ PORTS = DEFAULT_PORTS
 OLDEST_KUBERNETES = "1.31"
 # Custom resources have no schema in kubernetes-validate; the Strimzi operator validates them.
 CUSTOM_KINDS = {"KafkaTopic"}
+# Topics read as tables: the latest record of each key, kept for good (the catalog replica is rebuilt
+# from them at every gateway start).
+TABLES = {INVENTORY_PRODUCTS, INVENTORY_MERCHANTS}
 # Every service reads SharedSettings, whose secrets prod refuses to start without.
 SHARED_SECRET_ENV = {"AUTH_SIGNING_KEY", "PII_ENCRYPTION_KEYS", "PII_INDEX_KEY"}
 PROVIDERS = ("WECHAT_PAY", "ALIPAY", "BANK_CARD")
@@ -280,13 +283,30 @@ def test_every_topic_and_its_dead_letter_twin_is_declared(overlay: str) -> None:
     for topic in ALL:
         assert declared[topic]["apiVersion"] == "kafka.strimzi.io/v1beta2"
         assert declared[topic]["metadata"]["labels"]["strimzi.io/cluster"]
-        assert declared[topic]["spec"]["config"]["retention.ms"] > 0
         # Services and faust create topics with TOPIC_PARTITIONS; it must agree with the declaration.
         assert declared[topic]["spec"]["partitions"] == int(config(overlay)["TOPIC_PARTITIONS"]), topic
         assert declared[topic]["spec"]["replicas"] >= declared[topic]["spec"]["config"]["min.insync.replicas"]
+        if topic in TABLES:
+            continue
+        assert declared[topic]["spec"]["config"]["cleanup.policy"] == "delete", topic
+        assert declared[topic]["spec"]["config"]["retention.ms"] > 0
         # Applied-event ids must outlive every redelivery the topic can still make.
         retention_s = declared[topic]["spec"]["config"]["retention.ms"] / 1000
         assert retention_s <= float(config(overlay)["TOPIC_RETENTION_S"]), topic
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_catalog_tables_are_compacted_and_keep_every_key_for_good(overlay: str) -> None:
+    declared = {doc["spec"]["topicName"]: doc for doc in of_kind(overlay, "KafkaTopic").values()}
+    for topic in TABLES:
+        table = declared[topic]["spec"]["config"]
+        assert table["cleanup.policy"] == "compact", topic
+        # Nothing deletes a table's records by age; compaction waits a while so each change is seen.
+        assert "retention.ms" not in table and "retention.bytes" not in table, topic
+        assert table["min.compaction.lag.ms"] > 0 and table["delete.retention.ms"] > 0, topic
+        # A table's dead letters are kept for a while, like every other topic's.
+        dead = declared[dead_letter(topic)]["spec"]["config"]
+        assert dead["cleanup.policy"] == "delete" and dead["retention.ms"] > 0, topic
 
 
 def test_prod_runs_more_of_everything_than_dev() -> None:
