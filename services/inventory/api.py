@@ -1,10 +1,13 @@
 """The catalog API: merchants and products (price and sellable stock).
 
-Reads are public; writes need the token of the merchant concerned or an admin's.
+Product reads are public; writes need the token of the merchant concerned or an admin's. A merchant
+and its vetting are seen by that merchant and admins only; only an admin decides on it.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
@@ -13,26 +16,36 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, fi
 from services.inventory.domain import (
     MAX_PRICE_FEN,
     MAX_STOCK,
+    MAX_WEBHOOK_URL,
+    InvalidWebhookUrl,
     Merchant,
+    MerchantAction,
+    MerchantStatusConflict,
     Product,
     ProductDetails,
+    ReasonRequired,
+    StatusChange,
     StockOutOfRange,
 )
 from services.inventory.handlers import (
     Inventory,
     MerchantConflict,
+    MerchantEdit,
     NotPermitted,
     ProductMoveRefused,
     PutProduct,
+    Registration,
+    RegistrationIncomplete,
     UnknownMerchant,
     UnknownProduct,
     add_stock,
+    decide_merchant,
     register_merchant,
     upsert_merchant,
     upsert_product,
 )
-from shared.auth import Caller
-from shared.contracts import MAX_UNITS_PER_ORDER, PaymentMethod, ProductKind
+from shared.auth import AdminCaller, Caller, Principal
+from shared.contracts import MAX_UNITS_PER_ORDER, MerchantStatus, PaymentMethod, ProductKind
 from shared.http import Problem, problem_responses
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
@@ -75,24 +88,75 @@ PaymentMethods = Annotated[
 ]
 
 
+# A phone number (digits, optionally with a leading + and spaces or dashes) or an e-mail address.
+_PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,23}[0-9]")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}\.[A-Za-z]{2,63}")
+
+
+def _phone_or_email(contact: str) -> str:
+    # The message never repeats the value: it is personal data.
+    if _PHONE.fullmatch(contact) is None and _EMAIL.fullmatch(contact) is None:
+        raise ValueError("contact must be a phone number or an e-mail address")
+    return contact
+
+
+Contact = Annotated[
+    str,
+    Field(min_length=1, max_length=254, description="A phone number or an e-mail address (personal data)."),
+    AfterValidator(_phone_or_email),
+]
+LicenceNumber = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9\-]+$",
+        description="The business licence number (unified social credit code).",
+    ),
+]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL,
+        description="Where the merchant's notifications are sent: https (plain http outside prod only).",
+    ),
+]
+Reason = Annotated[str, Field(max_length=500, description="Why, in words the merchant is shown.")]
+
+_MERCHANT_EXAMPLE: dict[str, JsonValue] = {
+    "merchant_id": "m-westlake-tea",
+    "name": "West Lake Tea House",
+    "payment_methods": WECHAT_AND_ALIPAY,
+    "licence_number": "91330106MA2B3C4D5E",
+    "contact": "tea@westlake.example",
+    "webhook_url": "https://westlake.example/hooks/orders",
+}
+
+
 class MerchantIn(BaseModel):
     model_config = ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "merchant_id": "m-westlake-tea",
-                    "name": "West Lake Tea House",
-                    "payment_methods": WECHAT_AND_ALIPAY,
-                }
-            ]
-        },
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [_MERCHANT_EXAMPLE]}
     )
 
     merchant_id: Identifier
     name: Name
     payment_methods: PaymentMethods = Field(default_factory=lambda: list(PaymentMethod))
+    licence_number: LicenceNumber | None = Field(
+        default=None, description="Required when a merchant registers itself."
+    )
+    contact: Contact | None = Field(default=None, description="Required when a merchant registers itself.")
+    webhook_url: WebhookUrl | None = None
+
+    def registration(self) -> Registration:
+        return Registration(
+            merchant_id=self.merchant_id,
+            name=self.name,
+            payment_methods=frozenset(self.payment_methods),
+            licence_number=self.licence_number,
+            contact=self.contact,
+            webhook_url=self.webhook_url,
+        )
 
 
 class MerchantChange(BaseModel):
@@ -106,6 +170,50 @@ class MerchantChange(BaseModel):
 
     name: Name
     payment_methods: PaymentMethods = Field(default_factory=lambda: list(PaymentMethod))
+    webhook_url: WebhookUrl | None = Field(
+        default=None, description="Left out, the merchant keeps its webhook URL; null removes it."
+    )
+
+    def edit(self, merchant_id: str) -> MerchantEdit:
+        return MerchantEdit(
+            merchant_id=merchant_id,
+            name=self.name,
+            payment_methods=frozenset(self.payment_methods),
+            webhook_url=self.webhook_url,
+            replaces_webhook="webhook_url" in self.model_fields_set,
+        )
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"reason": "licence checked"}]},
+    )
+
+    reason: Reason = ""
+
+
+class ReasonedDecision(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"reason": "three complaints of counterfeit goods this week"}]},
+    )
+
+    reason: Annotated[Reason, Field(min_length=1)]
+
+
+class StatusChangeOut(BaseModel):
+    action: MerchantAction
+    status: MerchantStatus
+    at: datetime
+    by: str = Field(description="Who decided: the subject of the caller's token.")
+    reason: str
+
+    @classmethod
+    def of(cls, entry: StatusChange) -> StatusChangeOut:
+        return cls(action=entry.action, status=entry.status, at=entry.at, by=entry.by, reason=entry.reason)
 
 
 class MerchantOut(BaseModel):
@@ -113,9 +221,32 @@ class MerchantOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "merchant_id": "m-westlake-tea",
-                    "name": "West Lake Tea House",
-                    "payment_methods": WECHAT_AND_ALIPAY,
+                    **_MERCHANT_EXAMPLE,
+                    "status": "SUSPENDED",
+                    "reason": "three complaints of counterfeit goods this week",
+                    "history": [
+                        {
+                            "action": "register",
+                            "status": "PENDING",
+                            "at": "2026-11-20T08:00:00Z",
+                            "by": "m-westlake-tea",
+                            "reason": "",
+                        },
+                        {
+                            "action": "approve",
+                            "status": "APPROVED",
+                            "at": "2026-11-20T09:30:00Z",
+                            "by": "admin-1",
+                            "reason": "licence checked",
+                        },
+                        {
+                            "action": "suspend",
+                            "status": "SUSPENDED",
+                            "at": "2026-11-26T03:10:00Z",
+                            "by": "admin-1",
+                            "reason": "three complaints of counterfeit goods this week",
+                        },
+                    ],
                 }
             ]
         }
@@ -124,11 +255,25 @@ class MerchantOut(BaseModel):
     merchant_id: str
     name: str
     payment_methods: list[PaymentMethod]
+    status: MerchantStatus = Field(description="Only an APPROVED merchant's products can be ordered.")
+    reason: str = Field(description="Why it was rejected or suspended; empty otherwise.")
+    licence_number: str | None
+    contact: str | None
+    webhook_url: str | None
+    history: list[StatusChangeOut] = Field(description="Every status change: who, when and why.")
 
     @classmethod
     def of(cls, merchant: Merchant) -> MerchantOut:
         return cls(
-            merchant_id=merchant.merchant_id, name=merchant.name, payment_methods=merchant.accepted_methods
+            merchant_id=merchant.merchant_id,
+            name=merchant.name,
+            payment_methods=merchant.accepted_methods,
+            status=merchant.status,
+            reason=merchant.reason,
+            licence_number=merchant.licence_number,
+            contact=merchant.contact,
+            webhook_url=merchant.webhook_url,
+            history=[StatusChangeOut.of(entry) for entry in merchant.history],
         )
 
 
@@ -139,9 +284,18 @@ class MerchantList(BaseModel):
                 {
                     "items": [
                         {
-                            "merchant_id": "m-jingdezhen",
-                            "name": "Jingdezhen Porcelain",
-                            "payment_methods": EVERY_METHOD,
+                            **_MERCHANT_EXAMPLE,
+                            "status": "PENDING",
+                            "reason": "",
+                            "history": [
+                                {
+                                    "action": "register",
+                                    "status": "PENDING",
+                                    "at": "2026-11-20T08:00:00Z",
+                                    "by": "m-westlake-tea",
+                                    "reason": "",
+                                }
+                            ],
                         }
                     ]
                 }
@@ -293,6 +447,20 @@ def _unknown_merchant(error: UnknownMerchant) -> Problem:
     )
 
 
+def _invalid_fields(detail: str, fields: list[str]) -> Problem:
+    return Problem(
+        422,
+        "Invalid request",
+        detail,
+        code="invalid-request",
+        errors=[{"field": field, "message": detail, "location": "body"} for field in fields],
+    )
+
+
+def _merchant_not_found(merchant_id: str) -> Problem:
+    return Problem(404, "Merchant not found", f"no merchant {merchant_id}", code="merchant-not-found")
+
+
 def _product_not_found(sku: str) -> Problem:
     return Problem(404, "Product not found", f"no product {sku}", code="product-not-found")
 
@@ -374,32 +542,42 @@ def build_router(service: Inventory) -> APIRouter:
         "/merchants",
         status_code=status.HTTP_201_CREATED,
         responses={
-            200: {"model": MerchantOut, "description": "The very same merchant was already registered"},
+            200: {"model": MerchantOut, "description": "The very same registration was already there"},
             **problem_responses(401, 403, 409, 422),
         },
     )
     async def create_merchant(
         body: MerchantIn, caller: Caller, response: Response, x_correlation_id: CorrelationId = None
     ) -> MerchantOut:
-        """Register a merchant (201; 200 when the very same merchant already exists, 409 when the id
-        is taken with other details) and announce it (MerchantUpserted).
+        """Register a merchant (201; 200 with the merchant as it stands when the very same
+        registration is already there, 409 when the id is taken with other details) and announce it
+        (MerchantUpserted).
+
+        A registration starts `PENDING`: its products can be neither ordered nor reserved until an
+        admin approves it. A merchant registering itself gives its licence number and contact.
+        An admin may register a merchant the same way (with a licence number: `PENDING`), or create
+        one without a licence number, vouching for it: that merchant starts `APPROVED` and its
+        history says so (action `create_approved`).
 
         Needs an admin's token, or the token of the merchant being registered."""
-        merchant = Merchant(body.merchant_id, body.name, frozenset(body.payment_methods))
         try:
-            created = await register_merchant(service, caller, merchant, x_correlation_id)
+            put = await register_merchant(service, caller, body.registration(), x_correlation_id)
         except NotPermitted as error:
             raise _forbidden(error) from None
+        except RegistrationIncomplete as error:
+            raise _invalid_fields(str(error), error.missing) from None
+        except InvalidWebhookUrl as error:
+            raise _invalid_fields(str(error), ["webhook_url"]) from None
         except MerchantConflict as error:
             raise Problem(409, "Merchant exists", str(error), code="merchant-exists") from None
-        if not created:
+        if not put.created:
             response.status_code = status.HTTP_200_OK
-        return MerchantOut.of(merchant)
+        return MerchantOut.of(put.merchant)
 
     @router.put(
         "/merchants/{merchant_id}",
         responses={
-            201: {"model": MerchantOut, "description": "Created"},
+            201: {"model": MerchantOut, "description": "Created, approved"},
             **problem_responses(401, 403, 422),
         },
     )
@@ -410,28 +588,105 @@ def build_router(service: Inventory) -> APIRouter:
         response: Response,
         x_correlation_id: CorrelationId = None,
     ) -> MerchantOut:
-        """Create (201) or change (200) a merchant: its name and the payment methods it accepts;
-        announced every time (MerchantUpserted). Needs the merchant's own token or an admin's."""
-        merchant = Merchant(merchant_id, body.name, frozenset(body.payment_methods))
+        """Change (200) a merchant's name, the payment methods it accepts and its webhook URL; its
+        status stays as it is. Announced every time (MerchantUpserted). Needs the merchant's own
+        token or an admin's.
+
+        An admin may also create (201) a merchant this way: it starts `APPROVED`, vouched for by
+        that admin (history action `create_approved`). A merchant registers itself with
+        `POST /v1/merchants` instead."""
         try:
-            created = await upsert_merchant(service, caller, merchant, x_correlation_id)
+            put = await upsert_merchant(service, caller, body.edit(merchant_id), x_correlation_id)
         except NotPermitted as error:
             raise _forbidden(error) from None
-        if created:
+        except InvalidWebhookUrl as error:
+            raise _invalid_fields(str(error), ["webhook_url"]) from None
+        if put.created:
             response.status_code = status.HTTP_201_CREATED
+        return MerchantOut.of(put.merchant)
+
+    async def decide(
+        caller: Principal, merchant_id: str, action: MerchantAction, reason: str, correlation_id: str | None
+    ) -> MerchantOut:
+        try:
+            merchant = await decide_merchant(service, caller, merchant_id, action, reason, correlation_id)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except UnknownMerchant:
+            raise _merchant_not_found(merchant_id) from None
+        except ReasonRequired as error:
+            raise _invalid_fields(str(error), ["reason"]) from None
+        except MerchantStatusConflict as error:
+            raise Problem(
+                409,
+                "Merchant status conflict",
+                str(error),
+                code="merchant-status-conflict",
+                current_status=error.current.value,
+            ) from None
         return MerchantOut.of(merchant)
 
-    @router.get("/merchants/{merchant_id}", responses=problem_responses(404, 422))
-    async def get_merchant(merchant_id: MerchantId) -> MerchantOut:
-        """One merchant and the payment methods it accepts. Public."""
+    decision_responses = problem_responses(401, 403, 404, 409, 422)
+
+    @router.post("/merchants/{merchant_id}/approve", responses=decision_responses)
+    async def approve_merchant(
+        merchant_id: MerchantId, body: Decision, caller: Caller, x_correlation_id: CorrelationId = None
+    ) -> MerchantOut:
+        """PENDING → APPROVED: its products become orderable and are listed. Admin only; 409 naming
+        the current status from any other status."""
+        return await decide(caller, merchant_id, MerchantAction.APPROVE, body.reason, x_correlation_id)
+
+    @router.post("/merchants/{merchant_id}/reject", responses=decision_responses)
+    async def reject_merchant(
+        merchant_id: MerchantId,
+        body: ReasonedDecision,
+        caller: Caller,
+        x_correlation_id: CorrelationId = None,
+    ) -> MerchantOut:
+        """PENDING → REJECTED, with the reason the merchant is told. Admin only; 409 naming the
+        current status from any other status."""
+        return await decide(caller, merchant_id, MerchantAction.REJECT, body.reason, x_correlation_id)
+
+    @router.post("/merchants/{merchant_id}/suspend", responses=decision_responses)
+    async def suspend_merchant(
+        merchant_id: MerchantId,
+        body: ReasonedDecision,
+        caller: Caller,
+        x_correlation_id: CorrelationId = None,
+    ) -> MerchantOut:
+        """APPROVED → SUSPENDED, with the reason the merchant is told: its products are delisted at
+        once (ProductUpserted with `active` false) and new orders for them are refused. Admin only;
+        409 naming the current status from any other status."""
+        return await decide(caller, merchant_id, MerchantAction.SUSPEND, body.reason, x_correlation_id)
+
+    @router.post("/merchants/{merchant_id}/reinstate", responses=decision_responses)
+    async def reinstate_merchant(
+        merchant_id: MerchantId, body: Decision, caller: Caller, x_correlation_id: CorrelationId = None
+    ) -> MerchantOut:
+        """SUSPENDED → APPROVED: the products its suspension delisted are listed again (not those
+        the merchant had deactivated itself). Admin only; 409 naming the current status from any
+        other status."""
+        return await decide(caller, merchant_id, MerchantAction.REINSTATE, body.reason, x_correlation_id)
+
+    @router.get("/merchants/{merchant_id}", responses=problem_responses(401, 403, 404, 422))
+    async def get_merchant(merchant_id: MerchantId, caller: Caller) -> MerchantOut:
+        """One merchant: its status and history, its vetting details and contact. For that merchant
+        and admins only."""
+        if not caller.acts_for_merchant(merchant_id):
+            raise Problem(
+                403, "Forbidden", f"only merchant {merchant_id} or an admin may see it", code="forbidden"
+            )
         merchant = await service.store.get_merchant(merchant_id)
         if merchant is None:
-            raise Problem(404, "Merchant not found", f"no merchant {merchant_id}", code="merchant-not-found")
+            raise _merchant_not_found(merchant_id)
         return MerchantOut.of(merchant)
 
-    @router.get("/merchants")
-    async def list_merchants() -> MerchantList:
-        """Every registered merchant. Public."""
-        return MerchantList(items=[MerchantOut.of(m) for m in await service.store.list_merchants()])
+    @router.get("/merchants", responses=problem_responses(401, 403, 422))
+    async def list_merchants(
+        _admin: AdminCaller, with_status: Annotated[MerchantStatus | None, Query(alias="status")] = None
+    ) -> MerchantList:
+        """Every merchant, or those with `status` (`?status=PENDING` is the vetting queue). Admin only."""
+        merchants = await service.store.list_merchants(with_status)
+        return MerchantList(items=[MerchantOut.of(m) for m in merchants])
 
     return router

@@ -11,11 +11,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from shared.contracts import (
     CURRENCY,
     MAX_UNITS_PER_ORDER,
     Event,
+    MerchantStatus,
     MerchantUpserted,
     OrderEndReason,
     OrderLine,
@@ -39,21 +41,158 @@ MAX_STOCK = 10**10
 EVERY_PAYMENT_METHOD = frozenset(PaymentMethod)
 
 
+MAX_WEBHOOK_URL = 2048
+
+
+class MerchantAction(StrEnum):
+    """What moved a merchant to its status, as its history records it."""
+
+    REGISTER = "register"  # a registration: PENDING until an admin decides
+    CREATE_APPROVED = "create_approved"  # an admin created it without vetting details: approved at once
+    APPROVE = "approve"
+    REJECT = "reject"
+    SUSPEND = "suspend"
+    REINSTATE = "reinstate"
+
+
+# action: (the statuses it may start from, the status it leads to)
+TRANSITIONS: Mapping[MerchantAction, tuple[frozenset[MerchantStatus], MerchantStatus]] = {
+    MerchantAction.APPROVE: (frozenset({MerchantStatus.PENDING}), MerchantStatus.APPROVED),
+    MerchantAction.REJECT: (frozenset({MerchantStatus.PENDING}), MerchantStatus.REJECTED),
+    MerchantAction.SUSPEND: (frozenset({MerchantStatus.APPROVED}), MerchantStatus.SUSPENDED),
+    MerchantAction.REINSTATE: (frozenset({MerchantStatus.SUSPENDED}), MerchantStatus.APPROVED),
+}
+# A merchant told "no" is told why; approving needs no words.
+NEEDS_REASON = frozenset({MerchantAction.REJECT, MerchantAction.SUSPEND})
+
+
+class MerchantStatusConflict(ValueError):
+    """The action does not apply to the merchant's current status; nothing changes."""
+
+    def __init__(self, merchant_id: str, current: MerchantStatus, action: MerchantAction) -> None:
+        allowed, _ = TRANSITIONS[action]
+        from_statuses = " or ".join(sorted(allowed))
+        super().__init__(
+            f"merchant {merchant_id} is {current}: only a {from_statuses} merchant can be {_PAST[action]}"
+        )
+        self.current = current
+
+
+class ReasonRequired(ValueError):
+    """Rejecting or suspending a merchant needs a reason the merchant is told."""
+
+
+class InvalidWebhookUrl(ValueError):
+    """A webhook URL that is not an absolute https URL (http is allowed outside prod only)."""
+
+
+_PAST = {
+    MerchantAction.APPROVE: "approved",
+    MerchantAction.REJECT: "rejected",
+    MerchantAction.SUSPEND: "suspended",
+    MerchantAction.REINSTATE: "reinstated",
+}
+
+
+def checked_webhook_url(url: str, *, allow_http: bool) -> str:
+    """`url` if notifications may be sent to it; InvalidWebhookUrl says why not (without credentials
+    in it: the URL travels on MerchantUpserted, so a password in it would be published)."""
+    if len(url) > MAX_WEBHOOK_URL:
+        raise InvalidWebhookUrl(f"a webhook URL has at most {MAX_WEBHOOK_URL} characters")
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        raise InvalidWebhookUrl(
+            "a webhook URL must start with https://" + (" or http://" if allow_http else "")
+        )
+    if not parts.hostname:
+        raise InvalidWebhookUrl("a webhook URL must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidWebhookUrl("a webhook URL must not carry a user name or password")
+    return url
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One entry of a merchant's history: who moved it to `status`, when and why."""
+
+    action: MerchantAction
+    status: MerchantStatus
+    at: datetime
+    by: str
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class Merchant:
     merchant_id: str
     name: str
     payment_methods: frozenset[PaymentMethod] = EVERY_PAYMENT_METHOD
+    # Merchants stored before vetting existed were all selling: they read as approved.
+    status: MerchantStatus = MerchantStatus.APPROVED
+    # Why it was rejected or suspended; empty while it is pending or approved.
+    reason: str = ""
+    webhook_url: str | None = None
+    licence_number: str | None = None
+    # Personal data: sealed at rest by the store, never published, never logged.
+    contact: str | None = field(default=None, repr=False)
+    history: tuple[StatusChange, ...] = ()
+
+    @property
+    def sells(self) -> bool:
+        """Only an approved merchant's products can be ordered."""
+        return self.status is MerchantStatus.APPROVED
 
     @property
     def accepted_methods(self) -> list[PaymentMethod]:
         """The methods it accepts, in a stable order (the order PaymentMethod lists them in)."""
         return [method for method in PaymentMethod if method in self.payment_methods]
 
+    def same_registration(self, other: Merchant) -> bool:
+        """Whether `other` registers exactly what this merchant was registered with."""
+        return _registration(self) == _registration(other)
+
+    def created(self, action: MerchantAction, by: str, at: datetime) -> Merchant:
+        """This new merchant with the status its creation gives it, recorded in its history."""
+        status = (
+            MerchantStatus.APPROVED if action is MerchantAction.CREATE_APPROVED else MerchantStatus.PENDING
+        )
+        return replace(self, status=status, reason="", history=(StatusChange(action, status, at, by),))
+
+    def moved(self, action: MerchantAction, by: str, at: datetime, reason: str = "") -> Merchant:
+        """This merchant after an admin's decision, recorded in its history.
+
+        Raises MerchantStatusConflict when the action does not apply to the current status and
+        ReasonRequired when a rejection or suspension gives no reason."""
+        allowed, status = TRANSITIONS[action]
+        if self.status not in allowed:
+            raise MerchantStatusConflict(self.merchant_id, self.status, action)
+        reason = reason.strip()
+        if action in NEEDS_REASON and not reason:
+            raise ReasonRequired(f"say why merchant {self.merchant_id} is {_PAST[action]}: it is told")
+        told = reason if status in (MerchantStatus.REJECTED, MerchantStatus.SUSPENDED) else ""
+        entry = StatusChange(action, status, at, by, reason)
+        return replace(self, status=status, reason=told, history=(*self.history, entry))
+
     def upserted(self) -> MerchantUpserted:
         return MerchantUpserted(
-            merchant_id=self.merchant_id, name=self.name, payment_methods=self.accepted_methods
+            merchant_id=self.merchant_id,
+            name=self.name,
+            payment_methods=self.accepted_methods,
+            status=self.status,
+            reason=self.reason,
+            webhook_url=self.webhook_url,
         )
+
+
+def _registration(merchant: Merchant) -> tuple[object, ...]:
+    return (
+        merchant.name,
+        merchant.payment_methods,
+        merchant.licence_number,
+        merchant.contact,
+        merchant.webhook_url,
+    )
 
 
 class StockOutOfRange(ValueError):
@@ -128,7 +267,10 @@ class Product:
             )
         return StockDelta(available=add, reserved=0)
 
-    def upserted(self) -> ProductUpserted:
+    def upserted(self, *, merchant_sells: bool) -> ProductUpserted:
+        """The product as other services see it: listed (`active`) only while the merchant keeps it
+        active and the merchant is approved, so a suspension delists it and a reinstatement relists
+        exactly the products the merchant had not deactivated itself."""
         return ProductUpserted(
             sku=self.sku,
             name=self.name,
@@ -136,7 +278,7 @@ class Product:
             kind=self.kind,
             price_fen=self.price_fen,
             currency=self.currency,
-            active=self.active,
+            active=self.active and merchant_sells,
             max_per_order=self.max_per_order,
         )
 
@@ -191,6 +333,9 @@ class Ledger:
     reservations: dict[str, Reservation]
     now: datetime
     ttl: timedelta
+    # The merchants of the products read; a product whose merchant is missing here or not approved
+    # is not sold.
+    merchants: Mapping[str, Merchant] = field(default_factory=dict)
     # Merchants with a short line, so the caller can load their other products as substitutes.
     short_merchants: set[str] = field(default_factory=set)
     _before: dict[str, StockDelta] = field(default_factory=dict)
@@ -205,13 +350,16 @@ class Ledger:
         *,
         now: datetime,
         ttl: timedelta,
+        merchants: Mapping[str, Merchant] | None = None,
     ) -> Ledger:
-        """A working copy: the caller's objects stay as they were read."""
+        """A working copy: the caller's objects stay as they were read. Without `merchants` nothing
+        can be reserved (releases and commits need none)."""
         return cls(
             products={sku: replace(p) for sku, p in products.items()},
             reservations={oid: replace(r, lines=list(r.lines)) for oid, r in reservations.items()},
             now=now,
             ttl=ttl,
+            merchants=dict(merchants or {}),
             _before={sku: StockDelta(p.available, p.reserved) for sku, p in products.items()},
         )
 
@@ -289,9 +437,15 @@ class Ledger:
 
     def _sellable(self, sku: str) -> int:
         product = self.products.get(sku)
-        if product is None or not product.active:
+        if product is None or not product.active or not self._sells(product.merchant_id):
             return 0
         return max(product.available, 0)
+
+    def _sells(self, merchant_id: str) -> bool:
+        # A line of a merchant that is not approved is refused as a shortage of all it asks:
+        # StockRejectReason has no value of its own for it yet.
+        merchant = self.merchants.get(merchant_id)
+        return merchant is not None and merchant.sells
 
     def _merchant_of(self, sku: str, ordered_from: str) -> str:
         product = self.products.get(sku)
@@ -305,6 +459,7 @@ class Ledger:
                     p
                     for p in self.products.values()
                     if p.merchant_id == merchant_id
+                    and self._sells(merchant_id)
                     and p.active
                     and p.available > 0
                     and p.sku not in exclude

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.inventory.domain import (
     Changes,
     Ledger,
     Merchant,
+    MerchantAction,
     Product,
     ProductDetails,
     Reservation,
     ReservationStatus,
+    checked_webhook_url,
 )
 from services.inventory.store import InventoryStore, StockTransaction
 from shared.auth import Principal
@@ -27,6 +29,7 @@ from shared.contracts import (
     OrderEvent,
     OrderPlaced,
     OrderRejected,
+    PaymentMethod,
     ReservationEndReason,
 )
 from shared.errors import retry_transient
@@ -43,13 +46,23 @@ class Inventory:
     store: InventoryStore
     reservation_ttl: timedelta
     clock: Clock = utc_now
+    # Merchants' webhooks must be https in prod; a local stack may notify plain http.
+    allow_http_webhooks: bool = False
 
 
 # --- catalog -------------------------------------------------------------------------------------
 
 
 class UnknownMerchant(LookupError):
-    """A product names a merchant that was never registered."""
+    """No merchant has this id (a product named it, or an admin decided on it)."""
+
+
+class RegistrationIncomplete(ValueError):
+    """A merchant's own registration lacks what vetting needs."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"a merchant registering itself must give {' and '.join(missing)}")
+        self.missing = missing
 
 
 class UnknownProduct(LookupError):
@@ -82,51 +95,185 @@ class ProductPut:
     created: bool
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What a merchant registers with: its vetting details (licence and contact), where its
+    notifications go and the payment methods it accepts."""
+
+    merchant_id: str
+    name: str
+    payment_methods: frozenset[PaymentMethod]
+    licence_number: str | None = None
+    # Personal data: stored sealed, never published, never logged.
+    contact: str | None = None
+    webhook_url: str | None = None
+
+    def merchant(self) -> Merchant:
+        return Merchant(
+            self.merchant_id,
+            self.name,
+            self.payment_methods,
+            webhook_url=self.webhook_url,
+            licence_number=self.licence_number,
+            contact=self.contact,
+        )
+
+
+@dataclass(frozen=True)
+class MerchantEdit:
+    """A change of a merchant's name, payment methods and (when `replaces_webhook`) webhook URL."""
+
+    merchant_id: str
+    name: str
+    payment_methods: frozenset[PaymentMethod]
+    webhook_url: str | None = None
+    replaces_webhook: bool = False
+
+
+@dataclass(frozen=True)
+class MerchantPut:
+    merchant: Merchant
+    created: bool
+
+
 def _authorize(caller: Principal, merchant_id: str, action: str) -> None:
     if not caller.acts_for_merchant(merchant_id):
         raise NotPermitted(f"only merchant {merchant_id} or an admin may {action}")
 
 
-async def register_merchant(
-    service: Inventory, caller: Principal, merchant: Merchant, correlation_id: str | None
-) -> bool:
-    """Register a new merchant and announce it; False (and nothing written) when the very same
-    merchant is already there, MerchantConflict when another one holds the id."""
-    _authorize(caller, merchant.merchant_id, f"register merchant {merchant.merchant_id}")
+def _webhook(service: Inventory, url: str | None) -> str | None:
+    return None if url is None else checked_webhook_url(url, allow_http=service.allow_http_webhooks)
 
-    async def write() -> bool:
+
+async def register_merchant(
+    service: Inventory, caller: Principal, registration: Registration, correlation_id: str | None
+) -> MerchantPut:
+    """Register a merchant and announce it (MerchantUpserted).
+
+    A registration starts PENDING until an admin approves it. The one exception is an admin
+    creating a merchant without a licence number: the admin vouches for it (vetted outside this
+    API), so it starts APPROVED and its history says so. A merchant registering itself must give its
+    licence number and contact (RegistrationIncomplete). The very same registration again changes
+    nothing (`created` False); another one under a taken id is a MerchantConflict."""
+    merchant_id = registration.merchant_id
+    _authorize(caller, merchant_id, f"register merchant {merchant_id}")
+    missing = [
+        name
+        for name, value in (
+            ("licence_number", registration.licence_number),
+            ("contact", registration.contact),
+        )
+        if value is None
+    ]
+    if missing and not caller.is_admin:
+        raise RegistrationIncomplete(missing)
+    candidate = replace(registration.merchant(), webhook_url=_webhook(service, registration.webhook_url))
+    vouched = caller.is_admin and registration.licence_number is None
+    action = MerchantAction.CREATE_APPROVED if vouched else MerchantAction.REGISTER
+
+    async def write() -> MerchantPut:
         async with service.store.transaction(SERVICE) as tx:
-            existing = await tx.merchant(merchant.merchant_id)
-            if existing == merchant:
-                return False
+            existing = await tx.merchant(merchant_id)
+            if existing is not None and existing.same_registration(candidate):
+                return MerchantPut(existing, created=False)
             if existing is not None:
                 raise MerchantConflict(
-                    f"merchant {merchant.merchant_id} is already registered as {existing.name!r} "
-                    f"accepting {', '.join(existing.accepted_methods)}; "
-                    f"change it with PUT /v1/merchants/{merchant.merchant_id}"
+                    f"merchant {merchant_id} is already registered as {existing.name!r} with other "
+                    f"details; change it with PUT /v1/merchants/{merchant_id}"
                 )
+            merchant = candidate.created(action, caller.subject, service.clock())
             await tx.put_merchant(merchant)
             tx.emit([_announcement(merchant.upserted(), correlation_id)])
-        return True
+        return MerchantPut(merchant, created=True)
 
-    return await retry_transient(write)
+    put = await retry_transient(write)
+    if put.created:
+        log.info(
+            "merchant_registered",
+            merchant_id=merchant_id,
+            status=put.merchant.status.value,
+            by_role=caller.role.value,
+        )
+    return put
 
 
 async def upsert_merchant(
-    service: Inventory, caller: Principal, merchant: Merchant, correlation_id: str | None
-) -> bool:
-    """Create or change a merchant and announce it (every time, so a replica can be refreshed by
-    writing the merchant again); True when it was created."""
-    _authorize(caller, merchant.merchant_id, f"change merchant {merchant.merchant_id}")
+    service: Inventory, caller: Principal, edit: MerchantEdit, correlation_id: str | None
+) -> MerchantPut:
+    """Change a merchant's name, payment methods or webhook URL, or (an admin only) create one
+    APPROVED, vouched for by that admin; announce it every time, so a replica can be refreshed by
+    writing the merchant again. Its status only moves through `decide_merchant`."""
+    _authorize(caller, edit.merchant_id, f"change merchant {edit.merchant_id}")
+    webhook_url = _webhook(service, edit.webhook_url)
 
-    async def write() -> bool:
+    async def write() -> MerchantPut:
         async with service.store.transaction(SERVICE) as tx:
-            existing = await tx.merchant(merchant.merchant_id)
+            existing = await tx.merchant(edit.merchant_id)
+            if existing is None:
+                if not caller.is_admin:
+                    raise NotPermitted(
+                        f"merchant {edit.merchant_id} is not registered: register it with "
+                        "POST /v1/merchants (only an admin creates a merchant with PUT)"
+                    )
+                merchant = Merchant(
+                    edit.merchant_id, edit.name, edit.payment_methods, webhook_url=webhook_url
+                ).created(MerchantAction.CREATE_APPROVED, caller.subject, service.clock())
+            else:
+                merchant = replace(
+                    existing,
+                    name=edit.name,
+                    payment_methods=edit.payment_methods,
+                    webhook_url=webhook_url if edit.replaces_webhook else existing.webhook_url,
+                )
             await tx.put_merchant(merchant)
             tx.emit([_announcement(merchant.upserted(), correlation_id)])
-        return existing is None
+        return MerchantPut(merchant, created=existing is None)
 
     return await retry_transient(write)
+
+
+async def decide_merchant(
+    service: Inventory,
+    caller: Principal,
+    merchant_id: str,
+    action: MerchantAction,
+    reason: str,
+    correlation_id: str | None,
+) -> Merchant:
+    """An admin approves, rejects, suspends or reinstates a merchant, recorded in its history and
+    announced (MerchantUpserted). When the merchant starts or stops selling, each product it keeps
+    active is announced again: delisted on suspension, relisted on approval or reinstatement.
+
+    Raises NotPermitted for anyone but an admin, UnknownMerchant, MerchantStatusConflict when the
+    action does not apply to the current status and ReasonRequired for a rejection or suspension
+    without a reason; nothing changes then."""
+    if not caller.is_admin:
+        raise NotPermitted(f"only an admin may {action} a merchant")
+
+    async def write() -> Merchant:
+        async with service.store.transaction(SERVICE) as tx:
+            existing = await tx.merchant(merchant_id)
+            if existing is None:
+                raise UnknownMerchant(f"no merchant {merchant_id}")
+            merchant = existing.moved(action, caller.subject, service.clock(), reason)
+            await tx.put_merchant(merchant)
+            events: list[Event] = [merchant.upserted()]
+            if merchant.sells != existing.sells:
+                # Products the merchant deactivated itself were never listed and stay as they are.
+                products = [p for p in await tx.products_of(merchant_id) if p.active]
+                events += [p.upserted(merchant_sells=merchant.sells) for p in products]
+            tx.emit([_announcement(event, correlation_id) for event in events])
+        return merchant
+
+    decided = await retry_transient(write)
+    log.info(
+        "merchant_status_changed",
+        merchant_id=merchant_id,
+        action=action.value,
+        status=decided.status.value,
+        by_role=caller.role.value,
+    )
+    return decided
 
 
 async def upsert_product(
@@ -150,10 +297,11 @@ async def upsert_product(
                         f"merchant {details.merchant_id}; only an admin may move a product"
                     )
                 product = existing.edited(details)
-            if await tx.merchant(details.merchant_id) is None:
+            merchant = await tx.merchant(details.merchant_id)
+            if merchant is None:
                 raise UnknownMerchant(f"no merchant {details.merchant_id}")
             stored = await tx.put_product(product)
-            tx.emit([_announcement(stored.upserted(), correlation_id)])
+            tx.emit([_announcement(stored.upserted(merchant_sells=merchant.sells), correlation_id)])
         return ProductPut(stored, created=existing is None)
 
     # The product document is also written by the order consumer's reservations.
@@ -237,14 +385,19 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
         line.sku for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
     }
     products = await tx.products(skus)
+    # Only an approved merchant's products are reserved: the merchants are read with the stock.
+    ordered_from = {
+        line.merchant_id for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines
+    }
+    merchants = await tx.merchants(ordered_from | {p.merchant_id for p in products.values()})
     now = service.clock()
-    batch = _dispatch(deliveries, products, reservations, now, service.reservation_ttl)
+    batch = _dispatch(deliveries, products, reservations, merchants, now, service.reservation_ttl)
     if batch.ledger.short_merchants:
         # Substitutes need the short merchants' other products; reading them only when an order
-        # is short keeps the common batch at two reads. The batch is then decided again, with them.
+        # is short keeps the common batch at three reads. The batch is then decided again, with them.
         candidates = await tx.substitute_candidates(batch.ledger.short_merchants, exclude=set(products))
         products = {**{p.sku: p for p in candidates}, **products}
-        batch = _dispatch(deliveries, products, reservations, now, service.reservation_ttl)
+        batch = _dispatch(deliveries, products, reservations, merchants, now, service.reservation_ttl)
     return batch
 
 
@@ -252,10 +405,12 @@ def _dispatch(
     deliveries: Sequence[Delivery],
     products: dict[str, Product],
     reservations: dict[str, Reservation],
+    merchants: dict[str, Merchant],
     now: datetime,
     ttl: timedelta,
 ) -> StockBatch:
-    batch = StockBatch(Ledger.open(products, reservations, now=now, ttl=ttl), Replies(source=SERVICE))
+    ledger = Ledger.open(products, reservations, now=now, ttl=ttl, merchants=merchants)
+    batch = StockBatch(ledger, Replies(source=SERVICE))
     HANDLERS.dispatch(batch, deliveries)
     return batch
 

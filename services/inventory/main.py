@@ -7,10 +7,12 @@ from functools import partial
 
 from pydantic import Field
 
+from services.inventory.announce import announce_catalog
 from services.inventory.api import build_router
 from services.inventory.handlers import Inventory, handle_batch, release_expired
 from services.inventory.store import MongoInventoryStore
 from shared.contracts import topics
+from shared.crypto import PersonalData
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -18,9 +20,10 @@ from shared.settings import SharedSettings, load_settings
 DESCRIPTION = (
     "Merchants, the catalog and its stock, and the reservations orders hold. Catalog reads are public; "
     "a product's edits and stock changes need its merchant's token or an admin's, and a merchant is "
-    "registered or changed by itself or an admin. A product edit never changes stock: stock moves "
-    "only through POST /v1/products/{sku}/stock and orders' reservations. Errors are RFC 9457 "
-    "problem+json."
+    "registered by itself (PENDING until an admin approves it) or created by an admin. Only an "
+    "approved merchant's products are listed and reserved; suspending a merchant delists them. A "
+    "product edit never changes stock: stock moves only through POST /v1/products/{sku}/stock and "
+    "orders' reservations. Errors are RFC 9457 problem+json."
 )
 
 
@@ -36,11 +39,15 @@ async def main() -> None:
     settings = load_settings(InventorySettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
-        store = MongoInventoryStore(plumbing.store)
+        store = MongoInventoryStore(plumbing.store, PersonalData.from_settings(settings))
         await store.ensure_indexes()
         service = Inventory(
-            store=store, reservation_ttl=timedelta(seconds=settings.inventory_reservation_ttl_s)
+            store=store,
+            reservation_ttl=timedelta(seconds=settings.inventory_reservation_ttl_s),
+            allow_http_webhooks=settings.is_dev,
         )
+        # Refill the catalog tables before serving (see services/inventory/announce.py).
+        await announce_catalog(service)
 
         return Wiring(
             routers=[build_router(service)],

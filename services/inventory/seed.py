@@ -1,9 +1,11 @@
 """Loads a demo catalog through the HTTP API: `python -m services.inventory.seed --url http://127.0.0.1:8001`.
 
 A dev tool: it signs its own admin token with the local key (AUTH_SIGNING_KEY from the environment)
-and refuses to run with ENVIRONMENT=prod. Safe to run again: merchants are written again (and
-announced again), new products are created with their demo stock, existing products get their demo
-details but keep the stock they have. It prints what it did.
+and refuses to run with ENVIRONMENT=prod. Safe to run again: the merchants an admin creates are
+written again (and announced again); the merchants that register themselves are registered once and
+approved once (an approved one is left as it is, the pending one stays pending); new products are
+created with their demo stock, existing products get their demo details but keep the stock they
+have. It prints what it did (never a merchant's contact: that is personal data).
 """
 
 from __future__ import annotations
@@ -20,11 +22,42 @@ from shared.contracts import MAX_UNITS_PER_ORDER, PaymentMethod
 from shared.settings import SharedSettings, load_settings
 
 EVERY_METHOD = list(PaymentMethod)
+# Created by an admin with PUT, which vouches for them: approved from the start.
 MERCHANTS = [
     ("m-westlake-tea", "西湖茶庄 West Lake Tea House", EVERY_METHOD),
     ("m-jingdezhen", "景德镇瓷器坊 Jingdezhen Porcelain", [PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY]),
     ("m-sichuan-pantry", "川味小铺 Sichuan Pantry", EVERY_METHOD),
 ]
+
+# Merchants that go through vetting: registered (PENDING), then approved by the admin or not.
+# merchant id, name, payment methods, licence number, contact (fictional), approved
+REGISTRATIONS = [
+    (
+        "m-suzhou-silk",
+        "苏州丝绸坊 Suzhou Silk House",
+        EVERY_METHOD,
+        "91320500MA1W2X3Y4Z",
+        "shop@suzhou-silk.example",
+        True,
+    ),
+    (
+        "m-yunnan-coffee",
+        "云南咖啡园 Yunnan Coffee Estate",
+        [PaymentMethod.ALIPAY, PaymentMethod.BANK_CARD],
+        "91530100MA6K7L8M9N",
+        "+86 871 6543 2100",
+        True,
+    ),
+    (
+        "m-harbin-furs",
+        "哈尔滨皮草行 Harbin Furs",
+        [PaymentMethod.WECHAT_PAY],
+        "91230100MA1P2Q3R4S",
+        "hello@harbin-furs.example",
+        False,
+    ),
+]
+APPROVAL_REASON = "demo seed: licence checked"
 
 # sku, name, merchant, price in fen, stock when created, most units per order
 PRODUCTS = [
@@ -37,7 +70,11 @@ PRODUCTS = [
     ("SKU-SAUCE-DOUBAN", "郫县豆瓣酱 Pixian chili bean paste 500g", "m-sichuan-pantry", 1590, 180, 50),
     ("SKU-PEPPER-HUAJIAO", "汉源花椒 Hanyuan Sichuan pepper 100g", "m-sichuan-pantry", 2990, 90, 50),
     ("SKU-SOLDOUT-1", "限量腊肉礼盒 Limited cured pork gift box", "m-sichuan-pantry", 19900, 0, 2),
+    ("SKU-SILK-SCARF", "真丝围巾 Mulberry silk scarf", "m-suzhou-silk", 29900, 40, 5),
+    ("SKU-COFFEE-PUER", "普洱小粒咖啡豆 Pu'er arabica beans 500g", "m-yunnan-coffee", 8800, 70, 10),
 ]
+# The pending merchant has no products: the gateway lists only approved merchants' products, and
+# the stack's start-up waits for the gateway to list every product the seed made.
 
 SEED_TOKEN_TTL = timedelta(minutes=10)
 
@@ -54,6 +91,27 @@ def seed(client: httpx.Client, out: TextIO) -> None:
             f"merchant {merchant['merchant_id']:<18} {done:<20} accepts "
             f"{', '.join(merchant['payment_methods'])}  {merchant['name']}\n"
         )
+    for merchant_id, name, methods, licence_number, contact, approved in REGISTRATIONS:
+        response = _checked(
+            client.post(
+                "/v1/merchants",
+                json={
+                    "merchant_id": merchant_id,
+                    "name": name,
+                    "payment_methods": methods,
+                    "licence_number": licence_number,
+                    "contact": contact,
+                },
+            )
+        )
+        merchant = response.json()
+        done = "registered" if response.status_code == 201 else "already registered"
+        if approved and merchant["status"] == "PENDING":
+            merchant = _checked(
+                client.post(f"/v1/merchants/{merchant_id}/approve", json={"reason": APPROVAL_REASON})
+            ).json()
+            done += ", approved"
+        out.write(f"merchant {merchant_id:<18} {done:<20} {merchant['status']:<9} {merchant['name']}\n")
     for sku, name, merchant_id, price_fen, available, max_per_order in PRODUCTS:
         response = _checked(
             client.put(

@@ -6,6 +6,7 @@ The in-memory twin for unit tests is tests/twins/inventory.py; tests/contract ho
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -15,11 +16,14 @@ from pymongo.errors import BulkWriteError
 from services.inventory.domain import (
     Changes,
     Merchant,
+    MerchantAction,
     Product,
     Reservation,
     ReservationStatus,
+    StatusChange,
 )
-from shared.contracts import MAX_UNITS_PER_ORDER, PaymentMethod, ProductKind, StockLine
+from shared.contracts import MAX_UNITS_PER_ORDER, MerchantStatus, PaymentMethod, ProductKind, StockLine
+from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite
 from shared.mongo import Document, MongoStore, ServiceStore, TransactionView
 from shared.store import EventStore, UnitOfWork
@@ -54,8 +58,16 @@ class StockTransaction(UnitOfWork, Protocol):
 
     async def merchant(self, merchant_id: str) -> Merchant | None: ...
 
+    async def merchants(self, merchant_ids: Collection[str]) -> dict[str, Merchant]:
+        """The merchants found among `merchant_ids`, by id."""
+        ...
+
     async def put_merchant(self, merchant: Merchant) -> None:
-        """Create or replace a merchant."""
+        """Create or replace a merchant, its status and history included."""
+        ...
+
+    async def products_of(self, merchant_id: str) -> list[Product]:
+        """Every product of the merchant, by sku."""
         ...
 
     async def save(self, changes: Changes) -> None:
@@ -78,15 +90,20 @@ class InventoryStore(EventStore[StockTransaction], Protocol):
 
     async def get_merchant(self, merchant_id: str) -> Merchant | None: ...
 
-    async def list_merchants(self) -> list[Merchant]: ...
+    async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
+        """Every merchant by id, or those with `status`."""
+        ...
 
 
 # --- MongoDB ---------------------------------------------------------------------------------
 
 
 class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
-    def __init__(self, store: MongoStore) -> None:
-        super().__init__(store, _MongoTransaction)
+    """Merchants' contacts are sealed at rest with `personal`."""
+
+    def __init__(self, store: MongoStore, personal: PersonalData) -> None:
+        self._documents = MerchantDocuments(personal)
+        super().__init__(store, lambda tx: _MongoTransaction(tx, self._documents))
         self._merchants = store.db[MERCHANTS]
         self._products = store.db[PRODUCTS]
         self._reservations = store.db[RESERVATIONS]
@@ -94,6 +111,7 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
     async def ensure_indexes(self) -> None:
         await self._products.create_index([("merchant_id", ASCENDING), ("available", DESCENDING)])
         await self._reservations.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        await self._merchants.create_index([("status", ASCENDING), ("_id", ASCENDING)])
 
     async def list_products(self, merchant_id: str | None = None) -> list[Product]:
         query = {} if merchant_id is None else {"merchant_id": merchant_id}
@@ -105,13 +123,23 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
 
     async def get_merchant(self, merchant_id: str) -> Merchant | None:
         doc = await self._merchants.find_one({"_id": merchant_id})
-        return None if doc is None else _merchant(doc)
+        return None if doc is None else self._documents.merchant(doc)
 
-    async def list_merchants(self) -> list[Merchant]:
-        return [_merchant(d) async for d in self._merchants.find().sort("_id", ASCENDING)]
+    async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
+        query: Document = {}
+        if status is MerchantStatus.APPROVED:
+            # Merchants stored before vetting have no status and read as approved.
+            query = {"status": {"$in": [status.value, None]}}
+        elif status is not None:
+            query = {"status": status.value}
+        cursor = self._merchants.find(query).sort("_id", ASCENDING)
+        return [self._documents.merchant(doc) async for doc in cursor]
 
 
+@dataclass
 class _MongoTransaction(TransactionView):
+    _documents: MerchantDocuments
+
     async def products(self, skus: Collection[str]) -> dict[str, Product]:
         cursor = self.tx.db[PRODUCTS].find({"_id": {"$in": list(skus)}}, session=self.tx.session)
         return {doc["_id"]: _product(doc) async for doc in cursor}
@@ -153,23 +181,31 @@ class _MongoTransaction(TransactionView):
 
     async def merchant(self, merchant_id: str) -> Merchant | None:
         doc = await self.tx.db[MERCHANTS].find_one({"_id": merchant_id}, session=self.tx.session)
-        return None if doc is None else _merchant(doc)
+        return None if doc is None else self._documents.merchant(doc)
+
+    async def merchants(self, merchant_ids: Collection[str]) -> dict[str, Merchant]:
+        cursor = self.tx.db[MERCHANTS].find({"_id": {"$in": list(merchant_ids)}}, session=self.tx.session)
+        return {doc["_id"]: self._documents.merchant(doc) async for doc in cursor}
 
     async def put_merchant(self, merchant: Merchant) -> None:
         now = datetime.now(UTC)
         await self.tx.db[MERCHANTS].update_one(
             {"_id": merchant.merchant_id},
             {
-                "$set": {
-                    "name": merchant.name,
-                    "payment_methods": [method.value for method in merchant.accepted_methods],
-                    "updated_at": now,
-                },
+                "$set": {**self._documents.merchant_fields(merchant), "updated_at": now},
                 "$setOnInsert": {"created_at": now},
             },
             upsert=True,
             session=self.tx.session,
         )
+
+    async def products_of(self, merchant_id: str) -> list[Product]:
+        cursor = (
+            self.tx.db[PRODUCTS]
+            .find({"merchant_id": merchant_id}, session=self.tx.session)
+            .sort("_id", ASCENDING)
+        )
+        return [_product(doc) async for doc in cursor]
 
     async def save(self, changes: Changes) -> None:
         now = datetime.now(UTC)
@@ -256,12 +292,60 @@ def _product(doc: Document) -> Product:
     )
 
 
-def _merchant(doc: Document) -> Merchant:
-    # Merchants stored before payment methods existed accept every method, as they did then.
-    methods = doc.get("payment_methods")
-    if methods is None:
-        return Merchant(doc["_id"], doc["name"])
-    return Merchant(doc["_id"], doc["name"], frozenset(PaymentMethod(m) for m in methods))
+class MerchantDocuments:
+    """Merchants as MongoDB documents; the contact is personal data and is stored sealed."""
+
+    def __init__(self, personal: PersonalData) -> None:
+        self._personal = personal
+
+    def merchant_fields(self, merchant: Merchant) -> Document:
+        return {
+            "name": merchant.name,
+            "payment_methods": [method.value for method in merchant.accepted_methods],
+            "status": merchant.status.value,
+            "reason": merchant.reason,
+            "webhook_url": merchant.webhook_url,
+            "licence_number": merchant.licence_number,
+            "sealed_contact": None if merchant.contact is None else self._personal.seal(merchant.contact),
+            "history": [
+                {
+                    "action": entry.action.value,
+                    "status": entry.status.value,
+                    "at": entry.at,
+                    "by": entry.by,
+                    "reason": entry.reason,
+                }
+                for entry in merchant.history
+            ],
+        }
+
+    def merchant(self, doc: Document) -> Merchant:
+        # Merchants stored before payment methods existed accept every method, as they did then;
+        # those stored before vetting read as approved, with no history.
+        methods = doc.get("payment_methods")
+        sealed_contact = doc.get("sealed_contact")
+        return Merchant(
+            merchant_id=doc["_id"],
+            name=doc["name"],
+            payment_methods=frozenset(PaymentMethod)
+            if methods is None
+            else frozenset(map(PaymentMethod, methods)),
+            status=MerchantStatus(doc.get("status") or MerchantStatus.APPROVED.value),
+            reason=doc.get("reason", ""),
+            webhook_url=doc.get("webhook_url"),
+            licence_number=doc.get("licence_number"),
+            contact=None if sealed_contact is None else self._personal.open(sealed_contact),
+            history=tuple(
+                StatusChange(
+                    action=MerchantAction(entry["action"]),
+                    status=MerchantStatus(entry["status"]),
+                    at=entry["at"],
+                    by=entry["by"],
+                    reason=entry.get("reason", ""),
+                )
+                for entry in doc.get("history", [])
+            ),
+        )
 
 
 def _reservation(doc: Document) -> Reservation:

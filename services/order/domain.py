@@ -16,6 +16,7 @@ from shared.contracts import (
     DeclineReason,
     Event,
     FraudDecision,
+    MerchantStatus,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -150,10 +151,24 @@ class CatalogItem:
 
 @dataclass(frozen=True)
 class MerchantTerms:
-    """The order service's replica of what a merchant accepts, kept from MerchantUpserted."""
+    """The order service's replica of what a merchant accepts and whether it may sell, kept from
+    MerchantUpserted."""
 
     merchant_id: str
     payment_methods: frozenset[PaymentMethod]
+    status: MerchantStatus = MerchantStatus.APPROVED
+    reason: str = ""
+
+    def refusal(self) -> str | None:
+        """Why its products cannot be ordered, or None while it is approved."""
+        because = f": {self.reason}" if self.reason else ""
+        if self.status is MerchantStatus.PENDING:
+            return f"merchant {self.merchant_id} is not approved yet"
+        if self.status is MerchantStatus.SUSPENDED:
+            return f"merchant {self.merchant_id} is suspended{because}"
+        if self.status is MerchantStatus.REJECTED:
+            return f"merchant {self.merchant_id} was not approved{because}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -179,8 +194,9 @@ def review_items(
     """Everything wrong with the items and the payment method against the catalog, all at once.
 
     `items` keeps the request's positions (None where an item was malformed), so each issue names
-    the right `items.N` field. A merchant missing from the replica (it predates MerchantUpserted)
-    accepts every method."""
+    the right `items.N` field. A product of a merchant that is not approved is refused with the
+    merchant's status and reason (its product may be delisted too: the reason says more). A
+    merchant missing from the replica (it predates MerchantUpserted) accepts every method."""
     issues: list[FieldIssue] = []
     present = [item for item in items if item is not None]
     if len({item.sku for item in present}) > MAX_LINES:
@@ -193,6 +209,11 @@ def review_items(
         if item is None:
             continue
         product = catalog.get(item.sku)
+        terms = None if product is None else merchants.get(product.merchant_id)
+        refusal = None if terms is None else terms.refusal()
+        if refusal is not None:
+            issues.append(FieldIssue(f"items.{index}.sku", f"{item.sku} cannot be ordered: {refusal}"))
+            continue
         if product is None or not product.active:
             issues.append(FieldIssue(f"items.{index}.sku", f"unknown or unavailable product {item.sku}"))
             continue
@@ -203,7 +224,6 @@ def review_items(
                     f"at most {product.max_per_order} of {item.sku} per order (asked {totals[item.sku]})",
                 )
             )
-        terms = merchants.get(product.merchant_id)
         if payment_method is not None and terms is not None and payment_method not in terms.payment_methods:
             refusing.add(product.merchant_id)
     if refusing and payment_method is not None:

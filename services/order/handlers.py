@@ -454,7 +454,10 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
 
 def on_merchant_upserted(batch: Batch, event: MerchantUpserted, _cause: Envelope) -> None:
     batch.merchants[event.merchant_id] = MerchantTerms(
-        merchant_id=event.merchant_id, payment_methods=frozenset(event.payment_methods)
+        merchant_id=event.merchant_id,
+        payment_methods=frozenset(event.payment_methods),
+        status=event.status,
+        reason=event.reason,
     )
 
 

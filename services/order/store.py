@@ -30,6 +30,7 @@ from services.order.domain import (
 )
 from services.order.numbers import order_day
 from shared.contracts import (
+    MerchantStatus,
     OrderEndReason,
     OrderLine,
     PayActionType,
@@ -751,11 +752,18 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
 
 
 def merchant_to_doc(terms: MerchantTerms) -> Document:
-    return {"payment_methods": sorted(method.value for method in terms.payment_methods)}
+    return {
+        "payment_methods": sorted(method.value for method in terms.payment_methods),
+        "status": terms.status.value,
+        "reason": terms.reason,
+    }
 
 
 def merchant_from_doc(doc: Mapping[str, Any]) -> MerchantTerms:
+    # Merchants replicated before vetting existed were all selling: they read as approved.
     return MerchantTerms(
         merchant_id=doc["_id"],
         payment_methods=frozenset(PaymentMethod(method) for method in doc["payment_methods"]),
+        status=MerchantStatus(doc.get("status", MerchantStatus.APPROVED.value)),
+        reason=doc.get("reason", ""),
     )

@@ -8,9 +8,19 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
+from pydantic import SecretStr
 from pymongo import ASCENDING
 
-from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus, StockDelta
+from services.inventory.domain import (
+    Changes,
+    Merchant,
+    MerchantAction,
+    Product,
+    Reservation,
+    ReservationStatus,
+    StatusChange,
+    StockDelta,
+)
 from services.inventory.handlers import Inventory, add_stock, handle_batch
 from services.inventory.store import (
     CANDIDATES_PER_MERCHANT,
@@ -24,12 +34,14 @@ from shared.auth import Principal, Role
 from shared.contracts import (
     MAX_UNITS_PER_ORDER,
     Envelope,
+    MerchantStatus,
     OrderEndReason,
     PaymentMethod,
     ProductKind,
     ProductUpserted,
     StockLine,
 )
+from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite, retry_transient
 from shared.kafka import Delivery, decode, new_envelope
 from shared.mongo import OUTBOX, MongoStore
@@ -38,6 +50,7 @@ from tests.unit.inventory.factories import cancelled, line, placed
 from tests.unit.samples import T0, delivery
 
 CONSUMER = "inventory"
+PERSONAL = PersonalData(SecretStr("t1:dGVzdC1vbmx5LWludmVudG9yeS1zdG9yZS1rZXktMDE"))
 TTL = timedelta(minutes=15)
 ReadOutbox = Callable[[], Awaitable[list[Envelope]]]
 
@@ -323,6 +336,44 @@ class InventoryStoreContract:
             assert await tx.merchant("m-2") == Merchant("m-2", "Jingdezhen Porcelain", wallets)
             assert await tx.merchant("m-404") is None
 
+    async def test_a_merchants_vetting_reads_back_whole_and_merchants_are_found_by_status(
+        self, store: InventoryStore
+    ) -> None:
+        history = (
+            StatusChange(MerchantAction.REGISTER, MerchantStatus.PENDING, T0, "m-1"),
+            StatusChange(MerchantAction.APPROVE, MerchantStatus.APPROVED, T0 + TTL, "admin-1", "checked"),
+            StatusChange(MerchantAction.SUSPEND, MerchantStatus.SUSPENDED, T0 + 2 * TTL, "admin-1", "fakes"),
+        )
+        suspended = Merchant(
+            "m-1",
+            "West Lake Tea",
+            status=MerchantStatus.SUSPENDED,
+            reason="fakes",
+            webhook_url="https://tea.example/hooks",
+            licence_number="LIC-1",
+            contact="tea@example.com",
+            history=history,
+        )
+        pending = Merchant("m-2", "Pottery", status=MerchantStatus.PENDING, contact="13912345678")
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(suspended)
+            await tx.put_merchant(pending)
+            await tx.put_merchant(Merchant("m-3", "Pantry"))
+
+        assert await store.get_merchant("m-1") == suspended
+        assert await store.list_merchants(MerchantStatus.PENDING) == [pending]
+        assert [m.merchant_id for m in await store.list_merchants(MerchantStatus.APPROVED)] == ["m-3"]
+        assert [m.merchant_id for m in await store.list_merchants()] == ["m-1", "m-2", "m-3"]
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.merchants(["m-2", "m-1", "m-9"]) == {"m-1": suspended, "m-2": pending}
+
+    async def test_a_merchants_products_are_read_by_sku_in_a_transaction(self, store: InventoryStore) -> None:
+        await put(store, product("TEA"), product("CUP", merchant_id="m-2"), product("JAR", active=False))
+
+        async with store.transaction(CONSUMER) as tx:
+            assert [p.sku for p in await tx.products_of("m-1")] == ["JAR", "TEA"]
+            assert await tx.products_of("m-9") == []
+
     async def test_a_merchant_written_in_a_failed_transaction_is_not_there(
         self, store: InventoryStore
     ) -> None:
@@ -418,6 +469,8 @@ class InventoryStoreContract:
     ) -> None:
         service = Inventory(store=store, reservation_ttl=TTL, clock=lambda: T0)
         admin = Principal("admin-1", Role.ADMIN)
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(Merchant("m-1", "West Lake Tea"))
         await put(store, product("TEA", available=10))
         orders = [delivery(placed(f"o-{n}", line("TEA", 2))) for n in range(5)]
 
@@ -457,7 +510,7 @@ class TestInMemoryInventoryStore(InventoryStoreContract):
 class TestMongoInventoryStore(InventoryStoreContract):
     @pytest.fixture
     async def store(self, mongo_store: MongoStore) -> InventoryStore:
-        store = MongoInventoryStore(mongo_store)
+        store = MongoInventoryStore(mongo_store, PERSONAL)
         await store.ensure_indexes()
         return store
 
@@ -470,9 +523,20 @@ class TestMongoInventoryStore(InventoryStoreContract):
         )
 
         assert await store.get_merchant("m-1") == Merchant("m-1", "West Lake Tea", frozenset(PaymentMethod))
+        assert [m.merchant_id for m in await store.list_merchants(MerchantStatus.APPROVED)] == ["m-1"]
         assert await store.get_product("TEA") == Product(
             "TEA", "Longjing", "m-1", 8800, available=4, max_per_order=MAX_UNITS_PER_ORDER
         )
+
+    async def test_a_merchants_contact_is_sealed_at_rest(
+        self, store: InventoryStore, mongo_store: MongoStore
+    ) -> None:
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(Merchant("m-1", "Tea", contact="tea@example.com"))
+
+        raw = await mongo_store.db[MERCHANTS].find_one({"_id": "m-1"})
+        assert raw is not None and "tea@example.com" not in str(raw)
+        assert PERSONAL.open(raw["sealed_contact"]) == "tea@example.com"
 
     @pytest.fixture
     def outbox(self, mongo_store: MongoStore) -> ReadOutbox:

@@ -44,6 +44,7 @@ from shared.contracts import (
     DeclineReason,
     Envelope,
     FraudDecision,
+    MerchantStatus,
     OrderLine,
     OrderPlaced,
     PayActionType,
@@ -356,6 +357,18 @@ class OrderStoreContract:
             "m-3": terms("m-3", PaymentMethod.BANK_CARD),
         }
         assert await store.merchant_terms([]) == {}
+
+    async def test_the_merchant_replica_keeps_each_merchants_status_and_reason(
+        self, store: OrderStore
+    ) -> None:
+        suspended = MerchantTerms(
+            "m-1", frozenset({PaymentMethod.ALIPAY}), MerchantStatus.SUSPENDED, "fake tea"
+        )
+        pending = MerchantTerms("m-2", frozenset(PaymentMethod), MerchantStatus.PENDING)
+        async with store.transaction("order") as tx:
+            await tx.upsert_merchants([suspended, pending])
+
+        assert await store.merchant_terms(["m-1", "m-2"]) == {"m-1": suspended, "m-2": pending}
 
     @pytest.mark.parametrize("scope", list(Scope))
     async def test_pages_walk_every_order_of_the_listing_once_newest_first(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus
 from services.inventory.store import CANDIDATES_PER_MERCHANT, StockConflict
+from shared.contracts import MerchantStatus
 from shared.store import PendingWrites
 from tests.twins.ledger import AppliedLedger, LedgerTwin
 
@@ -49,8 +50,9 @@ class InMemoryInventoryStore(LedgerTwin):
     async def get_merchant(self, merchant_id: str) -> Merchant | None:
         return self.state.merchants.get(merchant_id)
 
-    async def list_merchants(self) -> list[Merchant]:
-        return sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
+    async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
+        merchants = sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
+        return [m for m in merchants if status in (None, m.status)]
 
 
 @dataclass(kw_only=True)
@@ -88,8 +90,15 @@ class _MemoryTransaction(PendingWrites):
     async def merchant(self, merchant_id: str) -> Merchant | None:
         return self.state.merchants.get(merchant_id)
 
+    async def merchants(self, merchant_ids: Collection[str]) -> dict[str, Merchant]:
+        return {m: found for m in merchant_ids if (found := self.state.merchants.get(m)) is not None}
+
     async def put_merchant(self, merchant: Merchant) -> None:
         self.state.merchants[merchant.merchant_id] = merchant
+
+    async def products_of(self, merchant_id: str) -> list[Product]:
+        products = sorted(self.state.products.values(), key=lambda p: p.sku)
+        return [copy.copy(p) for p in products if p.merchant_id == merchant_id]
 
     async def save(self, changes: Changes) -> None:
         for sku, delta in changes.stock.items():

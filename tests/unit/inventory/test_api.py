@@ -93,40 +93,154 @@ async def stock(client: httpx.AsyncClient, sku: str = "SKU-TEA") -> tuple[int, i
 # --- merchants -----------------------------------------------------------------------------------
 
 
-async def test_merchants_are_created_once_and_listed_with_their_payment_methods(
+REGISTRATION = {
+    "merchant_id": "m-1",
+    "name": "West Lake Tea",
+    "payment_methods": ["alipay", "wechat_pay"],
+    "licence_number": "91330106MA2B3C4D5E",
+    "contact": "tea@westlake.example",
+    "webhook_url": "https://westlake.example/hooks",
+}
+
+
+async def test_a_merchant_registers_pending_once_and_is_announced_without_its_contact(
     client: httpx.AsyncClient, store: InMemoryInventoryStore
 ) -> None:
-    body = {"merchant_id": "m-1", "name": "West Lake Tea", "payment_methods": ["alipay", "wechat_pay"]}
+    created = await client.post("/v1/merchants", json=REGISTRATION, headers=TEA_HOUSE)
+    again = await client.post("/v1/merchants", json=REGISTRATION, headers=ADMIN)
+    taken = await client.post("/v1/merchants", json={**REGISTRATION, "name": "Other"}, headers=ADMIN)
 
-    assert (await client.post("/v1/merchants", json=body, headers=ADMIN)).status_code == 201
-    assert (await client.post("/v1/merchants", json=body, headers=TEA_HOUSE)).status_code == 200
-    taken = await client.post("/v1/merchants", json={**body, "name": "Other"}, headers=ADMIN)
-
+    assert created.status_code == 201, created.text
+    assert (again.status_code, again.json()) == (200, created.json())
     assert "PUT /v1/merchants/m-1" in assert_problem(taken, 409, "merchant-exists")["detail"]
-    listed = {"merchant_id": "m-1", "name": "West Lake Tea", "payment_methods": ["wechat_pay", "alipay"]}
-    assert (await client.get("/v1/merchants")).json() == {"items": [listed]}
-    assert (await client.get("/v1/merchants/m-1")).json() == listed
-    assert_problem(await client.get("/v1/merchants/m-404"), 404, "merchant-not-found")
+    shown = created.json()
+    assert (shown["status"], shown["contact"], shown["payment_methods"]) == (
+        "PENDING",
+        "tea@westlake.example",
+        ["wechat_pay", "alipay"],
+    )
+    assert [(h["action"], h["status"], h["by"]) for h in shown["history"]] == [
+        ("register", "PENDING", "u-tea")
+    ]
+    assert (await client.get("/v1/merchants/m-1", headers=TEA_HOUSE)).json() == shown
+    assert (await client.get("/v1/merchants", headers=ADMIN)).json() == {"items": [shown]}
+    assert_problem(await client.get("/v1/merchants/m-404", headers=ADMIN), 404, "merchant-not-found")
     [announced] = [decode_data(envelope) for envelope in store.outbox]
-    assert announced == MerchantUpserted(**listed)
+    assert announced == MerchantUpserted(
+        merchant_id="m-1",
+        name="West Lake Tea",
+        payment_methods=["wechat_pay", "alipay"],
+        status="PENDING",
+        webhook_url="https://westlake.example/hooks",
+    )
+    assert "tea@westlake.example" not in store.outbox[0].model_dump_json()
 
 
-async def test_a_merchant_accepts_every_payment_method_unless_told_otherwise(
+async def test_an_admin_creating_a_merchant_without_a_licence_vouches_for_it(
     client: httpx.AsyncClient,
 ) -> None:
     created = await client.post("/v1/merchants", json={"merchant_id": "m-1", "name": "Tea"}, headers=ADMIN)
+    on_behalf = await client.post("/v1/merchants", json={**REGISTRATION, "merchant_id": "m-2"}, headers=ADMIN)
 
     assert created.json()["payment_methods"] == ["bank_card", "wechat_pay", "alipay"]
+    assert (created.json()["status"], created.json()["history"][0]["action"]) == (
+        "APPROVED",
+        "create_approved",
+    )
+    assert on_behalf.json()["status"] == "PENDING"
 
 
-async def test_a_merchant_registers_itself_only(client: httpx.AsyncClient) -> None:
+async def test_registration_needs_the_merchant_itself_with_its_vetting_details(
+    client: httpx.AsyncClient,
+) -> None:
     body = {"merchant_id": "m-1", "name": "West Lake Tea"}
 
-    assert_problem(await client.post("/v1/merchants", json=body), 401, "unauthenticated")
-    assert_problem(await client.post("/v1/merchants", json=body, headers=POTTERY), 403, "forbidden")
-    assert_problem(await client.post("/v1/merchants", json=body, headers=SHOPPER), 403, "forbidden")
-    assert (await client.get("/v1/merchants")).json() == {"items": []}
-    assert (await client.post("/v1/merchants", json=body, headers=TEA_HOUSE)).status_code == 201
+    assert_problem(await client.post("/v1/merchants", json=REGISTRATION), 401, "unauthenticated")
+    assert_problem(await client.post("/v1/merchants", json=REGISTRATION, headers=POTTERY), 403, "forbidden")
+    assert_problem(await client.post("/v1/merchants", json=REGISTRATION, headers=SHOPPER), 403, "forbidden")
+    incomplete = assert_problem(await client.post("/v1/merchants", json=body, headers=TEA_HOUSE), 422)
+    assert [e["field"] for e in incomplete["errors"]] == ["licence_number", "contact"]
+    assert (await client.get("/v1/merchants", headers=ADMIN)).json() == {"items": []}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("contact", "not a contact"),
+        ("contact", "12"),
+        ("licence_number", "LIC 1; drop"),
+        ("webhook_url", "http://westlake.example/hooks"),
+        ("webhook_url", "ftp://westlake.example/hooks"),
+        ("webhook_url", "https://user:secret@westlake.example/hooks"),
+        ("webhook_url", "https://"),
+    ],
+)
+async def test_bad_vetting_details_are_422_naming_the_field_and_change_nothing(
+    client: httpx.AsyncClient, store: InMemoryInventoryStore, field: str, value: str
+) -> None:
+    refused = assert_problem(
+        await client.post("/v1/merchants", json={**REGISTRATION, field: value}, headers=TEA_HOUSE), 422
+    )
+
+    assert [e["field"] for e in refused["errors"]] == [field]
+    if field == "contact":
+        assert value not in str(refused)
+    assert store.outbox == []
+
+
+async def test_an_admin_approves_rejects_suspends_and_reinstates_in_turn(
+    client: httpx.AsyncClient, store: InMemoryInventoryStore
+) -> None:
+    await client.post("/v1/merchants", json=REGISTRATION, headers=TEA_HOUSE)
+    await client.post("/v1/merchants", json={**REGISTRATION, "merchant_id": "m-2"}, headers=POTTERY)
+
+    async def decide(merchant_id: str, action: str, reason: str | None = None) -> httpx.Response:
+        body = {} if reason is None else {"reason": reason}
+        return await client.post(f"/v1/merchants/{merchant_id}/{action}", json=body, headers=ADMIN)
+
+    assert (await decide("m-1", "approve")).json()["status"] == "APPROVED"
+    suspend_conflict = assert_problem(await decide("m-1", "approve"), 409, "merchant-status-conflict")
+    assert suspend_conflict["current_status"] == "APPROVED"
+    assert "m-1 is APPROVED" in suspend_conflict["detail"]
+    assert_problem(await decide("m-1", "suspend"), 422, "invalid-request")
+    assert_problem(await decide("m-1", "suspend", ""), 422, "invalid-request")
+    suspended = (await decide("m-1", "suspend", "counterfeit goods")).json()
+    assert (suspended["status"], suspended["reason"]) == ("SUSPENDED", "counterfeit goods")
+    assert_problem(await decide("m-1", "reject", "late"), 409, "merchant-status-conflict")
+    assert (await decide("m-1", "reinstate")).json()["status"] == "APPROVED"
+    rejected = (await decide("m-2", "reject", "licence expired")).json()
+    assert (rejected["status"], rejected["reason"]) == ("REJECTED", "licence expired")
+    assert_problem(await decide("m-2", "approve"), 409, "merchant-status-conflict")
+    assert_problem(await decide("m-404", "approve"), 404, "merchant-not-found")
+
+    history = (await client.get("/v1/merchants/m-1", headers=TEA_HOUSE)).json()["history"]
+    assert [(h["action"], h["by"], h["reason"]) for h in history] == [
+        ("register", "u-tea", ""),
+        ("approve", "admin-1", ""),
+        ("suspend", "admin-1", "counterfeit goods"),
+        ("reinstate", "admin-1", ""),
+    ]
+    rejected_list = await client.get("/v1/merchants", params={"status": "REJECTED"}, headers=ADMIN)
+    assert [m["merchant_id"] for m in rejected_list.json()["items"]] == ["m-2"]
+    events = [decode_data(e) for e in store.outbox]
+    statuses = [e.status for e in events if isinstance(e, MerchantUpserted)]
+    assert statuses == ["PENDING", "PENDING", "APPROVED", "SUSPENDED", "APPROVED", "REJECTED"]
+
+
+async def test_only_an_admin_decides_and_only_the_merchant_or_an_admin_sees_it(
+    catalog: httpx.AsyncClient,
+) -> None:
+    suspend = {"reason": "because"}
+
+    assert_problem(await catalog.post("/v1/merchants/m-1/suspend", json=suspend), 401, "unauthenticated")
+    assert_problem(
+        await catalog.post("/v1/merchants/m-1/suspend", json=suspend, headers=TEA_HOUSE), 403, "forbidden"
+    )
+    assert_problem(await catalog.get("/v1/merchants/m-1"), 401, "unauthenticated")
+    assert_problem(await catalog.get("/v1/merchants/m-1", headers=POTTERY), 403, "forbidden")
+    assert_problem(await catalog.get("/v1/merchants", headers=TEA_HOUSE), 403)
+    assert_problem(await catalog.get("/v1/merchants", params={"status": "GONE"}, headers=ADMIN), 422)
+    assert (await catalog.get("/v1/merchants/m-1", headers=TEA_HOUSE)).json()["status"] == "APPROVED"
 
 
 async def test_a_merchant_changes_the_payment_methods_it_accepts(
@@ -137,11 +251,12 @@ async def test_a_merchant_changes_the_payment_methods_it_accepts(
     changed = await catalog.put("/v1/merchants/m-1", json=change, headers=TEA_HOUSE)
 
     assert changed.status_code == 200
-    assert changed.json() == {**change, "merchant_id": "m-1"}
-    assert (await catalog.get("/v1/merchants/m-1")).json()["payment_methods"] == ["alipay"]
+    assert (changed.json()["payment_methods"], changed.json()["status"]) == (["alipay"], "APPROVED")
     assert (await catalog.put("/v1/merchants/m-3", json=change, headers=ADMIN)).status_code == 201
     assert_problem(await catalog.put("/v1/merchants/m-1", json=change, headers=POTTERY), 403, "forbidden")
     assert_problem(await catalog.put("/v1/merchants/m-1", json=change), 401)
+    new_one = bearer(Principal("u-new", Role.MERCHANT, merchant_id="m-9"))
+    assert_problem(await catalog.put("/v1/merchants/m-9", json=change, headers=new_one), 403, "forbidden")
     assert [decode_data(e).subject() for e in store.outbox] == ["m-1", "m-3"]
 
 
@@ -165,7 +280,7 @@ async def test_payment_methods_are_at_least_one_and_each_once(
     [error] = refused["errors"]
     assert error["field"].startswith("payment_methods")
     assert message in error["message"]
-    assert (await client.get("/v1/merchants")).json() == {"items": []}
+    assert (await client.get("/v1/merchants", headers=ADMIN)).json() == {"items": []}
 
 
 # --- products ------------------------------------------------------------------------------------
@@ -287,7 +402,6 @@ async def test_a_product_of_an_unknown_merchant_names_the_field(client: httpx.As
 
 async def test_reads_are_public_and_an_unknown_product_is_404(catalog: httpx.AsyncClient) -> None:
     assert (await catalog.get("/v1/products")).status_code == 200
-    assert (await catalog.get("/v1/merchants")).status_code == 200
     assert_problem(await catalog.get("/v1/products/NOPE"), 404, "product-not-found")
     assert_problem(await catalog.get("/v1/products", params={"merchant_id": "m 1; drop"}), 422)
 
@@ -455,6 +569,10 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         ("POST", "/v1/merchants"),
         ("GET", "/v1/merchants/{merchant_id}"),
         ("PUT", "/v1/merchants/{merchant_id}"),
+        ("POST", "/v1/merchants/{merchant_id}/approve"),
+        ("POST", "/v1/merchants/{merchant_id}/reject"),
+        ("POST", "/v1/merchants/{merchant_id}/suspend"),
+        ("POST", "/v1/merchants/{merchant_id}/reinstate"),
     }
     for (method, path), operation in operations.items():
         declared = set(operation["responses"])

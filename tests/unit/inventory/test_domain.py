@@ -39,6 +39,7 @@ from tests.unit.samples import T0
 pytestmark = pytest.mark.unit
 
 TTL = timedelta(minutes=15)
+SELLING = {m: Merchant(m, m) for m in ("m-1", "m-2")}
 
 
 def catalog() -> dict[str, Product]:
@@ -59,7 +60,7 @@ def catalog() -> dict[str, Product]:
 def ledger(
     products: dict[str, Product] | None = None, reservations: dict[str, Reservation] | None = None
 ) -> Ledger:
-    return Ledger.open(products or catalog(), reservations or {}, now=T0, ttl=TTL)
+    return Ledger.open(products or catalog(), reservations or {}, now=T0, ttl=TTL, merchants=SELLING)
 
 
 def held(order_id: str, *lines: StockLine) -> Reservation:
@@ -313,9 +314,10 @@ def test_a_stock_change_out_of_range_is_refused(available: int, add: int, messag
 def test_a_product_announces_its_details_and_limit() -> None:
     product = Product("BOX", "Gift box", "m-3", 19900, available=4, reserved=1, max_per_order=2)
 
-    assert product.upserted() == ProductUpserted(
+    assert product.upserted(merchant_sells=True) == ProductUpserted(
         sku="BOX", name="Gift box", merchant_id="m-3", price_fen=19900, max_per_order=2
     )
+    assert product.upserted(merchant_sells=False).active is False
 
 
 def test_a_merchant_announces_the_methods_it_accepts_in_a_stable_order() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import count
 
@@ -10,21 +11,28 @@ import pytest
 
 from services.inventory.domain import (
     MAX_STOCK,
-    Merchant,
+    InvalidWebhookUrl,
+    MerchantAction,
+    MerchantStatusConflict,
     Product,
     ProductDetails,
+    ReasonRequired,
     ReservationStatus,
     StockOutOfRange,
 )
 from services.inventory.handlers import (
     Inventory,
     MerchantConflict,
+    MerchantEdit,
     NotPermitted,
     ProductMoveRefused,
     PutProduct,
+    Registration,
+    RegistrationIncomplete,
     UnknownMerchant,
     UnknownProduct,
     add_stock,
+    decide_merchant,
     handle_batch,
     register_merchant,
     release_expired,
@@ -35,6 +43,7 @@ from services.inventory.store import StockConflict
 from shared.auth import Principal, Role
 from shared.contracts import (
     Event,
+    MerchantStatus,
     MerchantUpserted,
     OrderEndReason,
     PaymentMethod,
@@ -60,6 +69,7 @@ ADMIN = Principal("admin-1", Role.ADMIN)
 TEA_HOUSE = Principal("m-1", Role.MERCHANT, merchant_id="m-1")
 POTTERY = Principal("m-2", Role.MERCHANT, merchant_id="m-2")
 SHOPPER = Principal("c-1", Role.CUSTOMER)
+EVERY_METHOD = frozenset(PaymentMethod)
 
 
 def details(name: str = "Longjing", merchant_id: str = "m-1", price_fen: int = 1000) -> ProductDetails:
@@ -78,8 +88,8 @@ class Clock:
 async def service() -> Inventory:
     store = InMemoryInventoryStore()
     inventory = Inventory(store=store, reservation_ttl=TTL, clock=Clock())
-    await register_merchant(inventory, ADMIN, Merchant("m-1", "West Lake Tea"), None)
-    await register_merchant(inventory, ADMIN, Merchant("m-2", "Jingdezhen Porcelain"), None)
+    await register_merchant(inventory, ADMIN, Registration("m-1", "West Lake Tea", EVERY_METHOD), None)
+    await register_merchant(inventory, ADMIN, Registration("m-2", "Jingdezhen Porcelain", EVERY_METHOD), None)
     for sku, available in [("TEA", 5), ("CUP", 1), ("POT", 9)]:
         await upsert_product(
             inventory, ADMIN, PutProduct(sku=sku, details=details(sku), available=available), None
@@ -401,23 +411,27 @@ async def test_a_merchant_cannot_move_its_product_to_another_merchant_but_an_adm
 
 
 async def test_merchants_are_registered_once_and_announced(service: Inventory) -> None:
-    cash_free = Merchant("m-3", "Sichuan Pantry", frozenset({PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY}))
+    wallets = frozenset({PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY})
+    cash_free = Registration("m-3", "Sichuan Pantry", wallets, "LIC-3", "pantry@example.com")
     store_of(service).outbox.clear()
 
-    assert await register_merchant(
+    first = await register_merchant(
         service, Principal("m-3", Role.MERCHANT, merchant_id="m-3"), cash_free, "c"
     )
-    assert not await register_merchant(service, ADMIN, cash_free, None)
+    again = await register_merchant(service, ADMIN, cash_free, None)
     with pytest.raises(MerchantConflict, match="PUT /v1/merchants/m-3"):
-        await register_merchant(service, ADMIN, Merchant("m-3", "Sichuan Pantry"), None)
+        await register_merchant(service, ADMIN, Registration("m-3", "Sichuan Pantry", wallets), None)
     with pytest.raises(NotPermitted):
-        await register_merchant(service, TEA_HOUSE, Merchant("m-4", "Someone"), None)
+        await register_merchant(service, TEA_HOUSE, Registration("m-4", "Someone", wallets), None)
 
+    assert (first.created, first.merchant.status) == (True, MerchantStatus.PENDING)
+    assert (again.created, again.merchant) == (False, first.merchant)
     assert emitted(service) == [
         MerchantUpserted(
             merchant_id="m-3",
             name="Sichuan Pantry",
             payment_methods=[PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY],
+            status=MerchantStatus.PENDING,
         )
     ]
     assert store_of(service).outbox[0].subject == "m-3"
@@ -427,15 +441,25 @@ async def test_a_merchant_changes_its_payment_methods_and_every_write_is_announc
     service: Inventory,
 ) -> None:
     store_of(service).outbox.clear()
-    alipay_only = Merchant("m-1", "West Lake Tea", frozenset({PaymentMethod.ALIPAY}))
+    alipay_only = MerchantEdit("m-1", "West Lake Tea", frozenset({PaymentMethod.ALIPAY}))
 
-    assert not await upsert_merchant(service, TEA_HOUSE, alipay_only, None)
-    assert not await upsert_merchant(service, TEA_HOUSE, alipay_only, None)
-    assert await upsert_merchant(service, ADMIN, Merchant("m-5", "New"), None)
+    assert not (await upsert_merchant(service, TEA_HOUSE, alipay_only, None)).created
+    assert not (await upsert_merchant(service, TEA_HOUSE, alipay_only, None)).created
+    created = await upsert_merchant(service, ADMIN, MerchantEdit("m-5", "New", EVERY_METHOD), None)
     with pytest.raises(NotPermitted):
-        await upsert_merchant(service, POTTERY, Merchant("m-1", "Taken over"), None)
+        await upsert_merchant(service, POTTERY, MerchantEdit("m-1", "Taken over", EVERY_METHOD), None)
+    with pytest.raises(NotPermitted, match="POST /v1/merchants"):
+        await upsert_merchant(
+            service,
+            Principal("m-6", Role.MERCHANT, merchant_id="m-6"),
+            MerchantEdit("m-6", "Me", EVERY_METHOD),
+            None,
+        )
 
-    assert await service.store.get_merchant("m-1") == alipay_only
+    assert (created.created, created.merchant.status) == (True, MerchantStatus.APPROVED)
+    assert [entry.action for entry in created.merchant.history] == [MerchantAction.CREATE_APPROVED]
+    stored = await service.store.get_merchant("m-1")
+    assert stored is not None and stored.payment_methods == {PaymentMethod.ALIPAY}
     announced = [
         (e.merchant_id, e.payment_methods) for e in emitted(service) if isinstance(e, MerchantUpserted)
     ]
@@ -444,3 +468,113 @@ async def test_a_merchant_changes_its_payment_methods_and_every_write_is_announc
         ("m-1", [PaymentMethod.ALIPAY]),
         ("m-5", list(PaymentMethod)),
     ]
+
+
+# --- vetting -------------------------------------------------------------------------------------
+
+
+async def test_a_pending_merchants_lines_are_refused_and_approval_lets_them_reserve(
+    service: Inventory,
+) -> None:
+    registration = Registration("m-3", "Silk", EVERY_METHOD, "LIC-3", "silk@example.com")
+    await register_merchant(service, ADMIN, registration, None)
+    await upsert_product(
+        service, ADMIN, PutProduct(sku="SCARF", details=details("Scarf", "m-3"), available=4), None
+    )
+    store_of(service).outbox.clear()
+
+    await handle_batch(service, [deliver(placed("o-1", line("SCARF", 1, "m-3")))])
+    await decide_merchant(service, ADMIN, "m-3", MerchantAction.APPROVE, "", None)
+    await handle_batch(service, [deliver(placed("o-2", line("SCARF", 1, "m-3")))])
+
+    refused, approved, relisted, reserved = emitted(service)
+    assert isinstance(refused, StockRejected)
+    assert [(s.sku, s.available) for s in refused.shortages] == [("SCARF", 0)]
+    assert isinstance(approved, MerchantUpserted) and approved.status is MerchantStatus.APPROVED
+    assert isinstance(relisted, ProductUpserted) and (relisted.sku, relisted.active) == ("SCARF", True)
+    assert isinstance(reserved, StockReserved)
+    assert await stock(service, "SCARF") == (3, 1)
+
+
+async def test_suspension_delists_active_products_and_reinstating_relists_only_those(
+    service: Inventory,
+) -> None:
+    hidden = PutProduct(sku="HIDDEN", details=replace(details("Hidden"), active=False), available=3)
+    await upsert_product(service, ADMIN, hidden, None)
+    store_of(service).outbox.clear()
+
+    suspended = await decide_merchant(service, ADMIN, "m-1", MerchantAction.SUSPEND, " fake goods ", "c-9")
+    await handle_batch(service, [deliver(placed("o-1", line("TEA", 1)))])
+    delisted = emitted(service)
+    store_of(service).outbox.clear()
+    await decide_merchant(service, ADMIN, "m-1", MerchantAction.REINSTATE, "", None)
+
+    assert (suspended.status, suspended.reason) == (MerchantStatus.SUSPENDED, "fake goods")
+    assert [(e.action, e.by, e.reason) for e in suspended.history[-1:]] == [
+        (MerchantAction.SUSPEND, "admin-1", "fake goods")
+    ]
+    merchant_event, *products, rejection = delisted
+    assert merchant_event == MerchantUpserted(
+        merchant_id="m-1",
+        name="West Lake Tea",
+        payment_methods=list(PaymentMethod),
+        status=MerchantStatus.SUSPENDED,
+        reason="fake goods",
+    )
+    assert [(p.sku, p.active) for p in products if isinstance(p, ProductUpserted)] == [
+        ("CUP", False),
+        ("POT", False),
+        ("TEA", False),
+    ]
+    assert isinstance(rejection, StockRejected) and rejection.substitutes == []
+    reinstated, *relisted = emitted(service)
+    assert isinstance(reinstated, MerchantUpserted) and (reinstated.status, reinstated.reason) == (
+        MerchantStatus.APPROVED,
+        "",
+    )
+    assert [(p.sku, p.active) for p in relisted if isinstance(p, ProductUpserted)] == [
+        ("CUP", True),
+        ("POT", True),
+        ("TEA", True),
+    ]
+
+
+async def test_a_decision_out_of_turn_or_by_a_merchant_changes_nothing(service: Inventory) -> None:
+    store_of(service).outbox.clear()
+
+    with pytest.raises(MerchantStatusConflict, match="m-1 is APPROVED: only a PENDING merchant"):
+        await decide_merchant(service, ADMIN, "m-1", MerchantAction.APPROVE, "", None)
+    with pytest.raises(MerchantStatusConflict, match="only a SUSPENDED merchant can be reinstated"):
+        await decide_merchant(service, ADMIN, "m-1", MerchantAction.REINSTATE, "", None)
+    with pytest.raises(ReasonRequired):
+        await decide_merchant(service, ADMIN, "m-1", MerchantAction.SUSPEND, "  ", None)
+    with pytest.raises(NotPermitted):
+        await decide_merchant(service, TEA_HOUSE, "m-1", MerchantAction.SUSPEND, "myself", None)
+    with pytest.raises(UnknownMerchant):
+        await decide_merchant(service, ADMIN, "m-9", MerchantAction.SUSPEND, "who", None)
+
+    merchant = await service.store.get_merchant("m-1")
+    assert merchant is not None and merchant.status is MerchantStatus.APPROVED
+    assert emitted(service) == []
+
+
+async def test_a_merchant_registering_itself_gives_licence_and_contact_and_an_https_webhook(
+    service: Inventory,
+) -> None:
+    me = Principal("m-7", Role.MERCHANT, merchant_id="m-7")
+
+    with pytest.raises(RegistrationIncomplete, match="licence_number and contact"):
+        await register_merchant(service, me, Registration("m-7", "Me", EVERY_METHOD), None)
+    plain = Registration(
+        "m-7", "Me", EVERY_METHOD, "LIC", "13912345678", webhook_url="http://me.example/hook"
+    )
+    with pytest.raises(InvalidWebhookUrl, match="https://"):
+        await register_merchant(service, me, plain, None)
+    service.allow_http_webhooks = True
+    put = await register_merchant(service, me, plain, None)
+
+    assert (put.merchant.status, put.merchant.webhook_url) == (
+        MerchantStatus.PENDING,
+        "http://me.example/hook",
+    )
+    assert put.merchant.history[0].by == "m-7"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.inventory.api import build_router
 from services.inventory.handlers import Inventory
-from services.inventory.seed import MERCHANTS, PRODUCTS, seed
+from services.inventory.seed import MERCHANTS, PRODUCTS, REGISTRATIONS, seed
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
 from shared.contracts import MerchantUpserted, PaymentMethod, decode_data
 from shared.http import create_app
@@ -44,19 +44,21 @@ def test_the_seed_creates_the_demo_catalog_with_payment_methods_and_limits(
 ) -> None:
     lines = run(admin_client)
 
-    assert len(lines) == len(MERCHANTS) + len(PRODUCTS)
-    assert all(" created " in line for line in lines)
-    methods = {
-        m["merchant_id"]: m["payment_methods"] for m in admin_client.get("/v1/merchants").json()["items"]
-    }
+    assert len(lines) == len(MERCHANTS) + len(REGISTRATIONS) + len(PRODUCTS)
+    assert all(" created " in line or " registered" in line for line in lines)
+    merchants = admin_client.get("/v1/merchants").json()["items"]
+    methods = {m["merchant_id"]: m["payment_methods"] for m in merchants}
+    statuses = [m["status"] for m in merchants]
+    assert (statuses.count("APPROVED"), statuses.count("PENDING")) == (len(MERCHANTS) + 2, 1)
+    assert not any("@" in line for line in lines), "a contact is personal data: never printed"
     assert methods["m-jingdezhen"] == [PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY]
     assert methods["m-westlake-tea"] == list(PaymentMethod)
     gift_box = admin_client.get("/v1/products/SKU-SOLDOUT-1").json()
     assert (gift_box["available"], gift_box["max_per_order"]) == (0, 2)
     announced = [decode_data(e) for e in store.outbox]
-    assert sorted(e.merchant_id for e in announced if isinstance(e, MerchantUpserted)) == sorted(
-        merchant_id for merchant_id, _, _ in MERCHANTS
-    )
+    assert {e.merchant_id for e in announced if isinstance(e, MerchantUpserted)} == {
+        merchant_id for merchant_id, *_ in [*MERCHANTS, *REGISTRATIONS]
+    }
 
 
 def test_running_the_seed_again_keeps_the_stock_products_have_now(admin_client: TestClient) -> None:
@@ -66,7 +68,9 @@ def test_running_the_seed_again_keeps_the_stock_products_have_now(admin_client: 
 
     again = run(admin_client)
 
-    assert all(" created " not in line for line in again)
+    assert all(" created " not in line and "approved" not in line for line in again)
+    pending = admin_client.get("/v1/merchants", params={"status": "PENDING"}).json()["items"]
+    assert [m["merchant_id"] for m in pending] == ["m-harbin-furs"]
     assert any("SKU-TEA-LONGJING" in line and "stock kept" in line for line in again)
     assert admin_client.get("/v1/products/SKU-TEA-LONGJING").json()["available"] == 100
 

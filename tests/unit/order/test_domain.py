@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -30,6 +31,7 @@ from shared.contracts import (
     DeclineReason,
     Event,
     FraudDecision,
+    MerchantStatus,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -699,3 +701,31 @@ def test_money_reads_in_yuan_from_integer_fen() -> None:
         "¥1000.00",
         "12.80 USD",
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "message"),
+    [
+        (MerchantStatus.PENDING, "", "TEA-1 cannot be ordered: merchant m-1 is not approved yet"),
+        (
+            MerchantStatus.SUSPENDED,
+            "fake tea",
+            "TEA-1 cannot be ordered: merchant m-1 is suspended: fake tea",
+        ),
+        (MerchantStatus.REJECTED, "no licence", "merchant m-1 was not approved: no licence"),
+    ],
+)
+def test_a_product_of_a_merchant_that_is_not_approved_is_refused_naming_why(
+    status: MerchantStatus, reason: str, message: str
+) -> None:
+    merchants = {"m-1": MerchantTerms("m-1", frozenset(PaymentMethod), status, reason)}
+    delisted = {**CATALOG, "TEA-1": replace(CATALOG["TEA-1"], active=False)}
+
+    for catalog in (CATALOG, delisted):
+        issues = review_items(
+            [RequestedItem("CUP-1", 1), RequestedItem("TEA-1", 1)], catalog, merchants, None
+        )
+
+        assert [(issue.field, message in issue.message) for issue in issues] == [("items.1.sku", True)]
+    approved = {"m-1": MerchantTerms("m-1", frozenset(PaymentMethod), MerchantStatus.APPROVED)}
+    assert review_items([RequestedItem("TEA-1", 1)], CATALOG, approved, None) == []

@@ -28,6 +28,7 @@ from shared.batching import Admission, Overloaded
 from shared.contracts import (
     DeclineReason,
     Event,
+    MerchantStatus,
     MerchantUpserted,
     OrderCancelled,
     OrderConfirmed,
@@ -775,3 +776,29 @@ async def test_a_dead_sweepers_orders_are_taken_over_once_its_claim_expires(
     clock_of(other).now = now + LEASE
     assert await enforce_deadlines(other) == 1
     assert (await stored(other, order.order_id)).reason is OrderEndReason.STOCK_TIMEOUT
+
+
+async def test_a_suspended_merchants_product_is_refused_with_the_reason_and_reinstatement_lifts_it(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    suspended = MerchantUpserted(
+        merchant_id="m-1",
+        name="Tea house",
+        payment_methods=list(PaymentMethod),
+        status=MerchantStatus.SUSPENDED,
+        reason="counterfeit tea",
+    )
+    await handle_batch(service, [delivery(suspended)])
+
+    with pytest.raises(InvalidOrder) as refused:
+        await place_order(service, command(("TEA", 1)))
+
+    [issue] = refused.value.issues
+    assert (issue.field, issue.message) == (
+        "items.0.sku",
+        "TEA cannot be ordered: merchant m-1 is suspended: counterfeit tea",
+    )
+    assert store.orders == {}
+    reinstated = suspended.model_copy(update={"status": MerchantStatus.APPROVED, "reason": ""})
+    await handle_batch(service, [delivery(reinstated)])
+    assert (await place_order(service, command(("TEA", 1)))).created
