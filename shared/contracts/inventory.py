@@ -27,6 +27,8 @@ class MerchantStatus(StrEnum):
 
 class StockRejectReason(StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
+    # An order was paid after its reservation had expired, and the stock had gone meanwhile.
+    RESERVATION_LOST = "RESERVATION_LOST"
 
 
 class ReservationEndReason(StrEnum):

@@ -32,6 +32,8 @@ class OrderEndReason(StrEnum):
     CUSTOMER_CANCELLED = "CUSTOMER_CANCELLED"
     # The payment provider did not answer within the payment's deadline.
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    # Paid, but its reservation had expired and the stock was gone: cancelled and refunded in full.
+    RESERVATION_LOST = "RESERVATION_LOST"
 
 
 class _OrderEvent(OrderEvent):
@@ -51,6 +53,11 @@ class OrderPlaced(_OrderEvent):
     payment_method: PaymentMethod
     shipping_address: ShippingAddress
     placed_at: datetime
+    hold_until: datetime | None = Field(
+        default=None,
+        description="The latest the order may still be approved and paid: inventory holds its stock "
+        "until then (within its own cap), unless the order ends first.",
+    )
 
 
 def _upcast_payment_requested_v1_v2(payload: JsonDict) -> JsonDict:
