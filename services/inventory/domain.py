@@ -29,11 +29,15 @@ from shared.contracts import (
     StockCommitted,
     StockLine,
     StockRejected,
+    StockRejectReason,
     StockReleased,
     StockReserved,
 )
 
 MAX_SUBSTITUTES = 3
+# The longest one order may lock stock unless the operator sets another bound: an order's own
+# deadline (`hold_until`) may ask for more, but never more than this.
+DEFAULT_MAX_HOLD = timedelta(hours=2)
 # Sane bounds for money and stock: far above any real catalog, far below where int64 or a float
 # on the way through JSON would lose a unit.
 MAX_PRICE_FEN = 10**10
@@ -300,6 +304,11 @@ class Reservation:
     expires_at: datetime | None = None
     reason: str = ""
 
+    @property
+    def expired(self) -> bool:
+        """Released because it ran out, not because its order ended."""
+        return self.status is ReservationStatus.RELEASED and self.reason == ReservationEndReason.EXPIRED
+
 
 @dataclass(frozen=True)
 class StockDelta:
@@ -309,14 +318,23 @@ class StockDelta:
 
 @dataclass(frozen=True)
 class Changes:
-    """What a batch changed: stock increments and reservations, new or moved on from `held`."""
+    """What a batch changed: stock increments and reservations, new, moved on from `held`, or moved
+    on from released-because-expired (an order paid after its reservation ran out)."""
 
     stock: Mapping[str, StockDelta]
     created: Sequence[Reservation]
     moved_from_held: Sequence[Reservation]
+    moved_from_expired: Sequence[Reservation] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.stock or self.created or self.moved_from_held)
+        return bool(self.stock or self.created or self.moved_from_held or self.moved_from_expired)
+
+
+def hold_deadline(now: datetime, ttl: timedelta, hold_until: datetime | None, cap: timedelta) -> datetime:
+    """Until when a reservation made at `now` holds its stock: as long as its order may still be
+    approved and paid (`hold_until`), at least `ttl`, and never longer than `cap` from now."""
+    wanted = now + ttl if hold_until is None else max(now + ttl, hold_until)
+    return min(wanted, now + cap)
 
 
 def stock_lines(lines: Iterable[OrderLine]) -> list[StockLine]:
@@ -333,6 +351,8 @@ class Ledger:
     reservations: dict[str, Reservation]
     now: datetime
     ttl: timedelta
+    # The longest a reservation holds stock, whatever its order's deadline asks for.
+    max_hold: timedelta = DEFAULT_MAX_HOLD
     # The merchants of the products read; a product whose merchant is missing here or not approved
     # is not sold.
     merchants: Mapping[str, Merchant] = field(default_factory=dict)
@@ -341,6 +361,7 @@ class Ledger:
     _before: dict[str, StockDelta] = field(default_factory=dict)
     _created: dict[str, Reservation] = field(default_factory=dict)
     _moved: dict[str, Reservation] = field(default_factory=dict)
+    _moved_from_expired: dict[str, Reservation] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -350,21 +371,30 @@ class Ledger:
         *,
         now: datetime,
         ttl: timedelta,
+        max_hold: timedelta = DEFAULT_MAX_HOLD,
         merchants: Mapping[str, Merchant] | None = None,
     ) -> Ledger:
         """A working copy: the caller's objects stay as they were read. Without `merchants` nothing
-        can be reserved (releases and commits need none)."""
+        can be reserved (releases, commits and re-reservations of paid orders need none)."""
         return cls(
             products={sku: replace(p) for sku, p in products.items()},
             reservations={oid: replace(r, lines=list(r.lines)) for oid, r in reservations.items()},
             now=now,
             ttl=ttl,
+            max_hold=max_hold,
             merchants=dict(merchants or {}),
             _before={sku: StockDelta(p.available, p.reserved) for sku, p in products.items()},
         )
 
-    def reserve(self, order_id: str, lines: Sequence[OrderLine], correlation_id: str) -> list[Event]:
-        """Hold every line or none; an order already decided is not decided again."""
+    def reserve(
+        self,
+        order_id: str,
+        lines: Sequence[OrderLine],
+        correlation_id: str,
+        hold_until: datetime | None = None,
+    ) -> list[Event]:
+        """Hold every line or none, until `hold_deadline`; an order already decided is not decided
+        again."""
         if order_id in self.reservations:
             return []
         wanted = stock_lines(lines)
@@ -389,7 +419,7 @@ class Ledger:
             product = self.products[line.sku]
             product.available -= line.quantity
             product.reserved += line.quantity
-        expires_at = self.now + self.ttl
+        expires_at = hold_deadline(self.now, self.ttl, hold_until, self.max_hold)
         self._add(Reservation(order_id, wanted, ReservationStatus.HELD, correlation_id, expires_at))
         return [StockReserved(order_id=order_id, lines=wanted, expires_at=expires_at)]
 
@@ -415,6 +445,24 @@ class Ledger:
         self._move(reservation, ReservationStatus.COMMITTED, "")
         return [StockCommitted(order_id=order_id, lines=reservation.lines)]
 
+    def confirm(self, order_id: str, lines: Sequence[OrderLine], correlation_id: str) -> list[Event]:
+        """The order is paid: its stock leaves for good.
+
+        A held reservation commits. One that expired before the payment came (or was never made)
+        is taken again, every line or none, and committed at once; when the stock has gone
+        meanwhile nothing is held and StockRejected(RESERVATION_LOST) names the shortages, so the
+        order is cancelled and refunded rather than oversold. Either outcome is recorded on the
+        reservation, so a repeated confirmation neither commits nor re-reserves twice."""
+        reservation = self.reservations.get(order_id)
+        if reservation is None:
+            return self._take_again(order_id, lines, correlation_id, expired=None)
+        if reservation.status is ReservationStatus.HELD:
+            return self.commit(order_id)
+        if reservation.expired:
+            return self._take_again(order_id, lines, correlation_id, expired=reservation)
+        # Committed or lost already, or released because the order itself ended: nothing to do.
+        return []
+
     def expire(self) -> list[tuple[Reservation, Event]]:
         """Release every held reservation past its deadline, with the reservation it came from."""
         expired = [
@@ -433,7 +481,50 @@ class Ledger:
             delta = StockDelta(product.available - before.available, product.reserved - before.reserved)
             if delta != StockDelta(0, 0):
                 stock[sku] = delta
-        return Changes(stock, list(self._created.values()), list(self._moved.values()))
+        return Changes(
+            stock,
+            list(self._created.values()),
+            list(self._moved.values()),
+            list(self._moved_from_expired.values()),
+        )
+
+    def _take_again(
+        self,
+        order_id: str,
+        lines: Sequence[OrderLine],
+        correlation_id: str,
+        expired: Reservation | None,
+    ) -> list[Event]:
+        # The sale was agreed when the order was placed and held, as a held reservation commits
+        # whatever became of its product or merchant since: only the units on hand count here.
+        wanted = stock_lines(lines)
+        shortages = [
+            Shortage(sku=line.sku, quantity=line.quantity, available=self._on_hand(line.sku))
+            for line in wanted
+            if self._on_hand(line.sku) < line.quantity
+        ]
+        if shortages:
+            status, reason = ReservationStatus.REJECTED, StockRejectReason.RESERVATION_LOST.value
+            events: list[Event] = [
+                StockRejected(
+                    order_id=order_id, reason=StockRejectReason.RESERVATION_LOST, shortages=shortages
+                )
+            ]
+        else:
+            for line in wanted:
+                self.products[line.sku].available -= line.quantity
+            status, reason = ReservationStatus.COMMITTED, ""
+            events = [StockCommitted(order_id=order_id, lines=wanted)]
+        if expired is None:
+            self._add(Reservation(order_id, wanted, status, correlation_id, reason=reason))
+        else:
+            expired.lines, expired.status, expired.reason = wanted, status, reason
+            self._moved_from_expired[order_id] = expired
+        return events
+
+    def _on_hand(self, sku: str) -> int:
+        product = self.products.get(sku)
+        return 0 if product is None else max(product.available, 0)
 
     def _sellable(self, sku: str) -> int:
         product = self.products.get(sku)

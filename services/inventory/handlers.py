@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.inventory.domain import (
+    DEFAULT_MAX_HOLD,
     Changes,
     Ledger,
     Merchant,
@@ -31,6 +32,7 @@ from shared.contracts import (
     OrderRejected,
     PaymentMethod,
     ReservationEndReason,
+    StockRejectReason,
 )
 from shared.errors import retry_transient
 from shared.handlers import Handlers, Replies
@@ -44,8 +46,10 @@ log = get_logger(__name__)
 @dataclass
 class Inventory:
     store: InventoryStore
+    # How long a reservation holds at least; its order's deadline may ask for longer, up to max_hold.
     reservation_ttl: timedelta
     clock: Clock = utc_now
+    max_hold: timedelta = DEFAULT_MAX_HOLD
     # Merchants' webhooks must be https in prod; a local stack may notify plain http.
     allow_http_webhooks: bool = False
 
@@ -351,8 +355,11 @@ class StockBatch:
 
 
 def on_order_placed(batch: StockBatch, event: OrderPlaced, cause: Envelope) -> None:
-    """Hold the order's stock, or reject it naming the shortages and substitutes."""
-    batch.replies.reply(cause, batch.ledger.reserve(event.order_id, event.lines, cause.correlation_id))
+    """Hold the order's stock for as long as it may be paid, or reject it naming the shortages and
+    substitutes."""
+    batch.replies.reply(
+        cause, batch.ledger.reserve(event.order_id, event.lines, cause.correlation_id, event.hold_until)
+    )
 
 
 def on_order_ended(batch: StockBatch, event: OrderRejected | OrderCancelled, cause: Envelope) -> None:
@@ -361,8 +368,9 @@ def on_order_ended(batch: StockBatch, event: OrderRejected | OrderCancelled, cau
 
 
 def on_order_confirmed(batch: StockBatch, event: OrderConfirmed, cause: Envelope) -> None:
-    """Let the order's held stock leave for good."""
-    batch.replies.reply(cause, batch.ledger.commit(event.order_id))
+    """Let the order's stock leave for good: what it holds, or, if its reservation ran out before the
+    payment came, the same units taken again; when they are gone, say the reservation was lost."""
+    batch.replies.reply(cause, batch.ledger.confirm(event.order_id, event.lines, cause.correlation_id))
 
 
 async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> None:
@@ -372,15 +380,39 @@ async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> No
         return
     async with service.store.transaction(SERVICE) as tx:
         batch = await _decide(service, tx, fresh)
-        await tx.save(batch.ledger.changes())
+        changes = batch.ledger.changes()
+        await tx.save(changes)
         tx.emit(batch.replies.outgoing)
         tx.mark_applied([d.envelope.id for d in fresh])
+    for reservation in _paid_without_a_hold(changes):
+        # Rare and worth an operator's eye: the hold cap is shorter than orders take to be paid.
+        log.warning(
+            "paid_after_reservation_expired",
+            order_id=reservation.order_id,
+            outcome="lost" if reservation.status is ReservationStatus.REJECTED else "taken_again",
+        )
+
+
+def _paid_without_a_hold(changes: Changes) -> list[Reservation]:
+    """Reservations settled by a confirmation that found nothing held (expired or never made)."""
+    settled_at_once = [
+        r
+        for r in changes.created
+        if r.status is ReservationStatus.COMMITTED or r.reason == StockRejectReason.RESERVATION_LOST
+    ]
+    return [*changes.moved_from_expired, *settled_at_once]
 
 
 async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence[Delivery]) -> StockBatch:
     order_ids = {d.event.order_id for d in deliveries if isinstance(d.event, OrderEvent)}
     reservations = await tx.reservations(order_ids)
-    skus = {line.sku for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines}
+    # A confirmation's lines too: its reservation may have expired, and the units be taken again.
+    skus = {
+        line.sku
+        for d in deliveries
+        if isinstance(d.event, OrderPlaced | OrderConfirmed)
+        for line in d.event.lines
+    }
     skus |= {
         line.sku for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
     }
@@ -391,25 +423,32 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
     }
     merchants = await tx.merchants(ordered_from | {p.merchant_id for p in products.values()})
     now = service.clock()
-    batch = _dispatch(deliveries, products, reservations, merchants, now, service.reservation_ttl)
+    batch = _dispatch(service, deliveries, products, reservations, merchants, now)
     if batch.ledger.short_merchants:
         # Substitutes need the short merchants' other products; reading them only when an order
         # is short keeps the common batch at three reads. The batch is then decided again, with them.
         candidates = await tx.substitute_candidates(batch.ledger.short_merchants, exclude=set(products))
         products = {**{p.sku: p for p in candidates}, **products}
-        batch = _dispatch(deliveries, products, reservations, merchants, now, service.reservation_ttl)
+        batch = _dispatch(service, deliveries, products, reservations, merchants, now)
     return batch
 
 
 def _dispatch(
+    service: Inventory,
     deliveries: Sequence[Delivery],
     products: dict[str, Product],
     reservations: dict[str, Reservation],
     merchants: dict[str, Merchant],
     now: datetime,
-    ttl: timedelta,
 ) -> StockBatch:
-    ledger = Ledger.open(products, reservations, now=now, ttl=ttl, merchants=merchants)
+    ledger = Ledger.open(
+        products,
+        reservations,
+        now=now,
+        ttl=service.reservation_ttl,
+        max_hold=service.max_hold,
+        merchants=merchants,
+    )
     batch = StockBatch(ledger, Replies(source=SERVICE))
     HANDLERS.dispatch(batch, deliveries)
     return batch

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from services.inventory.announce import announce_catalog
 from services.inventory.api import build_router
+from services.inventory.domain import DEFAULT_MAX_HOLD
 from services.inventory.handlers import Inventory, handle_batch, release_expired
 from services.inventory.store import MongoInventoryStore
 from shared.contracts import topics
@@ -32,6 +33,9 @@ class InventorySettings(SharedSettings):
     inventory_db: str = "inventory"
     # How long stock stays held for an order that is neither confirmed nor ended.
     inventory_reservation_ttl_s: float = Field(default=900.0, gt=0)
+    # The longest one order may hold stock: a reservation lasts as long as its order may still be
+    # approved and paid, but never longer than this (operators bound how long stock can be locked).
+    inventory_max_hold_s: float = Field(default=DEFAULT_MAX_HOLD.total_seconds(), gt=0)
     inventory_expiry_scan_interval_s: float = Field(default=5.0, gt=0)
 
 
@@ -44,6 +48,7 @@ async def main() -> None:
         service = Inventory(
             store=store,
             reservation_ttl=timedelta(seconds=settings.inventory_reservation_ttl_s),
+            max_hold=timedelta(seconds=settings.inventory_max_hold_s),
             allow_http_webhooks=settings.is_dev,
         )
         # Refill the catalog tables before serving (see services/inventory/announce.py).

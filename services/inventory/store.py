@@ -22,7 +22,14 @@ from services.inventory.domain import (
     ReservationStatus,
     StatusChange,
 )
-from shared.contracts import MAX_UNITS_PER_ORDER, MerchantStatus, PaymentMethod, ProductKind, StockLine
+from shared.contracts import (
+    MAX_UNITS_PER_ORDER,
+    MerchantStatus,
+    PaymentMethod,
+    ProductKind,
+    ReservationEndReason,
+    StockLine,
+)
 from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite
 from shared.mongo import Document, MongoStore, ServiceStore, TransactionView
@@ -71,10 +78,11 @@ class StockTransaction(UnitOfWork, Protocol):
         ...
 
     async def save(self, changes: Changes) -> None:
-        """Add the stock deltas, insert the new reservations and move on those still held.
+        """Add the stock deltas, insert the new reservations, move on those still held and those
+        still released because they expired.
 
         Raises StockConflict when stock would go below zero, a new reservation exists already or a
-        moved one is no longer held: the batch was decided on state that has since changed."""
+        moved one is no longer as it was read: the batch was decided on state that has since changed."""
         ...
 
     async def put_product(self, product: Product) -> Product:
@@ -226,6 +234,24 @@ class _MongoTransaction(TransactionView):
                 {"$set": {"status": r.status.value, "reason": r.reason, "updated_at": now}},
             )
             for r in changes.moved_from_held
+        ]
+        moves += [
+            UpdateOne(
+                {
+                    "_id": r.order_id,
+                    "status": ReservationStatus.RELEASED.value,
+                    "reason": ReservationEndReason.EXPIRED.value,
+                },
+                {
+                    "$set": {
+                        "lines": [line.model_dump() for line in r.lines],
+                        "status": r.status.value,
+                        "reason": r.reason,
+                        "updated_at": now,
+                    }
+                },
+            )
+            for r in changes.moved_from_expired
         ]
         if reservation_ops or moves:
             try:

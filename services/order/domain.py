@@ -118,6 +118,11 @@ class Deadlines:
     review: timedelta = timedelta(hours=1)
     payment: timedelta = timedelta(minutes=2)
 
+    def hold_until(self, placed_at: datetime) -> datetime:
+        """The latest an order placed at `placed_at` may still be approved and paid: every wait it
+        can go through, back to back. Inventory holds its stock until then."""
+        return placed_at + self.checks + self.review + self.payment
+
 
 @dataclass(frozen=True)
 class TimelineEntry:
@@ -370,6 +375,7 @@ class Order:
             payment_method=payment_method,
             shipping_address=shipping_address,
             placed_at=now,
+            hold_until=deadlines.hold_until(now),
         )
         return order, [placed]
 
@@ -394,6 +400,23 @@ class Order:
             "inventory.stock_rejected",
             detail,
             note=f"Sorry, not enough stock of {short}. Nothing was charged.",
+        )
+
+    def reservation_lost(self, now: datetime, skus: Sequence[str], detail: str) -> list[Event]:
+        """Paid, but the reservation had run out and the stock was sold meanwhile: a confirmed order
+        is cancelled, and payment gives the money back on OrderCancelled (voids an authorization,
+        refunds a capture). Any other order ignores it."""
+        if self.status is not OrderStatus.CONFIRMED:
+            return []
+        names = {line.sku: line.name for line in self.lines}
+        short = ", ".join(names.get(sku, sku) for sku in skus) or "some items"
+        return self._cancel(
+            now,
+            OrderEndReason.RESERVATION_LOST,
+            "inventory.stock_rejected",
+            detail,
+            note=f"Sorry, {short} sold out while your payment was on its way; the order is cancelled "
+            "and your payment is refunded in full.",
         )
 
     def fraud_scored(

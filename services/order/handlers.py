@@ -53,6 +53,7 @@ from shared.contracts import (
     ProductUpserted,
     ShippingAddress,
     StockRejected,
+    StockRejectReason,
     StockReserved,
 )
 from shared.crypto import TokenSealer
@@ -372,9 +373,11 @@ def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> No
 def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
     short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
     skus = [shortage.sku for shortage in event.shortages]
-    batch.apply(
-        event.order_id, cause, lambda order: order.stock_rejected(batch.now, skus, short or event.reason)
-    )
+    detail = short or event.reason
+    if event.reason is StockRejectReason.RESERVATION_LOST:
+        batch.apply(event.order_id, cause, lambda order: order.reservation_lost(batch.now, skus, detail))
+    else:
+        batch.apply(event.order_id, cause, lambda order: order.stock_rejected(batch.now, skus, detail))
 
 
 def on_fraud_scored(batch: Batch, event: FraudScored, cause: Envelope) -> None:

@@ -39,7 +39,9 @@ from shared.contracts import (
     PaymentMethod,
     ProductKind,
     ProductUpserted,
+    ReservationEndReason,
     StockLine,
+    StockRejectReason,
 )
 from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite, retry_transient
@@ -78,8 +80,9 @@ def changes(
     stock: Mapping[str, StockDelta] | None = None,
     created: Sequence[Reservation] = (),
     moved_from_held: Sequence[Reservation] = (),
+    moved_from_expired: Sequence[Reservation] = (),
 ) -> Changes:
-    return Changes(stock or {}, list(created), list(moved_from_held))
+    return Changes(stock or {}, list(created), list(moved_from_held), list(moved_from_expired))
 
 
 async def put(store: InventoryStore, *products: Product) -> None:
@@ -252,6 +255,54 @@ class InventoryStoreContract:
             await save(store, changes(moved_from_held=[ghost]))
 
         assert await reservations(store, "o-404") == {}
+
+    async def test_a_reservation_released_as_expired_moves_on_once_with_its_lines(
+        self, store: InventoryStore
+    ) -> None:
+        tea = StockLine(sku="TEA", quantity=2)
+        await save(store, changes(created=[reservation("o-1", tea)]))
+        expired = reservation("o-1", tea, status=ReservationStatus.RELEASED)
+        expired.reason = ReservationEndReason.EXPIRED
+        await save(store, changes(moved_from_held=[expired]))
+        taken_again = reservation("o-1", tea, status=ReservationStatus.COMMITTED)
+        lost = reservation("o-1", tea, status=ReservationStatus.REJECTED)
+        lost.reason = StockRejectReason.RESERVATION_LOST
+
+        await save(store, changes(moved_from_expired=[taken_again]))
+        with pytest.raises(StockConflict):
+            await save(store, changes(moved_from_expired=[lost]))
+
+        stored = (await reservations(store, "o-1"))["o-1"]
+        assert (stored.status, stored.reason, stored.lines) == (ReservationStatus.COMMITTED, "", [tea])
+
+    @pytest.mark.parametrize(
+        ("status", "reason"),
+        [
+            (ReservationStatus.HELD, ""),
+            (ReservationStatus.RELEASED, OrderEndReason.CUSTOMER_CANCELLED),
+            (ReservationStatus.REJECTED, ""),
+        ],
+    )
+    async def test_only_a_reservation_released_as_expired_moves_on_from_expired(
+        self, store: InventoryStore, status: ReservationStatus, reason: str
+    ) -> None:
+        tea = StockLine(sku="TEA", quantity=1)
+        stored = reservation("o-1", tea, status=status)
+        stored.reason = reason
+        await save(store, changes(created=[stored]))
+
+        with pytest.raises(StockConflict):
+            await save(
+                store,
+                changes(moved_from_expired=[reservation("o-1", tea, status=ReservationStatus.COMMITTED)]),
+            )
+        with pytest.raises(StockConflict):
+            await save(
+                store,
+                changes(moved_from_expired=[reservation("o-404", tea, status=ReservationStatus.COMMITTED)]),
+            )
+
+        assert await reservations(store, "o-1", "o-404") == {"o-1": stored}
 
     async def test_expired_reservations_are_those_held_past_their_deadline_longest_overdue_first(
         self, store: InventoryStore

@@ -287,6 +287,27 @@ class Platform:
             await admin.close()
             await consumer.stop()
 
+    async def group_stable(self, group: str) -> bool:
+        """Whether consumer group `group` has members and no rebalance under way."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            [response] = await admin.describe_consumer_groups([group])
+            described = response.to_object()["groups"]
+            return bool(described) and all(g["state"] == "Stable" and g["members"] for g in described)
+        finally:
+            await admin.close()
+
+    async def rejoined(self, group: str, timeout_s: float = 60.0) -> None:
+        """Wait until a restarted service's consumer group has settled on its members again."""
+        await eventually(
+            lambda: self.group_stable(group),
+            bool,
+            what=f"consumer group {group} to be stable (members, no rebalance) after the restart",
+            timeout_s=timeout_s,
+            interval_s=0.5,
+        )
+
     async def caught_up(self, group: str, topic: str, timeout_s: float = 30.0) -> None:
         """Wait until `group` has worked through everything on `topic` so far."""
         await eventually(

@@ -60,3 +60,9 @@ async def test_dropping_the_catalog_and_restarting_the_gateway_restores_every_pr
     assert {sku: after[sku]["price_fen"] for sku in skus} == {sku: 1000 + n for n, sku in enumerate(skus)}
     for sku in skus:
         assert (await platform.gateway.get(f"/v1/products/{sku}")).status_code == 200
+    # And the restored catalog sells: an order for a restored product goes all the way through,
+    # once the restarted gateway's saga consumer is back in its group.
+    await platform.rejoined("order")
+    accepted = await platform.place([(skus[0], 1)])
+    confirmed = await platform.settled(accepted["order_id"], timeout_s=60)
+    assert confirmed["status"] == "CONFIRMED", confirmed

@@ -120,6 +120,11 @@ class _MemoryTransaction(PendingWrites):
             if stored is None or stored.status is not ReservationStatus.HELD:
                 raise StockConflict(f"reservation {reservation.order_id} already moved on")
             self.state.reservations[reservation.order_id] = copy.deepcopy(reservation)
+        for reservation in changes.moved_from_expired:
+            stored = self.state.reservations.get(reservation.order_id)
+            if stored is None or not stored.expired:
+                raise StockConflict(f"reservation {reservation.order_id} is no longer released as expired")
+            self.state.reservations[reservation.order_id] = copy.deepcopy(reservation)
 
     async def put_product(self, product: Product) -> Product:
         existing = self.state.products.get(product.sku)

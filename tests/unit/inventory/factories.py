@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from shared.contracts import (
     OrderCancelled,
     OrderConfirmed,
@@ -18,7 +20,7 @@ def line(sku: str, quantity: int, merchant_id: str = "m-1", price_fen: int = 100
     return OrderLine(sku=sku, name=sku, merchant_id=merchant_id, quantity=quantity, unit_price_fen=price_fen)
 
 
-def placed(order_id: str, *lines: OrderLine) -> OrderPlaced:
+def placed(order_id: str, *lines: OrderLine, hold_until: datetime | None = None) -> OrderPlaced:
     return OrderPlaced(
         order_id=order_id,
         order_no=f"NO-{order_id}",
@@ -28,6 +30,7 @@ def placed(order_id: str, *lines: OrderLine) -> OrderPlaced:
         payment_method=PaymentMethod.ALIPAY,
         shipping_address=ADDRESS,
         placed_at=T0,
+        hold_until=hold_until,
     )
 
 

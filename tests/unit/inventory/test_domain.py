@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from services.inventory.domain import (
+    DEFAULT_MAX_HOLD,
     MAX_STOCK,
     Ledger,
     Merchant,
@@ -16,6 +17,7 @@ from services.inventory.domain import (
     ReservationStatus,
     StockDelta,
     StockOutOfRange,
+    hold_deadline,
     stock_lines,
 )
 from shared.contracts import (
@@ -30,6 +32,7 @@ from shared.contracts import (
     StockCommitted,
     StockLine,
     StockRejected,
+    StockRejectReason,
     StockReleased,
     StockReserved,
 )
@@ -327,3 +330,209 @@ def test_a_merchant_announces_the_methods_it_accepts_in_a_stable_order() -> None
         merchant_id="m-1", name="Tea", payment_methods=[PaymentMethod.WECHAT_PAY, PaymentMethod.ALIPAY]
     )
     assert Merchant("m-2", "Anything goes").accepted_methods == list(PaymentMethod)
+
+
+# --- how long a reservation holds, and an order paid after it ran out ------------------------------
+
+CAP = timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "hold_until", "until"),
+    [
+        pytest.param(TTL, None, T0 + TTL, id="no-order-deadline-holds-the-ttl"),
+        pytest.param(TTL, T0 + timedelta(minutes=5), T0 + TTL, id="an-early-deadline-still-holds-the-ttl"),
+        pytest.param(TTL, T0 + timedelta(hours=1), T0 + timedelta(hours=1), id="the-orders-deadline"),
+        pytest.param(TTL, T0 + timedelta(hours=5), T0 + CAP, id="never-past-the-cap"),
+        pytest.param(timedelta(hours=3), None, T0 + CAP, id="a-ttl-past-the-cap-is-capped-too"),
+    ],
+)
+def test_a_reservation_holds_as_long_as_its_order_may_be_paid_within_the_cap(
+    ttl: timedelta, hold_until: datetime | None, until: datetime
+) -> None:
+    assert hold_deadline(T0, ttl, hold_until, CAP) == until
+
+
+def test_the_default_cap_is_two_hours() -> None:
+    assert DEFAULT_MAX_HOLD == timedelta(hours=2)
+
+
+def test_reserving_holds_until_the_orders_own_deadline_bounded_by_the_ledgers_cap() -> None:
+    book = Ledger.open(catalog(), {}, now=T0, ttl=TTL, max_hold=timedelta(minutes=50), merchants=SELLING)
+
+    [within] = book.reserve("o-1", [line("TEA", 1)], "c", hold_until=T0 + timedelta(minutes=40))
+    [beyond] = book.reserve("o-2", [line("TEA", 1)], "c", hold_until=T0 + timedelta(hours=1))
+
+    assert isinstance(within, StockReserved) and within.expires_at == T0 + timedelta(minutes=40)
+    assert isinstance(beyond, StockReserved) and beyond.expires_at == T0 + timedelta(minutes=50)
+    assert [r.expires_at for r in book.changes().created] == [within.expires_at, beyond.expires_at]
+
+
+def expired(order_id: str, *lines: StockLine) -> Reservation:
+    reservation = held(order_id, *lines)
+    reservation.status, reservation.reason = ReservationStatus.RELEASED, ReservationEndReason.EXPIRED
+    return reservation
+
+
+def test_confirming_a_held_reservation_commits_it() -> None:
+    products = catalog()
+    products["TEA"].reserved = 2
+    book = ledger(products, {"o-1": held("o-1", StockLine(sku="TEA", quantity=2))})
+
+    assert book.confirm("o-1", [line("TEA", 2)], "c") == [
+        StockCommitted(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)])
+    ]
+    changes = book.changes()
+    assert changes.stock == {"TEA": StockDelta(0, -2)}
+    assert [r.status for r in changes.moved_from_held] == [ReservationStatus.COMMITTED]
+    assert changes.moved_from_expired == []
+
+
+def test_an_order_paid_after_its_reservation_expired_takes_every_line_again_and_commits_at_once() -> None:
+    book = ledger(reservations={"o-1": expired("o-1", StockLine(sku="TEA", quantity=2))})
+
+    events = book.confirm("o-1", [line("TEA", 1), line("CUP", 2), line("TEA", 1)], "c")
+
+    taken = [StockLine(sku="TEA", quantity=2), StockLine(sku="CUP", quantity=2)]
+    assert events == [StockCommitted(order_id="o-1", lines=taken)]
+    changes = book.changes()
+    # Straight from available to sold: nothing stays reserved for it.
+    assert changes.stock == {"TEA": StockDelta(-2, 0), "CUP": StockDelta(-2, 0)}
+    [moved] = changes.moved_from_expired
+    assert (moved.order_id, moved.status, moved.reason, moved.lines) == (
+        "o-1",
+        ReservationStatus.COMMITTED,
+        "",
+        taken,
+    )
+    assert changes.created == [] and changes.moved_from_held == []
+
+
+def test_an_order_paid_with_no_reservation_at_all_takes_its_stock_and_records_it() -> None:
+    book = ledger()
+
+    [committed] = book.confirm("o-1", [line("TEA", 2)], "corr-1")
+
+    assert committed == StockCommitted(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)])
+    changes = book.changes()
+    assert changes.stock == {"TEA": StockDelta(-2, 0)}
+    [created] = changes.created
+    assert (created.status, created.correlation_id) == (ReservationStatus.COMMITTED, "corr-1")
+
+
+@pytest.mark.parametrize("reservation", [None, "expired"])
+def test_a_paid_order_whose_stock_went_meanwhile_takes_nothing_and_says_the_reservation_was_lost(
+    reservation: str | None,
+) -> None:
+    reservations = {} if reservation is None else {"o-1": expired("o-1", StockLine(sku="TEA", quantity=1))}
+    book = ledger(reservations=reservations)
+
+    # TEA is there, CUP is short: all or nothing, so not even the TEA is taken.
+    [lost] = book.confirm("o-1", [line("TEA", 1), line("CUP", 3)], "c")
+
+    assert lost == StockRejected(
+        order_id="o-1",
+        reason=StockRejectReason.RESERVATION_LOST,
+        shortages=[Shortage(sku="CUP", quantity=3, available=2)],
+    )
+    changes = book.changes()
+    assert changes.stock == {}
+    [recorded] = [*changes.created, *changes.moved_from_expired]
+    assert (recorded.status, recorded.reason) == (
+        ReservationStatus.REJECTED,
+        StockRejectReason.RESERVATION_LOST,
+    )
+    assert book.short_merchants == set()  # no substitutes for an order already paid
+
+
+def test_two_paid_orders_whose_reservations_expired_compete_for_the_last_unit() -> None:
+    book = ledger(
+        reservations={
+            "o-1": expired("o-1", StockLine(sku="BOWL", quantity=1)),
+            "o-2": expired("o-2", StockLine(sku="BOWL", quantity=1)),
+        }
+    )
+
+    [first] = book.confirm("o-1", [line("BOWL", 1)], "c")
+    [second] = book.confirm("o-2", [line("BOWL", 1)], "c")
+
+    assert isinstance(first, StockCommitted)
+    assert isinstance(second, StockRejected) and second.reason is StockRejectReason.RESERVATION_LOST
+    assert second.shortages == [Shortage(sku="BOWL", quantity=1, available=0)]
+    assert book.changes().stock == {"BOWL": StockDelta(-1, 0)}
+    assert book.products["BOWL"].available == 0
+
+
+def test_a_repeated_confirmation_neither_commits_nor_takes_stock_twice() -> None:
+    book = ledger(reservations={"o-1": expired("o-1", StockLine(sku="TEA", quantity=2))})
+
+    assert len(book.confirm("o-1", [line("TEA", 2)], "c")) == 1
+    assert book.confirm("o-1", [line("TEA", 2)], "c") == []
+
+    assert book.changes().stock == {"TEA": StockDelta(-2, 0)}
+    assert book.release("o-1", OrderEndReason.RESERVATION_LOST) == []  # sold stock never comes back
+
+
+def test_a_lost_reservation_is_never_taken_again_even_once_stock_is_back() -> None:
+    products = catalog()
+    book = ledger(products, {"o-1": expired("o-1", StockLine(sku="BOWL", quantity=3))})
+    [lost] = book.confirm("o-1", [line("BOWL", 3)], "c")
+    assert isinstance(lost, StockRejected)
+    book.products["BOWL"].available += 9  # restocked before the confirmation is told again
+
+    assert book.confirm("o-1", [line("BOWL", 3)], "c") == []
+    # The cancellation that follows the loss gives nothing back: nothing was held.
+    assert book.release("o-1", OrderEndReason.RESERVATION_LOST) == []
+    assert book.changes().stock == {"BOWL": StockDelta(9, 0)}
+
+
+@pytest.mark.parametrize(
+    "reservation",
+    [
+        pytest.param(
+            Reservation("o-1", [StockLine(sku="TEA", quantity=1)], ReservationStatus.COMMITTED, "c"),
+            id="committed",
+        ),
+        pytest.param(
+            Reservation(
+                "o-1",
+                [StockLine(sku="TEA", quantity=1)],
+                ReservationStatus.REJECTED,
+                "c",
+                reason=StockRejectReason.RESERVATION_LOST,
+            ),
+            id="lost",
+        ),
+        pytest.param(
+            Reservation("o-1", [StockLine(sku="TEA", quantity=1)], ReservationStatus.REJECTED, "c"),
+            id="rejected-out-of-stock",
+        ),
+        pytest.param(
+            Reservation(
+                "o-1",
+                [StockLine(sku="TEA", quantity=1)],
+                ReservationStatus.RELEASED,
+                "c",
+                reason=OrderEndReason.CUSTOMER_CANCELLED,
+            ),
+            id="released-because-the-order-ended",
+        ),
+    ],
+)
+def test_a_confirmation_for_a_reservation_settled_otherwise_changes_nothing(
+    reservation: Reservation,
+) -> None:
+    book = ledger(reservations={"o-1": reservation})
+
+    assert book.confirm("o-1", [line("TEA", 1)], "c") == []
+    assert not book.changes()
+
+
+def test_taking_stock_again_needs_only_the_units_not_a_listing_or_approved_merchant() -> None:
+    # The sale was agreed while the product was listed; a held reservation would commit as well.
+    book = Ledger.open(catalog(), {"o-1": expired("o-1", StockLine(sku="JAR", quantity=2))}, now=T0, ttl=TTL)
+
+    assert book.confirm("o-1", [line("JAR", 2)], "c") == [
+        StockCommitted(order_id="o-1", lines=[StockLine(sku="JAR", quantity=2)])
+    ]
+    assert book.changes().stock == {"JAR": StockDelta(-2, 0)}

@@ -17,6 +17,7 @@ from services.inventory.domain import (
     Product,
     ProductDetails,
     ReasonRequired,
+    Reservation,
     ReservationStatus,
     StockOutOfRange,
 )
@@ -49,9 +50,11 @@ from shared.contracts import (
     PaymentMethod,
     ProductUpserted,
     ReservationEndReason,
+    Shortage,
     StockCommitted,
     StockLine,
     StockRejected,
+    StockRejectReason,
     StockReleased,
     StockReserved,
     decode_data,
@@ -219,6 +222,135 @@ async def test_expired_reservations_are_released_with_the_orders_correlation(ser
         order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)], reason=ReservationEndReason.EXPIRED
     )
     assert await stock(service, "TEA") == (5, 0)
+
+
+# --- holding stock as long as the order may be paid, and paid after it ran out ----------------------
+
+
+def clock_of(service: Inventory) -> Clock:
+    assert isinstance(service.clock, Clock)
+    return service.clock
+
+
+async def expire(service: Inventory, after: timedelta = TTL) -> None:
+    """Let the reservations held at T0 run out, as the sweeper does."""
+    clock_of(service).now = T0 + after
+    assert await release_expired(service) >= 1
+
+
+async def test_stock_is_held_until_the_orders_own_deadline_not_just_the_ttl(service: Inventory) -> None:
+    hold_until = T0 + timedelta(hours=1)
+    await handle_batch(service, [deliver(placed("o-1", line("TEA", 2), hold_until=hold_until))])
+
+    [reserved] = emitted(service)
+    assert isinstance(reserved, StockReserved) and reserved.expires_at == hold_until
+    clock_of(service).now = T0 + TTL
+    assert await release_expired(service) == 0, "the order may still be reviewed and paid"
+    clock_of(service).now = hold_until
+    assert await release_expired(service) == 1
+
+
+async def test_no_order_holds_stock_past_the_operators_cap(service: Inventory) -> None:
+    service.max_hold = timedelta(minutes=30)
+
+    await handle_batch(service, [deliver(placed("o-1", line("TEA", 2), hold_until=T0 + timedelta(days=2)))])
+
+    [reserved] = emitted(service)
+    assert isinstance(reserved, StockReserved) and reserved.expires_at == T0 + timedelta(minutes=30)
+
+
+async def test_an_order_paid_after_its_reservation_expired_is_taken_again_and_committed_once(
+    service: Inventory,
+) -> None:
+    await handle_batch(service, [deliver(placed("o-1", line("TEA", 2)))])
+    await expire(service)
+    assert await stock(service, "TEA") == (5, 0)
+    store_of(service).outbox.clear()
+
+    confirmation = deliver(confirmed("o-1", line("TEA", 2)))
+    await handle_batch(service, [confirmation])
+    # Redelivered, and confirmed again under another envelope, then cancelled twice: no effect.
+    await handle_batch(service, [confirmation, deliver(confirmed("o-1", line("TEA", 2)))])
+    await handle_batch(service, [deliver(cancelled("o-1")), deliver(cancelled("o-1"))])
+
+    assert emitted(service) == [StockCommitted(order_id="o-1", lines=[StockLine(sku="TEA", quantity=2)])]
+    assert await stock(service, "TEA") == (3, 0)
+    assert store_of(service).state.reservations["o-1"].status is ReservationStatus.COMMITTED
+
+
+async def test_an_order_paid_after_its_last_unit_was_sold_to_another_is_told_the_reservation_was_lost(
+    service: Inventory,
+) -> None:
+    await handle_batch(service, [deliver(placed("o-1", line("CUP", 1)))])
+    await expire(service)
+    await handle_batch(service, [deliver(placed("o-2", line("CUP", 1)))])  # the last cup, sold again
+    store_of(service).outbox.clear()
+
+    await handle_batch(service, [deliver(confirmed("o-1", line("CUP", 1)))])
+
+    assert emitted(service) == [
+        StockRejected(
+            order_id="o-1",
+            reason=StockRejectReason.RESERVATION_LOST,
+            shortages=[Shortage(sku="CUP", quantity=1, available=0)],
+        )
+    ]
+    assert await stock(service, "CUP") == (0, 1), "the other order keeps its cup; none is oversold"
+    lost = store_of(service).state.reservations["o-1"]
+    assert (lost.status, lost.reason) == (ReservationStatus.REJECTED, StockRejectReason.RESERVATION_LOST)
+
+    # The order is cancelled for it, and the cup comes back in stock: nothing more happens to o-1.
+    await handle_batch(service, [deliver(cancelled("o-1", OrderEndReason.RESERVATION_LOST))])
+    await add_stock(service, TEA_HOUSE, "CUP", 4)
+    await handle_batch(service, [deliver(confirmed("o-1", line("CUP", 1)))])
+
+    assert len(emitted(service)) == 1
+    assert await stock(service, "CUP") == (4, 1)
+
+
+async def test_an_order_paid_with_no_reservation_on_record_is_taken_then_and_there(
+    service: Inventory,
+) -> None:
+    await handle_batch(service, [deliver(confirmed("o-9", line("POT", 4), line("TEA", 1)))])
+
+    [committed] = emitted(service)
+    assert isinstance(committed, StockCommitted)
+    assert await stock(service, "POT") == (5, 0)
+    assert await stock(service, "TEA") == (4, 0)
+
+
+async def test_a_confirmation_racing_the_expiry_sweep_is_decided_again_on_what_the_sweep_left(
+    service: Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await handle_batch(service, [deliver(placed("o-1", line("TEA", 2)))])
+    store = store_of(service)
+    store.outbox.clear()
+    read_reservations = _MemoryTransaction.reservations
+
+    async def swept_after_read(
+        self: _MemoryTransaction, order_ids: Collection[str]
+    ) -> dict[str, Reservation]:
+        # The sweeper expires the reservation right after this replica read it as held.
+        read = await read_reservations(self, order_ids)
+        swept = self.state.reservations["o-1"]
+        swept.status, swept.reason = ReservationStatus.RELEASED, ReservationEndReason.EXPIRED
+        self.state.products["TEA"].available += 2
+        self.state.products["TEA"].reserved -= 2
+        return read
+
+    confirmation = deliver(confirmed("o-1", line("TEA", 2)))
+    with monkeypatch.context() as patched:
+        patched.setattr(_MemoryTransaction, "reservations", swept_after_read)
+        with pytest.raises(StockConflict):
+            await handle_batch(service, [confirmation])
+    assert store.outbox == [] and await stock(service, "TEA") == (3, 2)
+
+    await expire(service)  # the sweep commits for real; the confirmation is redelivered
+    store.outbox.clear()
+    await handle_batch(service, [confirmation])
+
+    assert [type(e) for e in emitted(service)] == [StockCommitted]
+    assert await stock(service, "TEA") == (3, 0)
 
 
 async def test_a_product_needs_a_known_merchant(service: Inventory) -> None:

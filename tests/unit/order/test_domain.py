@@ -729,3 +729,103 @@ def test_a_product_of_a_merchant_that_is_not_approved_is_refused_naming_why(
         assert [(issue.field, message in issue.message) for issue in issues] == [("items.1.sku", True)]
     approved = {"m-1": MerchantTerms("m-1", frozenset(PaymentMethod), MerchantStatus.APPROVED)}
     assert review_items([RequestedItem("TEA-1", 1)], CATALOG, approved, None) == []
+
+
+def test_order_placed_carries_the_latest_the_order_may_still_be_approved_and_paid() -> None:
+    _, [placed] = new_order()
+    assert isinstance(placed, OrderPlaced)
+    # Checks, then a manual review, then the payment: the longest an order can wait before paying.
+    assert placed.hold_until == T0 + timedelta(seconds=30) + timedelta(hours=1) + timedelta(minutes=2)
+    assert DEADLINES.hold_until(T0) == placed.hold_until
+
+
+@pytest.mark.parametrize("captured", [False, True])
+def test_a_lost_reservation_cancels_a_paid_order_and_tells_the_customer_the_money_goes_back(
+    captured: bool,
+) -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    if captured:
+        order.payment_captured(T0, "pay-1", order.total_fen)
+
+    [cancelled] = order.reservation_lost(T0, ["TEA-1"], "TEA-1 (asked 2, 0 left)")
+
+    assert cancelled == OrderCancelled(
+        order_id="o-1",
+        order_no="20261125-000001",
+        customer_id="c-1",
+        reason=OrderEndReason.RESERVATION_LOST,
+        detail="TEA-1 (asked 2, 0 left)",
+    )
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, OrderEndReason.RESERVATION_LOST)
+    assert order.deadline_at is None
+    entry = order.timeline[-1]
+    assert (entry.status, entry.cause) == (OrderStatus.CANCELLED, "inventory.stock_rejected")
+    assert entry.note == (
+        "Sorry, Longjing tea sold out while your payment was on its way; the order is cancelled "
+        "and your payment is refunded in full."
+    )
+    # Stock counts are for the admin's detail, not the customer's note.
+    assert "asked 2" in entry.detail and "asked" not in entry.note
+    # Payment gives the money back on OrderCancelled; until it says so, the view shows what it was.
+    assert order.payment_status is (PaymentStatus.CAPTURED if captured else PaymentStatus.AUTHORIZED)
+
+
+def test_a_lost_reservation_told_twice_cancels_once() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    assert len(order.reservation_lost(T0, ["TEA-1"], "")) == 1
+    steps = len(order.timeline)
+
+    assert order.reservation_lost(T0, ["TEA-1"], "") == []
+    assert len(order.timeline) == steps and order.reason is OrderEndReason.RESERVATION_LOST
+
+
+def test_a_lost_reservation_without_shortages_still_says_what_happened() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    order.reservation_lost(T0, [], "RESERVATION_LOST")
+    assert order.timeline[-1].note.startswith("Sorry, some items sold out while your payment")
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    [
+        pytest.param(lambda order: None, id="pending"),
+        pytest.param(
+            lambda order: (
+                order.stock_reserved(T0, DEADLINES),
+                order.fraud_scored(T0, FraudDecision.APPROVE, 3, [], DEADLINES),
+            ),
+            id="awaiting_payment",
+        ),
+        pytest.param(lambda order: order.stock_rejected(T0, ["TEA-1"], ""), id="rejected"),
+        pytest.param(lambda order: order.cancel_by_customer(T0), id="cancelled"),
+    ],
+)
+def test_a_lost_reservation_only_cancels_a_confirmed_order(prepare) -> None:  # type: ignore[no-untyped-def]
+    order, _ = new_order()
+    prepare(order)
+    status, reason, steps = order.status, order.reason, len(order.timeline)
+
+    assert order.reservation_lost(T0, ["TEA-1"], "") == []
+    assert (order.status, order.reason, len(order.timeline)) == (status, reason, steps)
+
+
+def test_an_out_of_stock_answer_for_a_confirmed_order_is_ignored() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    steps = len(order.timeline)
+
+    assert order.stock_rejected(T0, ["TEA-1"], "TEA-1 (asked 2, 0 left)") == []
+    assert (order.status, len(order.timeline)) == (OrderStatus.CONFIRMED, steps)
+
+
+def test_a_payment_authorized_after_a_lost_reservation_does_not_confirm_again() -> None:
+    order = approved_and_reserved()
+    order.payment_authorized(T0, "pay-1")
+    order.reservation_lost(T0, ["TEA-1"], "")
+
+    # Redelivered: the cancelled order stays cancelled; payment voids or refunds on OrderCancelled.
+    assert order.payment_authorized(T0, "pay-1") == []
+    assert (order.status, order.reason) == (OrderStatus.CANCELLED, OrderEndReason.RESERVATION_LOST)

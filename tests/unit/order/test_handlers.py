@@ -48,6 +48,7 @@ from shared.contracts import (
     Shortage,
     StockLine,
     StockRejected,
+    StockRejectReason,
     StockReleased,
     decode_data,
 )
@@ -460,6 +461,52 @@ async def test_rejected_stock_rejects_the_order_as_out_of_stock_with_counts_kept
     last = after.timeline[-1]
     assert "TEA (asked 1, 0 left)" in last.detail
     assert "Longjing tea" in last.note and "left" not in last.note
+
+
+async def test_an_order_placed_asks_inventory_to_hold_its_stock_as_long_as_it_may_be_paid(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await placed(service)
+    [announced] = emitted(store)
+    assert isinstance(announced, OrderPlaced)
+    assert announced.hold_until == order.placed_at + DEADLINES.checks + DEADLINES.review + DEADLINES.payment
+
+
+async def test_a_reservation_lost_after_payment_cancels_the_confirmed_order_for_a_full_refund(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    await handle_batch(service, [delivery(authorized(order.order_id))])
+    short = Shortage(sku="TEA", quantity=1, available=0)
+    lost = StockRejected(
+        order_id=order.order_id, reason=StockRejectReason.RESERVATION_LOST, shortages=[short]
+    )
+
+    await handle_batch(service, [delivery(lost)])
+    await handle_batch(service, [delivery(lost)])  # told again, under another envelope
+
+    after = await stored(service, order.order_id)
+    assert (after.status, after.reason) == (OrderStatus.CANCELLED, OrderEndReason.RESERVATION_LOST)
+    cancellations = [e for e in emitted(store) if isinstance(e, OrderCancelled)]
+    assert [(e.order_id, e.reason) for e in cancellations] == [
+        (order.order_id, OrderEndReason.RESERVATION_LOST)
+    ]
+    assert "TEA (asked 1, 0 left)" in cancellations[0].detail
+    note = after.timeline[-1].note
+    assert "Longjing tea sold out" in note and "refunded in full" in note and "left" not in note
+
+
+async def test_an_out_of_stock_answer_arriving_after_confirmation_changes_nothing(
+    service: OrderService, store: InMemoryOrderStore
+) -> None:
+    order = await awaiting_payment(service)
+    await handle_batch(service, [delivery(authorized(order.order_id))])
+    outbox = len(store.outbox)
+
+    await handle_batch(service, [delivery(StockRejected(order_id=order.order_id))])
+
+    assert (await stored(service, order.order_id)).status is OrderStatus.CONFIRMED
+    assert len(store.outbox) == outbox
 
 
 async def test_an_authorized_payment_confirms_the_order(
