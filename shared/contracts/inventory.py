@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.base import Event, OrderEvent, register
 from shared.contracts.common import CURRENCY, Fen, PaymentMethod, ProductKind, StockLine
@@ -41,6 +41,16 @@ class _StockEvent(OrderEvent):
     TOPIC = INVENTORY_EVENTS
 
 
+class PriceTier(BaseModel):
+    """A wholesale price: from `min_quantity` units of a product in one order, each unit costs
+    `unit_price_fen`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_quantity: int = Field(ge=2)
+    unit_price_fen: Fen
+
+
 @register
 class ProductUpserted(Event):
     """A product was created or changed; key = sku. Other services keep catalog replicas from it.
@@ -58,6 +68,9 @@ class ProductUpserted(Event):
     active: bool = True
     # Added after v1 with a default, so earlier ProductUpserted events still decode (as no limit).
     max_per_order: int = Field(default=MAX_UNITS_PER_ORDER, ge=1, le=MAX_UNITS_PER_ORDER)
+    # Quantity tiers, by rising min_quantity and falling price: the highest tier an order line
+    # reaches sets its unit price. Empty: `price_fen` whatever the quantity.
+    price_tiers: list[PriceTier] = []
 
     def subject(self) -> str:
         return self.sku

@@ -35,6 +35,7 @@ from shared.contracts import (
     PaymentRefunded,
     PaymentRequested,
     PaymentVoided,
+    PriceTier,
     ProductKind,
     ProductUpserted,
     RefundReason,
@@ -139,6 +140,7 @@ EXAMPLES: tuple[Event, ...] = (
         kind=ProductKind.PHYSICAL,
         price_fen=12800,
         max_per_order=10,
+        price_tiers=[PriceTier(min_quantity=5, unit_price_fen=11800)],
     ),
     MerchantUpserted(
         merchant_id=MERCHANT_ID,
