@@ -15,8 +15,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, fi
 
 from services.inventory.domain import (
     MAX_PRICE_FEN,
+    MAX_PRICE_TIERS,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
+    InvalidPriceTiers,
     InvalidWebhookUrl,
     Merchant,
     MerchantAction,
@@ -45,7 +47,7 @@ from services.inventory.handlers import (
     upsert_product,
 )
 from shared.auth import AdminCaller, Caller, Principal
-from shared.contracts import MAX_UNITS_PER_ORDER, MerchantStatus, PaymentMethod, ProductKind
+from shared.contracts import MAX_UNITS_PER_ORDER, MerchantStatus, PaymentMethod, PriceTier, ProductKind
 from shared.http import Problem, problem_responses
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
@@ -313,7 +315,26 @@ _PRODUCT_EXAMPLE: dict[str, JsonValue] = {
     "kind": "physical",
     "active": True,
     "max_per_order": 10,
+    "price_tiers": [
+        {"min_quantity": 3, "unit_price_fen": 15800},
+        {"min_quantity": 6, "unit_price_fen": 14800},
+    ],
 }
+
+
+class PriceTierIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_quantity: int = Field(
+        strict=True,
+        ge=2,
+        le=MAX_UNITS_PER_ORDER,
+        description="From this many units of the product in one order, each costs `unit_price_fen`.",
+    )
+    unit_price_fen: PriceFen
+
+    def tier(self) -> PriceTier:
+        return PriceTier(min_quantity=self.min_quantity, unit_price_fen=self.unit_price_fen)
 
 
 class ProductIn(BaseModel):
@@ -334,8 +355,16 @@ class ProductIn(BaseModel):
     )
     active: bool = True
     max_per_order: MaxPerOrder = MAX_UNITS_PER_ORDER
+    price_tiers: list[PriceTierIn] = Field(
+        default_factory=list,
+        max_length=MAX_PRICE_TIERS,
+        description="Wholesale prices, by strictly rising `min_quantity` (at most `max_per_order`) and "
+        "strictly falling `unit_price_fen`, each below `price_fen`: the highest tier an order line "
+        "reaches sets its unit price. Omitted on an edit: the product has none any more.",
+    )
 
     def details(self) -> ProductDetails:
+        """The details to put; InvalidPriceTiers when the tiers do not make a price list."""
         return ProductDetails(
             name=self.name,
             merchant_id=self.merchant_id,
@@ -343,6 +372,7 @@ class ProductIn(BaseModel):
             kind=self.kind,
             active=self.active,
             max_per_order=self.max_per_order,
+            price_tiers=tuple(tier.tier() for tier in self.price_tiers),
         )
 
 
@@ -390,6 +420,7 @@ class ProductOut(BaseModel):
     kind: ProductKind
     active: bool
     max_per_order: int
+    price_tiers: list[PriceTier]
 
     @classmethod
     def of(cls, product: Product) -> ProductOut:
@@ -404,6 +435,7 @@ class ProductOut(BaseModel):
             kind=product.kind,
             active=product.active,
             max_per_order=product.max_per_order,
+            price_tiers=list(product.price_tiers),
         )
 
 
@@ -507,7 +539,11 @@ def build_router(service: Inventory) -> APIRouter:
 
         Needs the token of the product's merchant (for a new product, the merchant named in the
         body) or an admin's. Moving a product to another merchant is for an admin only (409)."""
-        command = PutProduct(sku=sku, details=body.details(), available=body.available or 0)
+        try:
+            details = body.details()
+        except InvalidPriceTiers as error:
+            raise _invalid_fields(str(error), [error.field]) from None
+        command = PutProduct(sku=sku, details=details, available=body.available or 0)
         try:
             put = await upsert_product(service, caller, command, x_correlation_id)
         except NotPermitted as error:

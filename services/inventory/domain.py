@@ -22,6 +22,7 @@ from shared.contracts import (
     OrderEndReason,
     OrderLine,
     PaymentMethod,
+    PriceTier,
     ProductKind,
     ProductUpserted,
     ReservationEndReason,
@@ -42,6 +43,8 @@ DEFAULT_MAX_HOLD = timedelta(hours=2)
 # on the way through JSON would lose a unit.
 MAX_PRICE_FEN = 10**10
 MAX_STOCK = 10**10
+# Wholesale prices per product: a handful is all a price list needs; more is a mistake.
+MAX_PRICE_TIERS = 10
 EVERY_PAYMENT_METHOD = frozenset(PaymentMethod)
 
 
@@ -203,9 +206,58 @@ class StockOutOfRange(ValueError):
     """A stock change would take sellable units below zero or above MAX_STOCK; nothing changes."""
 
 
+class InvalidPriceTiers(ValueError):
+    """Quantity tiers that do not make a price list; `field` names the offending one
+    (`price_tiers`, or `price_tiers.<index>.<min_quantity|unit_price_fen>`)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_price_tiers(tiers: Sequence[PriceTier], *, price_fen: int, max_per_order: int) -> None:
+    """Refuse tiers a shopper could not read as a price list: each tier starts at more units than
+    the one before and is cheaper than it, every tier is cheaper than the list price, and every tier
+    can be reached within the per-order limit. An ordered, falling list is what lets the highest tier
+    a quantity reaches be its price."""
+    if len(tiers) > MAX_PRICE_TIERS:
+        raise InvalidPriceTiers(
+            f"a product has at most {MAX_PRICE_TIERS} price tiers (got {len(tiers)})", "price_tiers"
+        )
+    previous: PriceTier | None = None
+    for index, tier in enumerate(tiers):
+        at = f"price_tiers.{index}"
+        if tier.min_quantity > max_per_order:
+            raise InvalidPriceTiers(
+                f"tier {index} starts at {tier.min_quantity} units, beyond the limit of "
+                f"{max_per_order} per order, so no order could reach it",
+                f"{at}.min_quantity",
+            )
+        if tier.unit_price_fen >= price_fen:
+            raise InvalidPriceTiers(
+                f"tier {index} costs {tier.unit_price_fen} fen a unit: a tier must be cheaper than the "
+                f"price of {price_fen} fen",
+                f"{at}.unit_price_fen",
+            )
+        if previous is not None and tier.min_quantity <= previous.min_quantity:
+            raise InvalidPriceTiers(
+                f"tier {index} starts at {tier.min_quantity} units: tiers must start at strictly rising "
+                f"quantities (the tier before starts at {previous.min_quantity})",
+                f"{at}.min_quantity",
+            )
+        if previous is not None and tier.unit_price_fen >= previous.unit_price_fen:
+            raise InvalidPriceTiers(
+                f"tier {index} costs {tier.unit_price_fen} fen a unit: each tier must be cheaper than the "
+                f"one before ({previous.unit_price_fen} fen)",
+                f"{at}.unit_price_fen",
+            )
+        previous = tier
+
+
 @dataclass(frozen=True)
 class ProductDetails:
-    """Everything about a product a catalog edit may change: all of it but its stock."""
+    """Everything about a product a catalog edit may change: all of it but its stock. Its price
+    tiers are checked on construction, so details with a broken price list never exist."""
 
     name: str
     merchant_id: str
@@ -213,6 +265,10 @@ class ProductDetails:
     kind: ProductKind = ProductKind.PHYSICAL
     active: bool = True
     max_per_order: int = MAX_UNITS_PER_ORDER
+    price_tiers: tuple[PriceTier, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_price_tiers(self.price_tiers, price_fen=self.price_fen, max_per_order=self.max_per_order)
 
 
 @dataclass
@@ -227,6 +283,8 @@ class Product:
     active: bool = True
     currency: str = CURRENCY
     max_per_order: int = MAX_UNITS_PER_ORDER
+    # By rising min_quantity and falling price (ProductDetails checks it); empty: one price.
+    price_tiers: tuple[PriceTier, ...] = ()
 
     @classmethod
     def create(cls, sku: str, details: ProductDetails, available: int) -> Product:
@@ -240,6 +298,7 @@ class Product:
             kind=details.kind,
             active=details.active,
             max_per_order=details.max_per_order,
+            price_tiers=details.price_tiers,
         )
 
     def edited(self, details: ProductDetails) -> Product:
@@ -253,6 +312,7 @@ class Product:
             kind=details.kind,
             active=details.active,
             max_per_order=details.max_per_order,
+            price_tiers=details.price_tiers,
         )
 
     def stock_change(self, add: int) -> StockDelta:
@@ -284,6 +344,7 @@ class Product:
             currency=self.currency,
             active=self.active and merchant_sells,
             max_per_order=self.max_per_order,
+            price_tiers=list(self.price_tiers),
         )
 
 

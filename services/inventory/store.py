@@ -26,6 +26,7 @@ from shared.contracts import (
     MAX_UNITS_PER_ORDER,
     MerchantStatus,
     PaymentMethod,
+    PriceTier,
     ProductKind,
     ReservationEndReason,
     StockLine,
@@ -276,6 +277,7 @@ class _MongoTransaction(TransactionView):
                     "kind": product.kind.value,
                     "active": product.active,
                     "max_per_order": product.max_per_order,
+                    "price_tiers": [tier.model_dump() for tier in product.price_tiers],
                     "updated_at": now,
                 },
                 # Stock is set once, at creation; after that only `save`'s guarded increments move
@@ -315,6 +317,8 @@ def _product(doc: Document) -> Product:
         active=bool(doc.get("active", True)),
         currency=doc.get("currency", "CNY"),
         max_per_order=int(doc.get("max_per_order", MAX_UNITS_PER_ORDER)),
+        # Products stored before tiers existed have a single price.
+        price_tiers=tuple(PriceTier.model_validate(tier) for tier in doc.get("price_tiers", [])),
     )
 
 

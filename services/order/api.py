@@ -59,7 +59,7 @@ from services.order.handlers import (
 from services.order.store import InvalidCursor, OrderQuery, Scope
 from services.order.throttle import Throttle, rule
 from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer, unauthenticated
-from shared.contracts import PayActionType, PaymentMethod, ShippingAddress
+from shared.contracts import PayActionType, PaymentMethod, PriceTier, ShippingAddress
 from shared.contracts.common import looks_like_card_number
 from shared.crypto import PersonalData
 from shared.http import Problem, field_errors, problem_responses
@@ -348,6 +348,10 @@ class ProductOut(BaseModel):
     kind: str
     price_fen: int
     max_per_order: int
+    price_tiers: list[PriceTier] = Field(
+        description="Wholesale prices by rising min_quantity: the highest tier a line's quantity "
+        "reaches sets its unit price."
+    )
 
 
 class ProductList(BaseModel):
@@ -422,6 +426,7 @@ def product_out(item: CatalogItem) -> ProductOut:
         kind=item.kind.value,
         price_fen=item.price_fen,
         max_per_order=item.max_per_order,
+        price_tiers=list(item.price_tiers),
     )
 
 

@@ -26,6 +26,7 @@ from shared.contracts import (
     PayActionType,
     PaymentMethod,
     PaymentRequested,
+    PriceTier,
     ProductKind,
     RefundReason,
     ShippingAddress,
@@ -152,6 +153,14 @@ class CatalogItem:
     price_fen: int
     active: bool = True
     max_per_order: int = MAX_QUANTITY
+    # By rising min_quantity and falling price, as inventory checks them before announcing.
+    price_tiers: tuple[PriceTier, ...] = ()
+
+    def unit_price_fen(self, quantity: int) -> int:
+        """The price of each unit when one order holds `quantity` of this product: that of the
+        highest tier the quantity reaches, or the list price below the first tier."""
+        reached = [tier.unit_price_fen for tier in self.price_tiers if tier.min_quantity <= quantity]
+        return reached[-1] if reached else self.price_fen
 
 
 @dataclass(frozen=True)
@@ -261,7 +270,8 @@ class CannotCancel(OrderError):
 
 
 def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogItem]) -> list[OrderLine]:
-    """Price each requested item from the catalog replica; the same SKU twice is one line."""
+    """Price each requested item from the catalog replica; the same SKU twice is one line, priced at
+    the tier its whole quantity reaches."""
     quantities: dict[str, int] = {}
     for item in items:
         quantities[item.sku] = quantities.get(item.sku, 0) + item.quantity
@@ -282,7 +292,7 @@ def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogIte
             merchant_id=catalog[sku].merchant_id,
             kind=catalog[sku].kind,
             quantity=quantity,
-            unit_price_fen=catalog[sku].price_fen,
+            unit_price_fen=catalog[sku].unit_price_fen(quantity),
         )
         for sku, quantity in quantities.items()
     ]

@@ -452,6 +452,7 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
         price_fen=event.price_fen,
         active=event.active,
         max_per_order=event.max_per_order,
+        price_tiers=tuple(event.price_tiers),
     )
 
 

@@ -35,6 +35,7 @@ from shared.contracts import (
     OrderLine,
     PayActionType,
     PaymentMethod,
+    PriceTier,
     ProductKind,
     ShippingAddress,
 )
@@ -736,6 +737,7 @@ def catalog_to_doc(item: CatalogItem) -> Document:
         "price_fen": item.price_fen,
         "active": item.active,
         "max_per_order": item.max_per_order,
+        "price_tiers": [tier.model_dump() for tier in item.price_tiers],
     }
 
 
@@ -748,6 +750,8 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
         price_fen=doc["price_fen"],
         active=doc["active"],
         max_per_order=doc.get("max_per_order", MAX_QUANTITY),
+        # Replicated before tiers existed: one price.
+        price_tiers=tuple(PriceTier.model_validate(tier) for tier in doc.get("price_tiers", [])),
     )
 
 

@@ -37,6 +37,7 @@ from shared.contracts import (
     MerchantStatus,
     OrderEndReason,
     PaymentMethod,
+    PriceTier,
     ProductKind,
     ProductUpserted,
     ReservationEndReason,
@@ -135,6 +136,30 @@ class InventoryStoreContract:
         assert [p.sku for p in await store.list_products()] == ["BOWL", "CUP", "TEA"]
         assert [p.sku for p in await store.list_products("m-2")] == ["CUP", "TEA"]
         assert await store.list_products("m-404") == []
+
+    async def test_price_tiers_are_stored_in_order_replaced_by_an_edit_and_removed_by_an_empty_list(
+        self, store: InventoryStore
+    ) -> None:
+        tiers = (
+            PriceTier(min_quantity=3, unit_price_fen=900),
+            PriceTier(min_quantity=10, unit_price_fen=800),
+        )
+        tiered = Product("TEA", "Longjing", "m-1", 1000, available=10, price_tiers=tiers)
+
+        async with store.transaction(CONSUMER) as tx:
+            created = await tx.put_product(tiered)
+        fewer = Product("TEA", "Longjing", "m-1", 1000, available=10, price_tiers=tiers[1:])
+        async with store.transaction(CONSUMER) as tx:
+            edited = await tx.put_product(fewer)
+        after_edit = await store.get_product("TEA")
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_product(Product("TEA", "Longjing", "m-1", 1000, available=10))
+
+        assert created == tiered and created.price_tiers == tiers
+        assert edited == after_edit == fewer
+        cleared = await store.get_product("TEA")
+        assert cleared is not None and cleared.price_tiers == ()
+        assert [p.price_tiers for p in await store.list_products()] == [()]
 
     async def test_a_new_product_gets_its_stock_with_nothing_reserved(self, store: InventoryStore) -> None:
         async with store.transaction(CONSUMER) as tx:
@@ -576,7 +601,7 @@ class TestMongoInventoryStore(InventoryStoreContract):
         assert await store.get_merchant("m-1") == Merchant("m-1", "West Lake Tea", frozenset(PaymentMethod))
         assert [m.merchant_id for m in await store.list_merchants(MerchantStatus.APPROVED)] == ["m-1"]
         assert await store.get_product("TEA") == Product(
-            "TEA", "Longjing", "m-1", 8800, available=4, max_per_order=MAX_UNITS_PER_ORDER
+            "TEA", "Longjing", "m-1", 8800, available=4, max_per_order=MAX_UNITS_PER_ORDER, price_tiers=()
         )
 
     async def test_a_merchants_contact_is_sealed_at_rest(

@@ -49,6 +49,7 @@ from shared.contracts import (
     OrderPlaced,
     PayActionType,
     PaymentMethod,
+    PriceTier,
     ProductKind,
     RefundReason,
     StockReserved,
@@ -562,6 +563,23 @@ class OrderStoreContract:
         assert [i.sku for i in await store.catalog_page(10)] == ["BOWL", "CUP", "TEA"]
         assert [i.sku for i in await store.catalog_page(2)] == ["BOWL", "CUP"]
 
+    async def test_the_catalog_replica_keeps_price_tiers_in_order_and_a_later_upsert_replaces_them(
+        self, store: OrderStore
+    ) -> None:
+        tiers = (
+            PriceTier(min_quantity=3, unit_price_fen=900),
+            PriceTier(min_quantity=10, unit_price_fen=800),
+        )
+        tiered = replace(product("TEA"), price_tiers=tiers)
+        async with store.transaction("order") as tx:
+            await tx.upsert_catalog([tiered])
+        kept = await store.catalog_items(["TEA"])
+        async with store.transaction("order") as tx:
+            await tx.upsert_catalog([product("TEA")])
+
+        assert kept == {"TEA": tiered}
+        assert await store.catalog_page(10) == [product("TEA")]
+
     async def test_a_sealed_token_is_kept_until_payment_is_requested_and_then_saved_as_none(
         self, store: OrderStore
     ) -> None:
@@ -808,6 +826,7 @@ class TestMongoOrderStore(OrderStoreContract):
         assert [entry.detail for entry in stored.timeline] == ["", ""]
         assert stored.timeline[-1].note == order.timeline[-1].note
         assert (await store.catalog_items(["TEA"]))["TEA"].max_per_order == MAX_QUANTITY
+        assert (await store.catalog_items(["TEA"]))["TEA"].price_tiers == ()
 
     async def test_orders_stored_before_the_lookups_existed_get_them_and_lose_the_old_indexes(
         self, mongo_store: MongoStore

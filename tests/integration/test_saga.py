@@ -141,3 +141,26 @@ async def test_two_orders_for_the_last_unit_one_wins(platform: Platform) -> None
         what=f"{sku}'s reservation committed",
     )
     assert stock["available"] == 0
+
+
+async def test_a_tiered_price_applies_from_its_quantity(platform: Platform) -> None:
+    tiers = [{"min_quantity": 3, "unit_price_fen": 900}, {"min_quantity": 10, "unit_price_fen": 800}]
+    sku = await platform.product(available=20, price_fen=1000, price_tiers=tiers)
+    listed = await platform.gateway.get(f"/v1/products/{sku}")
+    assert listed.json()["price_tiers"] == tiers
+
+    placed = {quantity: await platform.place([(sku, quantity)]) for quantity in (2, 3, 10)}
+    settled = {
+        quantity: await platform.settled(accepted["order_id"]) for quantity, accepted in placed.items()
+    }
+
+    assert {q: order["status"] for q, order in settled.items()} == {
+        2: "CONFIRMED",
+        3: "CONFIRMED",
+        10: "CONFIRMED",
+    }
+    assert {q: (order["total_fen"], order["lines"][0]["unit_price_fen"]) for q, order in settled.items()} == {
+        2: (2000, 1000),
+        3: (2700, 900),
+        10: (8000, 800),
+    }

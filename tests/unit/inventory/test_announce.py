@@ -9,7 +9,14 @@ import pytest
 from services.inventory.announce import announce_catalog
 from services.inventory.domain import Merchant, Product
 from services.inventory.handlers import Inventory
-from shared.contracts import MerchantStatus, MerchantUpserted, ProductUpserted, decode_data, topics
+from shared.contracts import (
+    MerchantStatus,
+    MerchantUpserted,
+    PriceTier,
+    ProductUpserted,
+    decode_data,
+    topics,
+)
 from shared.kafka import topic_for
 from tests.twins.inventory import InMemoryInventoryStore
 
@@ -43,6 +50,17 @@ async def test_every_merchant_and_product_is_announced_on_its_table_merchants_fi
     assert sorted(products) == [f"SKU-{n:03}" for n in range(5)]
     assert products["SKU-004"].price_fen == 104 and products["SKU-004"].active
     assert len({envelope.correlation_id for envelope in store.outbox}) == 1
+
+
+async def test_a_product_is_republished_with_its_price_tiers() -> None:
+    service, store = inventory(Merchant("m-1", "Tea house"), products=1)
+    tiers = (PriceTier(min_quantity=3, unit_price_fen=90), PriceTier(min_quantity=10, unit_price_fen=80))
+    store.state.products["SKU-000"].price_tiers = tiers
+
+    await announce_catalog(service)
+
+    [_, product] = [decode_data(envelope) for envelope in store.outbox]
+    assert isinstance(product, ProductUpserted) and product.price_tiers == list(tiers)
 
 
 async def test_a_large_catalog_is_written_in_batches() -> None:

@@ -13,7 +13,7 @@ from services.inventory.api import build_router
 from services.inventory.domain import MAX_PRICE_FEN, MAX_STOCK
 from services.inventory.handlers import Inventory, handle_batch
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
-from shared.contracts import MerchantUpserted, ProductUpserted, decode_data
+from shared.contracts import MerchantUpserted, PriceTier, ProductUpserted, decode_data
 from shared.http import create_app
 from shared.settings import SharedSettings
 from tests.twins.inventory import InMemoryInventoryStore
@@ -309,6 +309,7 @@ async def test_put_creates_a_product_lists_it_and_announces_it(
         "kind": "physical",
         "active": True,
         "max_per_order": 5,
+        "price_tiers": [],
     }
     assert (await product(client)) == put.json()
     assert (await client.get("/v1/products")).json() == {"items": [put.json()]}
@@ -492,6 +493,96 @@ async def test_product_fields_out_of_bounds_are_422_and_change_nothing(
 
     unchanged = await product(catalog)
     assert (unchanged["price_fen"], unchanged["available"], unchanged["max_per_order"]) == (8800, 10, 999)
+    assert (await catalog.get("/v1/products/SKU-NEW")).status_code == 404
+    assert store.outbox == []
+
+
+TIERS = [{"min_quantity": 3, "unit_price_fen": 8000}, {"min_quantity": 10, "unit_price_fen": 7500}]
+
+
+async def test_price_tiers_are_kept_shown_announced_and_replaced_by_an_edit(
+    catalog: httpx.AsyncClient, store: InMemoryInventoryStore
+) -> None:
+    created = await catalog.put("/v1/products/SKU-BULK", json={**TEA, "price_tiers": TIERS}, headers=ADMIN)
+    edited = await catalog.put(
+        "/v1/products/SKU-TEA", json={**TEA, "price_tiers": TIERS[1:]}, headers=TEA_HOUSE
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.json()["price_tiers"] == TIERS == (await product(catalog, "SKU-BULK"))["price_tiers"]
+    assert edited.status_code == 200, edited.text
+    assert (await product(catalog))["price_tiers"] == TIERS[1:]
+    announced = [decode_data(envelope) for envelope in store.outbox]
+    assert [(e.sku, e.price_tiers) for e in announced if isinstance(e, ProductUpserted)] == [
+        ("SKU-BULK", [PriceTier(**t) for t in TIERS]),
+        ("SKU-TEA", [PriceTier(**TIERS[1])]),
+    ]
+    cleared = await catalog.put("/v1/products/SKU-TEA", json=TEA, headers=TEA_HOUSE)
+    assert cleared.json()["price_tiers"] == [], "a PUT without tiers leaves the product with one price"
+
+
+def tiers_of(*pairs: tuple[object, object]) -> list[dict[str, object]]:
+    return [{"min_quantity": q, "unit_price_fen": p} for q, p in pairs]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        pytest.param({"price_tiers": tiers_of((3, 8800))}, "price_tiers.0.unit_price_fen", id="not-cheaper"),
+        pytest.param(
+            {"price_tiers": tiers_of((3, 8000), (3, 7000))}, "price_tiers.1.min_quantity", id="same-quantity"
+        ),
+        pytest.param(
+            {"price_tiers": tiers_of((5, 8000), (3, 7000))},
+            "price_tiers.1.min_quantity",
+            id="falling-quantity",
+        ),
+        pytest.param(
+            {"price_tiers": tiers_of((3, 8000), (5, 8000))}, "price_tiers.1.unit_price_fen", id="same-price"
+        ),
+        pytest.param(
+            {"price_tiers": tiers_of((3, 7000), (5, 8000))}, "price_tiers.1.unit_price_fen", id="rising-price"
+        ),
+        pytest.param(
+            {"max_per_order": 5, "price_tiers": tiers_of((6, 8000))},
+            "price_tiers.0.min_quantity",
+            id="unreachable",
+        ),
+        pytest.param(
+            {"price_tiers": tiers_of(*((2 + n, 8000 - n) for n in range(11)))},
+            "price_tiers",
+            id="eleven-tiers",
+        ),
+        pytest.param({"price_tiers": tiers_of((1, 8000))}, "price_tiers.0.min_quantity", id="one-unit"),
+        pytest.param({"price_tiers": tiers_of((1000, 8000))}, "price_tiers.0.min_quantity", id="over-999"),
+        pytest.param(
+            {"price_tiers": tiers_of(("3", 8000))}, "price_tiers.0.min_quantity", id="string-quantity"
+        ),
+        pytest.param({"price_tiers": tiers_of((3, -1))}, "price_tiers.0.unit_price_fen", id="negative-price"),
+        pytest.param(
+            {"price_tiers": tiers_of((3, 79.5))}, "price_tiers.0.unit_price_fen", id="fraction-price"
+        ),
+        pytest.param(
+            {"price_tiers": [{"min_quantity": 3, "unit_price_fen": 8000, "percent": 5}]},
+            "price_tiers.0.percent",
+            id="unknown-field",
+        ),
+        pytest.param({"price_tiers": {"min_quantity": 3}}, "price_tiers", id="not-a-list"),
+    ],
+)
+async def test_bad_price_tiers_are_422_naming_the_field_and_change_nothing(
+    catalog: httpx.AsyncClient, store: InMemoryInventoryStore, extra: dict[str, object], field: str
+) -> None:
+    for sku in ("SKU-TEA", "SKU-NEW"):
+        refused = assert_problem(
+            await catalog.put(f"/v1/products/{sku}", json={**TEA, **extra}, headers=ADMIN),
+            422,
+            "invalid-request",
+        )
+        assert [e["field"] for e in refused["errors"]] == [field]
+
+    unchanged = await product(catalog)
+    assert (unchanged["price_tiers"], unchanged["max_per_order"]) == ([], 999)
     assert (await catalog.get("/v1/products/SKU-NEW")).status_code == 404
     assert store.outbox == []
 

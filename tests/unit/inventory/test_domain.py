@@ -8,7 +8,9 @@ import pytest
 
 from services.inventory.domain import (
     DEFAULT_MAX_HOLD,
+    MAX_PRICE_TIERS,
     MAX_STOCK,
+    InvalidPriceTiers,
     Ledger,
     Merchant,
     Product,
@@ -25,6 +27,7 @@ from shared.contracts import (
     MerchantUpserted,
     OrderEndReason,
     PaymentMethod,
+    PriceTier,
     ProductKind,
     ProductUpserted,
     ReservationEndReason,
@@ -321,6 +324,78 @@ def test_a_product_announces_its_details_and_limit() -> None:
         sku="BOX", name="Gift box", merchant_id="m-3", price_fen=19900, max_per_order=2
     )
     assert product.upserted(merchant_sells=False).active is False
+
+
+def tier(min_quantity: int, unit_price_fen: int) -> PriceTier:
+    return PriceTier(min_quantity=min_quantity, unit_price_fen=unit_price_fen)
+
+
+def test_a_product_keeps_and_announces_its_price_tiers_and_an_edit_replaces_them() -> None:
+    tiers = (tier(3, 900), tier(10, 800))
+    created = Product.create("TEA", ProductDetails("Tea", "m-1", 1000, price_tiers=tiers), available=20)
+
+    edited = created.edited(ProductDetails("Tea", "m-1", 1000, price_tiers=(tier(5, 850),)))
+
+    assert created.price_tiers == tiers
+    assert created.upserted(merchant_sells=True).price_tiers == list(tiers)
+    assert edited.price_tiers == (tier(5, 850),)
+    assert edited.edited(ProductDetails("Tea", "m-1", 1000)).upserted(merchant_sells=True).price_tiers == []
+
+
+def test_tiers_may_reach_up_to_the_per_order_limit_down_to_free_and_number_the_maximum() -> None:
+    at_limit = ProductDetails("Tea", "m-1", 1000, max_per_order=10, price_tiers=(tier(2, 999), tier(10, 0)))
+    many = tuple(tier(2 + n, 1000 - 10 * (n + 1)) for n in range(MAX_PRICE_TIERS))
+
+    assert at_limit.price_tiers[-1] == tier(10, 0)
+    assert len(ProductDetails("Tea", "m-1", 1000, price_tiers=many).price_tiers) == MAX_PRICE_TIERS
+
+
+@pytest.mark.parametrize(
+    ("tiers", "field", "message"),
+    [
+        pytest.param(
+            tuple(tier(2 + n, 900 - n) for n in range(MAX_PRICE_TIERS + 1)),
+            "price_tiers",
+            "at most 10 price tiers \\(got 11\\)",
+            id="too-many",
+        ),
+        pytest.param(
+            (tier(3, 1000),), "price_tiers.0.unit_price_fen", "cheaper than the price", id="not-cheaper"
+        ),
+        pytest.param((tier(3, 1200),), "price_tiers.0.unit_price_fen", "cheaper than the price", id="dearer"),
+        pytest.param(
+            (tier(3, 900), tier(3, 800)), "price_tiers.1.min_quantity", "strictly rising", id="same-quantity"
+        ),
+        pytest.param(
+            (tier(5, 900), tier(3, 800)),
+            "price_tiers.1.min_quantity",
+            "strictly rising",
+            id="falling-quantity",
+        ),
+        pytest.param(
+            (tier(3, 900), tier(5, 900)),
+            "price_tiers.1.unit_price_fen",
+            "cheaper than the one",
+            id="same-price",
+        ),
+        pytest.param(
+            (tier(3, 800), tier(5, 900)),
+            "price_tiers.1.unit_price_fen",
+            "cheaper than the one",
+            id="rising-price",
+        ),
+        pytest.param(
+            (tier(11, 900),), "price_tiers.0.min_quantity", "beyond the limit of 10", id="unreachable"
+        ),
+    ],
+)
+def test_tiers_that_do_not_make_a_price_list_are_refused_naming_the_field(
+    tiers: tuple[PriceTier, ...], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidPriceTiers, match=message) as refused:
+        ProductDetails("Tea", "m-1", 1000, max_per_order=10, price_tiers=tiers)
+
+    assert refused.value.field == field
 
 
 def test_a_merchant_announces_the_methods_it_accepts_in_a_stable_order() -> None:

@@ -35,6 +35,8 @@ from shared.contracts import (
     PaymentPending,
     PaymentRefunded,
     PaymentRequested,
+    PriceTier,
+    ProductUpserted,
     RefundReason,
     decode_data,
 )
@@ -786,3 +788,21 @@ async def test_anyone_browses_the_orderable_products_with_their_limits(client: h
     }
     assert (await client.get("/v1/products/PUER")).json()["price_fen"] == 12800
     problem(await client.get("/v1/products/OLD"), 404, "product-not-found")
+
+
+async def test_the_product_listing_shows_price_tiers(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    tiers = [{"min_quantity": 3, "unit_price_fen": 900}, {"min_quantity": 10, "unit_price_fen": 800}]
+    tiered = ProductUpserted(
+        sku="TIN",
+        name="Tea tin",
+        merchant_id="m-1",
+        price_fen=1000,
+        price_tiers=[PriceTier(**t) for t in tiers],
+    )
+    await handle_batch(service, [delivery(tiered)])
+
+    listed = {item["sku"]: item["price_tiers"] for item in (await client.get("/v1/products")).json()["items"]}
+    assert listed == {"CUP": [], "PUER": [], "TEA": [], "TIN": tiers}
+    assert (await client.get("/v1/products/TIN")).json()["price_tiers"] == tiers

@@ -40,6 +40,7 @@ from shared.contracts import (
     PayActionType,
     PaymentMethod,
     PaymentRequested,
+    PriceTier,
     ProductKind,
     RefundReason,
 )
@@ -93,6 +94,43 @@ def test_pricing_in_fen_merges_repeated_skus() -> None:
     assert [(line.sku, line.quantity, line.line_total_fen) for line in lines] == [
         ("TEA-1", 3, 26400),
         ("CUP-1", 1, 4550),
+    ]
+
+
+BULK_TEA = CatalogItem(
+    "BULK-1",
+    "Longjing tea by the tin",
+    "m-1",
+    ProductKind.PHYSICAL,
+    1000,
+    price_tiers=(
+        PriceTier(min_quantity=3, unit_price_fen=900),
+        PriceTier(min_quantity=10, unit_price_fen=800),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unit_price_fen"),
+    [(1, 1000), (2, 1000), (3, 900), (9, 900), (10, 800), (999, 800)],
+)
+def test_a_line_is_priced_at_the_highest_tier_its_quantity_reaches(
+    quantity: int, unit_price_fen: int
+) -> None:
+    [priced] = price_lines([RequestedItem("BULK-1", quantity)], {**CATALOG, "BULK-1": BULK_TEA})
+
+    assert (priced.unit_price_fen, priced.line_total_fen) == (unit_price_fen, unit_price_fen * quantity)
+
+
+def test_a_tier_is_reached_by_the_merged_quantity_of_a_repeated_sku() -> None:
+    lines = price_lines(
+        [RequestedItem("BULK-1", 2), RequestedItem("TEA-1", 3), RequestedItem("BULK-1", 1)],
+        {**CATALOG, "BULK-1": BULK_TEA},
+    )
+
+    assert [(line.sku, line.quantity, line.unit_price_fen) for line in lines] == [
+        ("BULK-1", 3, 900),
+        ("TEA-1", 3, 8800),
     ]
 
 

@@ -43,6 +43,7 @@ from shared.contracts import (
     PaymentRefunded,
     PaymentRequested,
     PaymentVoided,
+    PriceTier,
     ProductUpserted,
     RefundReason,
     Shortage,
@@ -724,6 +725,24 @@ async def test_product_upserted_updates_the_catalog_replica_that_prices_orders(s
         await placed(service, ("CUP", 1))
     with pytest.raises(InvalidOrder):
         await placed(service, ("POT", 4))
+
+
+async def test_the_replica_keeps_a_products_price_tiers_and_prices_orders_by_them(
+    service: OrderService,
+) -> None:
+    tiers = [PriceTier(min_quantity=3, unit_price_fen=900), PriceTier(min_quantity=10, unit_price_fen=800)]
+    tiered = ProductUpserted(sku="TIN", name="Tea tin", merchant_id="m-1", price_fen=1000, price_tiers=tiers)
+    await handle_batch(service, [delivery(tiered)])
+
+    [kept] = (await service.store.catalog_items(["TIN"])).values()
+    assert kept.price_tiers == tuple(tiers)
+    assert (await placed(service, ("TIN", 2))).total_fen == 2000
+    assert (await placed(service, ("TIN", 3))).total_fen == 2700
+    assert (await placed(service, ("TIN", 10))).total_fen == 8000
+
+    untiered = ProductUpserted(sku="TIN", name="Tea tin", merchant_id="m-1", price_fen=1000)
+    await handle_batch(service, [delivery(untiered)])
+    assert (await placed(service, ("TIN", 10))).total_fen == 10000, "a later upsert without tiers drops them"
 
 
 # --- the deadline sweeper ------------------------------------------------------------------
