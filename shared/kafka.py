@@ -210,6 +210,26 @@ def make_consumer(settings: SharedSettings, group_id: str, topics: Sequence[str]
     )
 
 
+def make_plain_consumer(
+    settings: SharedSettings,
+    client_id: str,
+    *,
+    auto_offset_reset: str,
+    fetch_max_wait_ms: int | None = None,
+) -> AIOKafkaConsumer:
+    """A consumer outside any group: its reader assigns partitions by hand and commits nothing."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms
+        if fetch_max_wait_ms is None
+        else fetch_max_wait_ms,
+    )
+
+
 async def ensure_topics(settings: SharedSettings, topics: Sequence[str]) -> None:
     """Create missing topics and their dead-letter twins (on real clusters they are declared)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)

@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from faust.types import AgentT, TableT
 from faust.windows import TumblingWindow
@@ -31,6 +30,7 @@ from shared.clock import Clock, utc_now
 from shared.contracts import topics
 from shared.faust_app import FaustWiring, Outputs, rekeying_app, run_faust_service
 from shared.http import ReadinessCheck
+from shared.kafka import make_plain_consumer
 from shared.settings import DAY_S, SharedSettings, load_settings
 
 DESCRIPTION = (
@@ -131,11 +131,11 @@ def http_app(view: RevenueView, checks: dict[str, ReadinessCheck], settings: Ana
 
 def follower(settings: AnalyticsSettings, view: RevenueView) -> Follower:
     """Reads every partition of analytics.merchant-revenue, with no group, into `view`."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=f"{SERVICE}-view",
-        group_id=None,
-        enable_auto_commit=False,
+    consumer = make_plain_consumer(
+        settings,
+        f"{SERVICE}-view",
+        # The follower seeks to the beginning itself; "latest" is aiokafka's default, kept as it was.
+        auto_offset_reset="latest",
         # The API may lag the topic by this much; an idle follower then asks the broker 4 times a
         # second rather than 20 (KAFKA_FETCH_MAX_WAIT_MS is short for the saga's hops, not for this).
         fetch_max_wait_ms=max(settings.kafka_fetch_max_wait_ms, VIEW_FETCH_MAX_WAIT_MS),

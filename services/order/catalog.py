@@ -41,7 +41,7 @@ from services.order.handlers import SERVICE, Batch, OrderService, on_merchant_up
 from shared.contracts import MerchantUpserted, ProductUpserted, topics
 from shared.errors import Outage, is_transient
 from shared.handlers import Handlers
-from shared.kafka import BatchConsumer, Delivery
+from shared.kafka import BatchConsumer, Delivery, make_plain_consumer
 from shared.logging import get_logger
 from shared.runtime import Worker
 from shared.settings import SharedSettings
@@ -194,12 +194,5 @@ def catalog_replica(
 
 def table_consumer(settings: SharedSettings) -> AIOKafkaConsumer:
     """A consumer outside any group: partitions are assigned by hand and nothing is committed."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=REPLICA,
-        group_id=None,
-        enable_auto_commit=False,
-        # A position compaction has since cleaned away reads on from the table's new beginning.
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    )
+    # A position compaction has since cleaned away reads on from the table's new beginning.
+    return make_plain_consumer(settings, REPLICA, auto_offset_reset="earliest")

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Protocol
 
 import anyio
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from fastapi import APIRouter, Depends, Header, Query
 from prometheus_client import Gauge
@@ -35,7 +35,7 @@ from shared.contracts import REGISTRY, Envelope
 from shared.contracts.privacy import for_analysts
 from shared.contracts.topics import ORDER_EVENTS
 from shared.http import Problem, problem_responses
-from shared.kafka import PoisonRecord, decode_record, encode
+from shared.kafka import PoisonRecord, decode_record, encode, make_plain_consumer
 from shared.logging import get_logger
 from shared.settings import SharedSettings
 
@@ -158,14 +158,7 @@ def plain_consumers(settings: SharedSettings) -> Callable[[], EventLog]:
     committed, and an out-of-range position reported instead of silently reset."""
 
     def make() -> EventLog:
-        consumer: EventLog = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id="order-gateway-stream",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="none",
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        )
+        consumer: EventLog = make_plain_consumer(settings, "order-gateway-stream", auto_offset_reset="none")
         return consumer
 
     return make
