@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
@@ -107,6 +108,17 @@ def _provider_api(sandbox: Sandbox) -> APIRouter:
         sandbox.check_signature(method, request.headers, request.method, request.url.path, body)
         return body
 
+    async def once(
+        request: Request,
+        method: PaymentMethod,
+        call: WireModel,
+        run: Callable[[str], Awaitable[PaymentAnswer]],
+    ) -> PaymentAnswer:
+        """A money call, run once per the request's Idempotency-Key."""
+        return await sandbox.once(
+            method, request.headers.get(IDEMPOTENCY_KEY_HEADER), request.url.path, call, run
+        )
+
     @router.post("/v1/{method}/payments", summary="Authorize (Idempotency-Key: the payment id)")
     async def authorize(method: PaymentMethod, request: Request) -> PaymentAnswer:
         call = _parse(AuthorizeRequest, await signed_body(request, method))
@@ -115,13 +127,7 @@ def _provider_api(sandbox: Sandbox) -> APIRouter:
             raise ProviderFault(
                 400, ErrorCode.CARD_NUMBER_REFUSED, "token: a card number; send a provider token"
             )
-        return await sandbox.once(
-            method,
-            request.headers.get(IDEMPOTENCY_KEY_HEADER),
-            request.url.path,
-            call,
-            lambda key: sandbox.authorize(method, call, key),
-        )
+        return await once(request, method, call, lambda key: sandbox.authorize(method, call, key))
 
     @router.get("/v1/{method}/payments/{payment_id}", summary="Query a payment")
     async def query(method: PaymentMethod, payment_id: str, request: Request) -> PaymentAnswer:
@@ -133,37 +139,19 @@ def _provider_api(sandbox: Sandbox) -> APIRouter:
     )
     async def capture(method: PaymentMethod, payment_id: str, request: Request) -> PaymentAnswer:
         call = _parse(CaptureRequest, await signed_body(request, method))
-        return await sandbox.once(
-            method,
-            request.headers.get(IDEMPOTENCY_KEY_HEADER),
-            request.url.path,
-            call,
-            lambda key: sandbox.capture(method, payment_id, call, key),
-        )
+        return await once(request, method, call, lambda key: sandbox.capture(method, payment_id, call, key))
 
     @router.post(
         "/v1/{method}/payments/{payment_id}/void", summary="Void or close (Idempotency-Key: `<id>:void`)"
     )
     async def void(method: PaymentMethod, payment_id: str, request: Request) -> PaymentAnswer:
         call = _parse(VoidRequest, await signed_body(request, method))
-        return await sandbox.once(
-            method,
-            request.headers.get(IDEMPOTENCY_KEY_HEADER),
-            request.url.path,
-            call,
-            lambda key: sandbox.void(method, payment_id, call, key),
-        )
+        return await once(request, method, call, lambda key: sandbox.void(method, payment_id, call, key))
 
     @router.post("/v1/{method}/refunds", summary="Refund (Idempotency-Key: the refund id)")
     async def refund(method: PaymentMethod, request: Request) -> PaymentAnswer:
         call = _parse(RefundRequest, await signed_body(request, method))
-        return await sandbox.once(
-            method,
-            request.headers.get(IDEMPOTENCY_KEY_HEADER),
-            request.url.path,
-            call,
-            lambda key: sandbox.refund(method, call, key),
-        )
+        return await once(request, method, call, lambda key: sandbox.refund(method, call, key))
 
     return router
 
