@@ -36,6 +36,8 @@ class Plumbing:
     settings: SharedSettings
     producer: AIOKafkaProducer
     store: MongoStore
+    # The process's one key ring for personal data: its outbox is sealed with it, its stores use it.
+    personal_data: PersonalData
 
 
 @dataclass
@@ -66,10 +68,13 @@ async def run_service(
     producer = make_producer(settings, client_id=service)
     await producer.start()
     client = make_client(settings)
-    store = MongoStore(client, db_name, sealer=PersonalData.from_settings(settings))
+    personal_data = PersonalData.from_settings(settings)
+    store = MongoStore(client, db_name, sealer=personal_data)
     await store.wait_until_reachable(settings)
     await store.ensure_plumbing_indexes(settings)
-    wiring = await wire(Plumbing(settings=settings, producer=producer, store=store))
+    wiring = await wire(
+        Plumbing(settings=settings, producer=producer, store=store, personal_data=personal_data)
+    )
 
     async def kafka_ready() -> bool:
         try:

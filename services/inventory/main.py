@@ -13,7 +13,6 @@ from services.inventory.domain import DEFAULT_MAX_HOLD
 from services.inventory.handlers import Inventory, handle_batch, release_expired
 from services.inventory.store import MongoInventoryStore
 from shared.contracts import topics
-from shared.crypto import PersonalData
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -43,7 +42,7 @@ async def main() -> None:
     settings = load_settings(InventorySettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
-        store = MongoInventoryStore(plumbing.store, PersonalData.from_settings(settings))
+        store = MongoInventoryStore(plumbing.store, plumbing.personal_data)
         await store.ensure_indexes()
         service = Inventory(
             store=store,

@@ -26,7 +26,7 @@ from services.order.throttle import Throttle, rule
 from shared.auth import TokenIssuer, TokenVerifier
 from shared.batching import Admission
 from shared.contracts import topics
-from shared.crypto import PersonalData, TokenSealer
+from shared.crypto import TokenSealer
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import SharedSettings, load_settings
@@ -100,7 +100,7 @@ async def main() -> None:
 
     async def wire(plumbing: Plumbing) -> Wiring:
         redis = Redis.from_url(settings.redis_url)
-        personal = PersonalData(settings.pii_encryption_keys, settings.pii_index_key)
+        personal = plumbing.personal_data
         token_sealer = TokenSealer(settings.payment_token_public_key)
         store = MongoOrderStore(plumbing.store, personal, token_sealer)
         await store.ensure_indexes(idempotency_key_ttl_s=settings.order_idempotency_key_ttl_s)

@@ -18,7 +18,7 @@ from services.payment.handlers import SERVICE, PaymentPolicy, PaymentService, ha
 from services.payment.store import MongoPaymentStore
 from services.payment.worker import OperationWorker
 from shared.contracts import topics
-from shared.crypto import PersonalData, TokenOpener, token_public_key
+from shared.crypto import TokenOpener, token_public_key
 from shared.runtime import every
 from shared.service import Plumbing, Wiring, run_service
 from shared.settings import DEV_PAYMENT_TOKEN_PRIVATE_KEY, load_settings
@@ -101,7 +101,7 @@ async def main() -> None:
     settings = load_settings(PaymentSettings)
 
     async def wire(plumbing: Plumbing) -> Wiring:
-        store = MongoPaymentStore(plumbing.store, PersonalData.from_settings(settings))
+        store = MongoPaymentStore(plumbing.store, plumbing.personal_data)
         await store.ensure_indexes(nonce_ttl_s=settings.payment_callback_nonce_ttl_s)
         client = httpx.AsyncClient(timeout=settings.provider_call_timeout_s)
         service = PaymentService(
