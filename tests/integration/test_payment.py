@@ -18,6 +18,8 @@ from tests.integration.conftest import ROOT, Platform
 from tests.integration.harness import PROVIDER_DEADLINE_S, eventually
 
 WALLET_ACTIONS = {"wechat_pay": "qr", "alipay": "redirect"}
+# Beyond the provider's deadline: the worker's retry pacing, then the saga's own hops.
+CHECKS_SLACK_S = 20.0
 
 
 async def pending_wallet_order(platform: Platform, method: str, sku: str | None = None) -> dict[str, Any]:
@@ -129,9 +131,6 @@ async def test_a_slow_provider_is_retried_within_the_deadline_and_charges_once(p
         lambda ops: ops == [("authorize", "authorized"), ("capture", "captured")],
         what="one authorization and one capture for the delayed card",
     )
-
-
-CHECKS_SLACK_S = 20.0
 
 
 async def redeliver(platform: Platform, order_id: str, event_type: str, times: int) -> None:
