@@ -72,6 +72,7 @@ REASONS: dict[OrderEndReason, str] = {
     OrderEndReason.CUSTOMER_CANCELLED: "您已取消订单",
     OrderEndReason.PROVIDER_TIMEOUT: "支付渠道未及时响应",
     OrderEndReason.RESERVATION_LOST: "付款到账时商品已售罄，货款将全额退回",
+    OrderEndReason.COUPON_UNAVAILABLE: "优惠券已用完或您已使用过",
 }
 
 # How money that came too late went back: a held authorization is released, a taken payment refunded.

@@ -13,6 +13,7 @@ from shared.contracts.base import (
 )
 from shared.contracts.common import (
     CURRENCY,
+    CouponApplied,
     OrderLine,
     PaymentMethod,
     ProductKind,
@@ -22,11 +23,18 @@ from shared.contracts.common import (
 from shared.contracts.fraud import FraudDecision, FraudReason, FraudScored
 from shared.contracts.inventory import (
     MAX_UNITS_PER_ORDER,
+    AssignedCodes,
+    BackInStock,
+    CodesAssigned,
+    CouponDiscount,
+    CouponUpserted,
+    LowStock,
     MerchantStatus,
     MerchantUpserted,
     PriceTier,
     ProductUpserted,
     ReservationEndReason,
+    ServiceSlot,
     Shortage,
     StockCommitted,
     StockRejected,
@@ -36,11 +44,14 @@ from shared.contracts.inventory import (
 )
 from shared.contracts.notification import NotificationSent, Role
 from shared.contracts.order import (
+    AfterSalesKind,
+    AfterSalesRequested,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
     OrderPlaced,
     OrderRejected,
+    OrderReviewed,
     PaymentRequested,
     RefundRequested,
 )
@@ -57,6 +68,17 @@ from shared.contracts.payment import (
 )
 
 __all__ = [
+    "AfterSalesKind",
+    "AfterSalesRequested",
+    "AssignedCodes",
+    "BackInStock",
+    "CodesAssigned",
+    "CouponApplied",
+    "CouponDiscount",
+    "CouponUpserted",
+    "LowStock",
+    "OrderReviewed",
+    "ServiceSlot",
     "CURRENCY",
     "DeclineReason",
     "Envelope",

@@ -21,8 +21,13 @@ class PaymentMethod(StrEnum):
 
 
 class ProductKind(StrEnum):
+    """What a unit of a product is: goods to ship, a code delivered at once, or a booked time slot."""
+
     PHYSICAL = "physical"
+    # Gift cards, licence keys, top-up codes: assigned to the order when it is paid.
     VIRTUAL = "virtual"
+    # A lesson, a repair visit: each order line books one of the product's time slots.
+    SERVICE = "service"
 
 
 class OrderLine(BaseModel):
@@ -36,6 +41,9 @@ class OrderLine(BaseModel):
     kind: ProductKind = ProductKind.PHYSICAL
     quantity: int = Field(gt=0)
     unit_price_fen: Fen
+    slot_id: str | None = Field(
+        default=None, description="The booked time slot of a `service` product; None for other kinds."
+    )
 
     @property
     def line_total_fen(self) -> int:
@@ -43,12 +51,25 @@ class OrderLine(BaseModel):
 
 
 class StockLine(BaseModel):
-    """A quantity of one SKU: what inventory reserved, released or committed."""
+    """A quantity of one SKU (of one slot, for a service): what inventory reserved, released or
+    committed."""
 
     model_config = ConfigDict(frozen=True)
 
     sku: str
     quantity: int = Field(gt=0)
+    slot_id: str | None = Field(default=None, description="The time slot, for a `service` product.")
+
+
+class CouponApplied(BaseModel):
+    """A merchant's coupon on an order, as the order service priced it: `discount_fen` comes off the
+    merchant's lines, and one of the coupon's uses is held with the order's stock."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    merchant_id: str
+    discount_fen: Fen
 
 
 class ShippingAddress(BaseModel):

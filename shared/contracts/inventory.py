@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.contracts.base import Event, OrderEvent, register
 from shared.contracts.common import CURRENCY, Fen, PaymentMethod, ProductKind, StockLine
 from shared.contracts.order import OrderEndReason
-from shared.contracts.topics import INVENTORY_EVENTS, INVENTORY_MERCHANTS, INVENTORY_PRODUCTS
+from shared.contracts.topics import (
+    INVENTORY_COUPONS,
+    INVENTORY_EVENTS,
+    INVENTORY_MERCHANTS,
+    INVENTORY_PRODUCTS,
+)
 
 # The most units of one product an order may hold, unless the merchant sets a lower limit.
 MAX_UNITS_PER_ORDER = 999
@@ -29,6 +34,8 @@ class StockRejectReason(StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     # An order was paid after its reservation had expired, and the stock had gone meanwhile.
     RESERVATION_LOST = "RESERVATION_LOST"
+    # The stock was there but the order's coupon was not: no use left, or used by this customer already.
+    COUPON_UNAVAILABLE = "COUPON_UNAVAILABLE"
 
 
 class ReservationEndReason(StrEnum):
@@ -51,6 +58,17 @@ class PriceTier(BaseModel):
     unit_price_fen: Fen
 
 
+class ServiceSlot(BaseModel):
+    """A bookable time slot of a `service` product; an order line books it by `slot_id`. How many
+    bookings it takes is its stock, which only inventory knows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slot_id: str
+    starts_at: datetime
+    ends_at: datetime
+
+
 @register
 class ProductUpserted(Event):
     """A product was created or changed; key = sku. Other services keep catalog replicas from it.
@@ -71,9 +89,49 @@ class ProductUpserted(Event):
     # Quantity tiers, by rising min_quantity and falling price: the highest tier an order line
     # reaches sets its unit price. Empty: `price_fen` whatever the quantity.
     price_tiers: list[PriceTier] = []
+    description: str = ""
+    # Substitutes for a product out of stock are taken from its category.
+    category: str = ""
+    attributes: dict[str, str] = Field(default_factory=dict, description="Colour, size, duration...")
+    payment_methods: list[PaymentMethod] = Field(
+        default_factory=list,
+        description="The methods this product may be paid with; empty: every method its merchant accepts.",
+    )
+    # The time slots of a `service` product that can still be booked; empty for other kinds.
+    slots: list[ServiceSlot] = []
 
     def subject(self) -> str:
         return self.sku
+
+
+class CouponDiscount(StrEnum):
+    PERCENT = "percent"
+    AMOUNT = "amount"
+
+
+@register
+class CouponUpserted(Event):
+    """A merchant's coupon was created or changed; key = code. The gateway prices orders from its
+    replica; inventory alone counts the uses, held with an order's stock.
+
+    On `inventory.coupons`, a compacted topic: the latest of each coupon stays on it for good."""
+
+    TOPIC = INVENTORY_COUPONS
+    TYPE = "inventory.coupon_upserted"
+    code: str
+    merchant_id: str
+    discount: CouponDiscount
+    # PERCENT: 1-100 (per cent off the merchant's lines); AMOUNT: fen off, at most the lines' total.
+    value: int = Field(gt=0)
+    min_spend_fen: Fen = Field(default=0, description="The merchant's lines must total at least this.")
+    valid_from: datetime
+    valid_until: datetime
+    total_uses: int = Field(gt=0)
+    once_per_customer: bool = True
+    active: bool = True
+
+    def subject(self) -> str:
+        return self.code
 
 
 @register
@@ -115,12 +173,17 @@ class Shortage(StockLine):
 
 @register
 class StockRejected(_StockEvent):
-    """Nothing was held: at least one line is short. Substitutes are in-stock SKUs of the same merchant."""
+    """Nothing was held: at least one line is short, or the coupon had no use left for this customer.
+    Substitutes are up to three SKUs on sale and in stock from the short products' categories,
+    closest in price first."""
 
     TYPE = "inventory.stock_rejected"
     reason: StockRejectReason = StockRejectReason.OUT_OF_STOCK
     shortages: list[Shortage] = []
     substitutes: list[str] = []
+    detail: str = Field(
+        default="", description="In words, for COUPON_UNAVAILABLE: why the coupon was refused."
+    )
 
 
 @register
@@ -139,3 +202,57 @@ class StockCommitted(_StockEvent):
 
     TYPE = "inventory.stock_committed"
     lines: list[StockLine]
+
+
+class AssignedCodes(BaseModel):
+    """The codes a virtual product's order line was given, each sealed with the platform's personal-data
+    key ring (shared.crypto.PersonalData): never in clear on the wire."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sku: str
+    sealed_codes: list[str] = Field(min_length=1)
+
+
+@register
+class CodesAssigned(_StockEvent):
+    """A paid order's virtual lines were given their codes, each code to one order only (a reusable
+    code to every order of its product): the order is fulfilled, and the buyer alone may see them."""
+
+    TYPE = "inventory.codes_assigned"
+    customer_id: str
+    lines: list[AssignedCodes] = Field(min_length=1)
+
+
+@register
+class BackInStock(Event):
+    """A product that was out of stock was restocked; key = sku. Notification tells each subscriber
+    once: a subscription is used up by the event that names it. A long list comes as several events."""
+
+    TOPIC = INVENTORY_EVENTS
+    TYPE = "inventory.back_in_stock"
+    sku: str
+    name: str
+    merchant_id: str
+    available: int = Field(ge=1)
+    customer_ids: list[str] = Field(min_length=1)
+
+    def subject(self) -> str:
+        return self.sku
+
+
+@register
+class LowStock(Event):
+    """A product's sellable stock fell to or below its merchant's threshold; key = sku. Once per
+    crossing: it is announced again only after a restock has lifted it above the threshold."""
+
+    TOPIC = INVENTORY_EVENTS
+    TYPE = "inventory.low_stock"
+    sku: str
+    name: str
+    merchant_id: str
+    available: int = Field(ge=0)
+    threshold: int = Field(ge=0)
+
+    def subject(self) -> str:
+        return self.sku

@@ -11,6 +11,7 @@ from pydantic import Field
 from shared.contracts.base import JsonDict, OrderEvent, register
 from shared.contracts.common import (
     CURRENCY,
+    CouponApplied,
     Fen,
     OrderLine,
     PaymentMethod,
@@ -34,6 +35,8 @@ class OrderEndReason(StrEnum):
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
     # Paid, but its reservation had expired and the stock was gone: cancelled and refunded in full.
     RESERVATION_LOST = "RESERVATION_LOST"
+    # The coupon had no use left, or this customer had used it already, when stock was reserved.
+    COUPON_UNAVAILABLE = "COUPON_UNAVAILABLE"
 
 
 class _OrderEvent(OrderEvent):
@@ -53,6 +56,11 @@ class OrderPlaced(_OrderEvent):
     payment_method: PaymentMethod
     shipping_address: ShippingAddress
     placed_at: datetime
+    coupon: CouponApplied | None = Field(
+        default=None,
+        description="The coupon applied: `total_fen` is the lines' total less its discount. Inventory "
+        "holds one of its uses with the stock, all or nothing.",
+    )
     hold_until: datetime | None = Field(
         default=None,
         description="The latest the order may still be approved and paid: inventory holds its stock "
@@ -139,3 +147,34 @@ class RefundRequested(_OrderEvent):
     amount_fen: Fen = Field(gt=0)
     currency: str = CURRENCY
     reason: str = Field(min_length=1, max_length=200, description="Why, in words for the customer.")
+
+
+class AfterSalesKind(StrEnum):
+    REFUND_ONLY = "refund_only"
+    RETURN_AND_REFUND = "return_and_refund"
+    EXCHANGE = "exchange"
+
+
+@register
+class AfterSalesRequested(_OrderEvent):
+    """A customer opened an after-sales case on a delivered order: a complaint against the merchant,
+    which inventory counts towards the merchant's complaint rate."""
+
+    TYPE = "order.after_sales_requested"
+    case_id: str
+    customer_id: str
+    merchant_id: str
+    kind: AfterSalesKind
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@register
+class OrderReviewed(_OrderEvent):
+    """The buyer of a delivered order reviewed it, once: a verified purchase's rating, which inventory
+    counts towards the merchant's and each product's rating."""
+
+    TYPE = "order.reviewed"
+    customer_id: str
+    merchant_id: str
+    skus: list[str] = Field(min_length=1)
+    rating: int = Field(ge=1, le=5)

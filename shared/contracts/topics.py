@@ -6,6 +6,8 @@ INVENTORY_EVENTS = "inventory.events"
 # every product and merchant stays on them for good and a replica can always be rebuilt from them.
 INVENTORY_PRODUCTS = "inventory.products"
 INVENTORY_MERCHANTS = "inventory.merchants"
+# Merchants' coupons as a table keyed by code, which the gateway prices orders from.
+INVENTORY_COUPONS = "inventory.coupons"
 PAYMENT_EVENTS = "payment.events"
 FRAUD_EVENTS = "fraud.events"
 NOTIFICATION_EVENTS = "notification.events"
@@ -17,6 +19,7 @@ ALL = (
     INVENTORY_EVENTS,
     INVENTORY_PRODUCTS,
     INVENTORY_MERCHANTS,
+    INVENTORY_COUPONS,
     PAYMENT_EVENTS,
     FRAUD_EVENTS,
     NOTIFICATION_EVENTS,

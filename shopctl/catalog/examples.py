@@ -12,11 +12,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.contracts import (
+    AfterSalesKind,
+    AfterSalesRequested,
+    AssignedCodes,
+    BackInStock,
+    CodesAssigned,
+    CouponApplied,
+    CouponDiscount,
+    CouponUpserted,
     DeclineReason,
     Event,
     FraudDecision,
     FraudReason,
     FraudScored,
+    LowStock,
     MerchantStatus,
     MerchantUpserted,
     NotificationSent,
@@ -26,6 +35,7 @@ from shared.contracts import (
     OrderLine,
     OrderPlaced,
     OrderRejected,
+    OrderReviewed,
     PayActionType,
     PaymentAuthorized,
     PaymentCaptured,
@@ -42,6 +52,7 @@ from shared.contracts import (
     RefundRequested,
     ReservationEndReason,
     Role,
+    ServiceSlot,
     ShippingAddress,
     Shortage,
     StockCommitted,
@@ -75,7 +86,8 @@ _GIFT_CARD = OrderLine(
     unit_price_fen=10000,
 )
 _LINES = [_TEA, _GIFT_CARD]
-_TOTAL_FEN = sum(line.line_total_fen for line in _LINES)
+_COUPON = CouponApplied(code="TEA-AUTUMN-10", merchant_id=MERCHANT_ID, discount_fen=1000)
+_TOTAL_FEN = sum(line.line_total_fen for line in _LINES) - _COUPON.discount_fen
 _HELD = [StockLine(sku=line.sku, quantity=line.quantity) for line in _LINES]
 
 EXAMPLES: tuple[Event, ...] = (
@@ -96,6 +108,7 @@ EXAMPLES: tuple[Event, ...] = (
             postal_code="310000",
         ),
         placed_at=PLACED_AT,
+        coupon=_COUPON,
     ),
     PaymentRequested(
         order_id=ORDER_ID,
@@ -126,6 +139,21 @@ EXAMPLES: tuple[Event, ...] = (
         reason=OrderEndReason.OUT_OF_STOCK,
         detail="TEA-LONGJING-250G: 2 asked, 1 available",
     ),
+    AfterSalesRequested(
+        order_id=ORDER_ID,
+        case_id="as_4c2e9a7b1d3f",
+        customer_id=CUSTOMER_ID,
+        merchant_id=MERCHANT_ID,
+        kind=AfterSalesKind.REFUND_ONLY,
+        reason="One gift card arrived already used",
+    ),
+    OrderReviewed(
+        order_id=ORDER_ID,
+        customer_id=CUSTOMER_ID,
+        merchant_id=MERCHANT_ID,
+        skus=["TEA-LONGJING-250G"],
+        rating=5,
+    ),
     OrderCancelled(
         order_id=ORDER_ID,
         order_no=ORDER_NO,
@@ -141,6 +169,54 @@ EXAMPLES: tuple[Event, ...] = (
         price_fen=12800,
         max_per_order=10,
         price_tiers=[PriceTier(min_quantity=5, unit_price_fen=11800)],
+        description="Pre-Qingming Longjing from the West Lake hills, picked by hand.",
+        category="tea/green",
+        attributes={"weight": "250 g", "harvest": "2026 spring"},
+        payment_methods=[PaymentMethod.BANK_CARD, PaymentMethod.ALIPAY],
+    ),
+    ProductUpserted(
+        sku="CLASS-TEA-CEREMONY",
+        name="Tea ceremony class, 90 minutes",
+        merchant_id=MERCHANT_ID,
+        kind=ProductKind.SERVICE,
+        price_fen=29800,
+        category="classes/tea",
+        slots=[
+            ServiceSlot(
+                slot_id="2026-11-28T10:00",
+                starts_at=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+                ends_at=datetime(2026, 11, 28, 11, 30, tzinfo=UTC),
+            )
+        ],
+    ),
+    CouponUpserted(
+        code=_COUPON.code,
+        merchant_id=MERCHANT_ID,
+        discount=CouponDiscount.AMOUNT,
+        value=1000,
+        min_spend_fen=20000,
+        valid_from=datetime(2026, 11, 1, tzinfo=UTC),
+        valid_until=datetime(2026, 12, 1, tzinfo=UTC),
+        total_uses=500,
+    ),
+    CodesAssigned(
+        order_id=ORDER_ID,
+        customer_id=CUSTOMER_ID,
+        lines=[AssignedCodes(sku="GIFT-CARD-100", sealed_codes=["v1.dev1.c2VhbGVkIGdpZnQgY2FyZCBjb2Rl"])],
+    ),
+    BackInStock(
+        sku="TEA-BILUOCHUN-250G",
+        name="Biluochun green tea, 250 g",
+        merchant_id=MERCHANT_ID,
+        available=40,
+        customer_ids=[CUSTOMER_ID, "cust-20c4e8"],
+    ),
+    LowStock(
+        sku="TEA-DAHONGPAO-100G",
+        name="Da Hong Pao oolong, 100 g",
+        merchant_id=MERCHANT_ID,
+        available=3,
+        threshold=5,
     ),
     MerchantUpserted(
         merchant_id=MERCHANT_ID,

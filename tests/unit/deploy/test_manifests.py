@@ -18,7 +18,13 @@ import yaml
 from pydantic import SecretStr
 
 from devstack.stack import DEFAULT_PORTS
-from shared.contracts.topics import ALL, INVENTORY_MERCHANTS, INVENTORY_PRODUCTS, dead_letter
+from shared.contracts.topics import (
+    ALL,
+    INVENTORY_COUPONS,
+    INVENTORY_MERCHANTS,
+    INVENTORY_PRODUCTS,
+    dead_letter,
+)
 from shared.crypto import TokenOpener
 from shared.settings import DEV_PAYMENT_TOKEN_PRIVATE_KEY, DEV_PAYMENT_TOKEN_PUBLIC_KEY
 
@@ -36,7 +42,7 @@ OLDEST_KUBERNETES = "1.31"
 CUSTOM_KINDS = {"KafkaTopic"}
 # Topics read as tables: the latest record of each key, kept for good (the catalog replica is rebuilt
 # from them at every gateway start).
-TABLES = {INVENTORY_PRODUCTS, INVENTORY_MERCHANTS}
+TABLES = {INVENTORY_PRODUCTS, INVENTORY_MERCHANTS, INVENTORY_COUPONS}
 # Every service reads SharedSettings, whose secrets prod refuses to start without.
 SHARED_SECRET_ENV = {"AUTH_SIGNING_KEY", "PII_ENCRYPTION_KEYS", "PII_INDEX_KEY"}
 PROVIDERS = ("WECHAT_PAY", "ALIPAY", "BANK_CARD")

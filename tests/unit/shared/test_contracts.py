@@ -144,6 +144,9 @@ def test_order_events_are_keyed_by_their_order() -> None:
     assert {cls.TYPE for cls in REGISTRY.values()} - {cls.TYPE for cls in order_scoped} == {
         "inventory.product_upserted",
         "inventory.merchant_upserted",
+        "inventory.coupon_upserted",
+        "inventory.back_in_stock",
+        "inventory.low_stock",
         "analytics.merchant_revenue",
     }
     scored = FraudScored(order_id="o-9", decision=FraudDecision.APPROVE, score=0)
