@@ -1,5 +1,8 @@
 """Inventory republishes its whole catalog when it starts, so that the catalog tables are whole.
 
+(`inventory.coupons`, the merchants' coupons keyed by code, is a table of the same kind and is
+republished with them, after the products.)
+
 `inventory.merchants` and `inventory.products` are tables: the latest MerchantUpserted of every
 merchant and ProductUpserted of every product, keyed by merchant id and by SKU (topics' TOPIC). Every
 change inventory makes already goes there through its outbox; the gateway rebuilds its catalog
@@ -37,19 +40,21 @@ ANNOUNCE_BATCH = 500
 
 
 async def announce_catalog(service: Inventory, *, batch_size: int = ANNOUNCE_BATCH) -> int:
-    """Put the present state of every merchant, then of every product, in the outbox, `batch_size`
-    events per write; how many events that was. A product is listed only while its merchant sells,
-    as every other announcement of it says."""
+    """Put the present state of every merchant, then of every product, then of every coupon, in the
+    outbox, `batch_size` events per write; how many events that was. A product is listed only while
+    its merchant sells, as every other announcement of it says."""
     merchants = await service.store.list_merchants()
     sells = {merchant.merchant_id: merchant.sells for merchant in merchants}
     products = await service.store.list_products()
     events: list[Event] = [merchant.upserted() for merchant in merchants]
     events += [product.upserted(merchant_sells=sells.get(product.merchant_id, False)) for product in products]
+    coupons = await service.store.list_coupons()
+    events += [coupon.upserted() for coupon in coupons]
     # One correlation id ties the whole republication together in the logs and on the tables.
     correlation_id = f"catalog-announcement-{uuid.uuid4()}"
     for start in range(0, len(events), batch_size):
         await _emit(service, events[start : start + batch_size], correlation_id)
-    log.info("catalog_announced", merchants=len(merchants), products=len(products))
+    log.info("catalog_announced", merchants=len(merchants), products=len(products), coupons=len(coupons))
     return len(events)
 
 

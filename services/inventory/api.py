@@ -1,7 +1,8 @@
-"""The catalog API: merchants and products (price and sellable stock).
+"""The catalog API: merchants, products (price and sellable stock) and merchants' coupons.
 
 Product reads are public; writes need the token of the merchant concerned or an admin's. A merchant
-and its vetting are seen by that merchant and admins only; only an admin decides on it.
+and its vetting are seen by that merchant and admins only; only an admin decides on it. A coupon and
+its uses are seen and written by its merchant and admins only.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from services.inventory.domain import (
+    COUPON_CODE_PATTERN,
+    MAX_COUPON_USES,
     MAX_PRICE_FEN,
     MAX_PRICE_TIERS,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
+    Coupon,
+    CouponTerms,
+    CouponUsesConflict,
+    InvalidCoupon,
     InvalidPriceTiers,
     InvalidWebhookUrl,
     Merchant,
@@ -30,24 +37,36 @@ from services.inventory.domain import (
     StockOutOfRange,
 )
 from services.inventory.handlers import (
+    CouponTaken,
     Inventory,
     MerchantConflict,
     MerchantEdit,
     NotPermitted,
     ProductMoveRefused,
+    PutCoupon,
     PutProduct,
     Registration,
     RegistrationIncomplete,
     UnknownMerchant,
     UnknownProduct,
     add_stock,
+    coupon_for,
+    coupons_of,
     decide_merchant,
     register_merchant,
+    upsert_coupon,
     upsert_merchant,
     upsert_product,
 )
 from shared.auth import AdminCaller, Caller, Principal
-from shared.contracts import MAX_UNITS_PER_ORDER, MerchantStatus, PaymentMethod, PriceTier, ProductKind
+from shared.contracts import (
+    MAX_UNITS_PER_ORDER,
+    CouponDiscount,
+    MerchantStatus,
+    PaymentMethod,
+    PriceTier,
+    ProductKind,
+)
 from shared.http import Problem, problem_responses
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
@@ -461,7 +480,122 @@ class ProductList(BaseModel):
     items: list[ProductOut]
 
 
+_COUPON_EXAMPLE: dict[str, JsonValue] = {
+    "merchant_id": "m-westlake-tea",
+    "discount": "percent",
+    "value": 10,
+    "min_spend_fen": 10000,
+    "valid_from": "2026-11-01T00:00:00Z",
+    "valid_until": "2027-01-01T00:00:00Z",
+    "total_uses": 500,
+    "once_per_customer": True,
+    "active": True,
+}
+
+
+class CouponIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [_COUPON_EXAMPLE]}
+    )
+
+    merchant_id: Identifier
+    discount: CouponDiscount = Field(description="percent: `value` per cent off; amount: `value` fen off.")
+    value: int = Field(
+        strict=True,
+        ge=1,
+        le=MAX_PRICE_FEN,
+        description="percent: 1-100; amount: fen off, at most the merchant's lines' total.",
+    )
+    min_spend_fen: PriceFen = Field(default=0, description="The merchant's lines must total at least this.")
+    valid_from: datetime = Field(description="With a time zone.")
+    valid_until: datetime = Field(description="After valid_from, with a time zone.")
+    total_uses: int = Field(strict=True, ge=1, le=MAX_COUPON_USES, description="Uses in all, by every order.")
+    once_per_customer: bool = True
+    active: bool = True
+
+    @field_validator("valid_from", "valid_until")
+    @classmethod
+    def _with_time_zone(cls, when: datetime) -> datetime:
+        if when.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-11-26T00:00:00+08:00")
+        return when
+
+    def terms(self) -> CouponTerms:
+        """The terms to put; InvalidCoupon when they make no coupon."""
+        return CouponTerms(
+            merchant_id=self.merchant_id,
+            discount=self.discount,
+            value=self.value,
+            min_spend_fen=self.min_spend_fen,
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+            total_uses=self.total_uses,
+            once_per_customer=self.once_per_customer,
+            active=self.active,
+        )
+
+
+class CouponOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_COUPON_EXAMPLE, "code": "WESTLAKE10", "left": 480, "held": 5, "used": 15}]
+        }
+    )
+
+    code: str
+    merchant_id: str
+    discount: CouponDiscount
+    value: int
+    min_spend_fen: int
+    valid_from: datetime
+    valid_until: datetime
+    total_uses: int
+    once_per_customer: bool
+    active: bool
+    left: int = Field(description="Uses still to be had.")
+    held: int = Field(description="Uses held by orders waiting for payment; given back if they fail.")
+    used: int = Field(description="Uses by paid orders.")
+
+    @classmethod
+    def of(cls, coupon: Coupon) -> CouponOut:
+        terms = coupon.terms
+        return cls(
+            code=coupon.code,
+            merchant_id=terms.merchant_id,
+            discount=terms.discount,
+            value=terms.value,
+            min_spend_fen=terms.min_spend_fen,
+            valid_from=terms.valid_from,
+            valid_until=terms.valid_until,
+            total_uses=terms.total_uses,
+            once_per_customer=terms.once_per_customer,
+            active=terms.active,
+            left=coupon.left,
+            held=coupon.held,
+            used=coupon.used,
+        )
+
+
+class CouponList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": [{**_COUPON_EXAMPLE, "code": "WESTLAKE10", "left": 480, "held": 5, "used": 15}]}
+            ]
+        }
+    )
+
+    items: list[CouponOut]
+
+
 Sku = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+CouponCode = Annotated[
+    str,
+    Path(
+        pattern=COUPON_CODE_PATTERN,
+        description="3 to 32 capital letters, digits, '-' or '_', starting with a letter or digit.",
+    ),
+]
 MerchantId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
@@ -724,5 +858,67 @@ def build_router(service: Inventory) -> APIRouter:
         """Every merchant, or those with `status` (`?status=PENDING` is the vetting queue). Admin only."""
         merchants = await service.store.list_merchants(with_status)
         return MerchantList(items=[MerchantOut.of(m) for m in merchants])
+
+    @router.put(
+        "/coupons/{code}",
+        responses={
+            201: {"model": CouponOut, "description": "Created"},
+            **problem_responses(401, 403, 409, 422),
+        },
+        tags=["coupons"],
+    )
+    async def put_coupon(
+        code: CouponCode,
+        body: CouponIn,
+        caller: Caller,
+        response: Response,
+        x_correlation_id: CorrelationId = None,
+    ) -> CouponOut:
+        """Create a coupon (201) with all its `total_uses` left, or change an existing one's terms
+        (200); announce it either way (CouponUpserted), so the gateway prices orders with it.
+
+        Shoppers give the code when they order; inventory holds one use with the order's stock and
+        gives it back if the order fails. Lowering `total_uses` below the uses used and held by
+        orders is refused (409), as is a code another merchant's coupon has (409). Switch a coupon
+        off with `active` false. Needs the token of the merchant in the body or an admin's."""
+        try:
+            terms = body.terms()
+        except InvalidCoupon as error:
+            raise _invalid_fields(str(error), [error.field]) from None
+        try:
+            put = await upsert_coupon(service, caller, PutCoupon(code, terms), x_correlation_id)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except UnknownMerchant as error:
+            raise _unknown_merchant(error) from None
+        except CouponTaken as error:
+            raise Problem(409, "Coupon code taken", str(error), code="coupon-code-taken") from None
+        except CouponUsesConflict as error:
+            raise Problem(409, "Coupon uses conflict", str(error), code="coupon-uses-conflict") from None
+        if put.created:
+            response.status_code = status.HTTP_201_CREATED
+        return CouponOut.of(put.coupon)
+
+    @router.get("/coupons", responses=problem_responses(401, 403, 422), tags=["coupons"])
+    async def list_coupons(
+        caller: Caller,
+        merchant_id: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)] = None,
+    ) -> CouponList:
+        """A merchant's coupons with their uses, by code: for that merchant or an admin. Without
+        `merchant_id`, every coupon: an admin only."""
+        try:
+            coupons = await coupons_of(service, caller, merchant_id)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        return CouponList(items=[CouponOut.of(c) for c in coupons])
+
+    @router.get("/coupons/{code}", responses=problem_responses(401, 404, 422), tags=["coupons"])
+    async def get_coupon(code: CouponCode, caller: Caller) -> CouponOut:
+        """One coupon with its uses left, held and used. For its merchant and admins only; anyone
+        else is answered 404, so codes cannot be tried out here."""
+        coupon = await coupon_for(service, caller, code)
+        if coupon is None:
+            raise Problem(404, "Coupon not found", f"no coupon {code}", code="coupon-not-found")
+        return CouponOut.of(coupon)
 
     return router

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from shared.contracts import (
     CURRENCY,
     MAX_UNITS_PER_ORDER,
+    CouponDiscount,
+    CouponUpserted,
     Event,
     MerchantStatus,
     MerchantUpserted,
@@ -364,6 +366,8 @@ class Reservation:
     correlation_id: str
     expires_at: datetime | None = None
     reason: str = ""
+    # The code of the coupon whose use the order holds with its stock (see CouponBook), if any.
+    coupon: str | None = None
 
     @property
     def expired(self) -> bool:
@@ -386,9 +390,12 @@ class Changes:
     created: Sequence[Reservation]
     moved_from_held: Sequence[Reservation]
     moved_from_expired: Sequence[Reservation] = ()
+    coupons: CouponChanges = field(default_factory=lambda: CouponChanges())
 
     def __bool__(self) -> bool:
-        return bool(self.stock or self.created or self.moved_from_held or self.moved_from_expired)
+        return bool(
+            self.stock or self.created or self.moved_from_held or self.moved_from_expired or self.coupons
+        )
 
 
 def hold_deadline(now: datetime, ttl: timedelta, hold_until: datetime | None, cap: timedelta) -> datetime:
@@ -423,6 +430,8 @@ class Ledger:
     _created: dict[str, Reservation] = field(default_factory=dict)
     _moved: dict[str, Reservation] = field(default_factory=dict)
     _moved_from_expired: dict[str, Reservation] = field(default_factory=dict)
+    # The coupons of the batch's orders and the uses they hold, decided along with the stock.
+    coupons: CouponBook = field(default_factory=lambda: CouponBook())
 
     @classmethod
     def open(
@@ -434,9 +443,11 @@ class Ledger:
         ttl: timedelta,
         max_hold: timedelta = DEFAULT_MAX_HOLD,
         merchants: Mapping[str, Merchant] | None = None,
+        coupons: CouponBook | None = None,
     ) -> Ledger:
         """A working copy: the caller's objects stay as they were read. Without `merchants` nothing
-        can be reserved (releases, commits and re-reservations of paid orders need none)."""
+        can be reserved (releases, commits and re-reservations of paid orders need none); without
+        `coupons` no order with a coupon can be, and the reservations read must hold no coupon use."""
         return cls(
             products={sku: replace(p) for sku, p in products.items()},
             reservations={oid: replace(r, lines=list(r.lines)) for oid, r in reservations.items()},
@@ -445,6 +456,7 @@ class Ledger:
             max_hold=max_hold,
             merchants=dict(merchants or {}),
             _before={sku: StockDelta(p.available, p.reserved) for sku, p in products.items()},
+            coupons=CouponBook() if coupons is None else coupons.copy(),
         )
 
     def reserve(
@@ -453,9 +465,11 @@ class Ledger:
         lines: Sequence[OrderLine],
         correlation_id: str,
         hold_until: datetime | None = None,
+        coupon: CouponClaim | None = None,
     ) -> list[Event]:
-        """Hold every line or none, until `hold_deadline`; an order already decided is not decided
-        again."""
+        """Hold every line or none, until `hold_deadline`, and one use of the order's coupon with
+        them; an order already decided is not decided again. With the stock there but no use of the
+        coupon for this customer, nothing is held: StockRejected(COUPON_UNAVAILABLE) says why."""
         if order_id in self.reservations:
             return []
         wanted = stock_lines(lines)
@@ -476,12 +490,24 @@ class Ledger:
                     substitutes=self._substitutes(short_merchants, exclude={line.sku for line in wanted}),
                 )
             ]
+        refusal = None if coupon is None else self.coupons.refusal(coupon, self.now)
+        if refusal is not None:
+            unavailable = StockRejectReason.COUPON_UNAVAILABLE
+            self._add(
+                Reservation(order_id, wanted, ReservationStatus.REJECTED, correlation_id, reason=unavailable)
+            )
+            return [StockRejected(order_id=order_id, reason=unavailable, detail=refusal)]
+        if coupon is not None:
+            self.coupons.hold(order_id, coupon)
         for line in wanted:
             product = self.products[line.sku]
             product.available -= line.quantity
             product.reserved += line.quantity
         expires_at = hold_deadline(self.now, self.ttl, hold_until, self.max_hold)
-        self._add(Reservation(order_id, wanted, ReservationStatus.HELD, correlation_id, expires_at))
+        code = None if coupon is None else coupon.code
+        self._add(
+            Reservation(order_id, wanted, ReservationStatus.HELD, correlation_id, expires_at, coupon=code)
+        )
         return [StockReserved(order_id=order_id, lines=wanted, expires_at=expires_at)]
 
     def release(self, order_id: str, reason: OrderEndReason | ReservationEndReason) -> list[Event]:
@@ -493,6 +519,7 @@ class Ledger:
             product = self.products[line.sku]
             product.available += line.quantity
             product.reserved -= line.quantity
+        self.coupons.release(order_id, reason)
         self._move(reservation, ReservationStatus.RELEASED, reason)
         return [StockReleased(order_id=order_id, lines=reservation.lines, reason=reason)]
 
@@ -503,6 +530,7 @@ class Ledger:
             return []
         for line in reservation.lines:
             self.products[line.sku].reserved -= line.quantity
+        self.coupons.commit(order_id)
         self._move(reservation, ReservationStatus.COMMITTED, "")
         return [StockCommitted(order_id=order_id, lines=reservation.lines)]
 
@@ -547,6 +575,7 @@ class Ledger:
             list(self._created.values()),
             list(self._moved.values()),
             list(self._moved_from_expired.values()),
+            self.coupons.changes(),
         )
 
     def _take_again(
@@ -564,14 +593,20 @@ class Ledger:
             for line in wanted
             if self._on_hand(line.sku) < line.quantity
         ]
-        if shortages:
+        # A coupon use given back when the reservation expired is taken again too, as used.
+        coupon_lost = None if shortages else self.coupons.retake_refusal(order_id)
+        if shortages or coupon_lost is not None:
             status, reason = ReservationStatus.REJECTED, StockRejectReason.RESERVATION_LOST.value
             events: list[Event] = [
                 StockRejected(
-                    order_id=order_id, reason=StockRejectReason.RESERVATION_LOST, shortages=shortages
+                    order_id=order_id,
+                    reason=StockRejectReason.RESERVATION_LOST,
+                    shortages=shortages,
+                    detail=coupon_lost or "",
                 )
             ]
         else:
+            self.coupons.retake(order_id)
             for line in wanted:
                 self.products[line.sku].available -= line.quantity
             status, reason = ReservationStatus.COMMITTED, ""
@@ -638,3 +673,303 @@ class Ledger:
         if reservation.order_id not in self._created:
             # Stored as `held`; the store moves it only if it still is.
             self._moved[reservation.order_id] = reservation
+
+
+# --- coupons -----------------------------------------------------------------------------------
+# A merchant's coupon takes money off its lines of an order (the gateway prices it from its replica)
+# and may be used `total_uses` times in all. Inventory alone counts the uses: an order holds one with
+# its stock, all or nothing, gives it back when it ends unpaid and uses it for good once paid. The
+# counters always add up: left + held + used == total_uses.
+
+COUPON_CODE_PATTERN = r"^[A-Z0-9][A-Z0-9_\-]{2,31}$"
+MAX_COUPON_USES = 10**7
+
+
+class InvalidCoupon(ValueError):
+    """Coupon terms that do not make a coupon; `field` names the offending one."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CouponUsesConflict(ValueError):
+    """A coupon cannot allow fewer uses than orders have used or hold already; nothing changes."""
+
+
+@dataclass(frozen=True)
+class CouponTerms:
+    """Everything about a coupon its merchant sets; checked on construction, so terms that make no
+    coupon never exist."""
+
+    merchant_id: str
+    discount: CouponDiscount
+    # PERCENT: per cent off (1-100); AMOUNT: fen off, at most the lines' total.
+    value: int
+    valid_from: datetime
+    valid_until: datetime
+    total_uses: int
+    min_spend_fen: int = 0
+    once_per_customer: bool = True
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        if self.discount is CouponDiscount.PERCENT and not 1 <= self.value <= 100:
+            raise InvalidCoupon(f"a percent coupon takes 1 to 100 per cent off (got {self.value})", "value")
+        if self.discount is CouponDiscount.AMOUNT and not 0 < self.value <= MAX_PRICE_FEN:
+            raise InvalidCoupon(
+                f"an amount coupon takes 1 to {MAX_PRICE_FEN} fen off (got {self.value})", "value"
+            )
+        if self.valid_until <= self.valid_from:
+            raise InvalidCoupon(
+                f"valid_until ({self.valid_until.isoformat()}) must be after valid_from "
+                f"({self.valid_from.isoformat()})",
+                "valid_until",
+            )
+        if not 1 <= self.total_uses <= MAX_COUPON_USES:
+            raise InvalidCoupon(
+                f"a coupon may be used 1 to {MAX_COUPON_USES} times (got {self.total_uses})", "total_uses"
+            )
+        if not 0 <= self.min_spend_fen <= MAX_PRICE_FEN:
+            raise InvalidCoupon(f"min_spend_fen must be 0 to {MAX_PRICE_FEN}", "min_spend_fen")
+
+
+@dataclass
+class Coupon:
+    code: str
+    terms: CouponTerms
+    # Uses still to be had, held by orders waiting to be paid, and used by paid orders.
+    left: int
+    held: int = 0
+    used: int = 0
+
+    @classmethod
+    def create(cls, code: str, terms: CouponTerms) -> Coupon:
+        return cls(code, terms, left=terms.total_uses)
+
+    def edited(self, terms: CouponTerms) -> Coupon:
+        """This coupon with new terms and the same uses held and used; CouponUsesConflict when its
+        total would be below them."""
+        taken = self.held + self.used
+        if terms.total_uses < taken:
+            raise CouponUsesConflict(
+                f"coupon {self.code} cannot allow {terms.total_uses} use(s): {self.used} are used and "
+                f"{self.held} held by orders waiting for payment"
+            )
+        return replace(self, terms=terms, left=terms.total_uses - taken)
+
+    def refusal(self, merchant_id: str, now: datetime) -> str | None:
+        """Why an order for `merchant_id`'s lines at `now` cannot use it, in words; None if it can."""
+        terms = self.terms
+        if terms.merchant_id != merchant_id:
+            return f"coupon {self.code} is not a coupon of merchant {merchant_id}"
+        if not terms.active:
+            return f"coupon {self.code} is switched off"
+        if now < terms.valid_from:
+            return f"coupon {self.code} is valid from {terms.valid_from.isoformat()}"
+        if now >= terms.valid_until:
+            return f"coupon {self.code} expired at {terms.valid_until.isoformat()}"
+        if self.left <= 0:
+            return f"coupon {self.code} has no use left: all {terms.total_uses} are used or held by orders"
+        return None
+
+    def upserted(self) -> CouponUpserted:
+        terms = self.terms
+        return CouponUpserted(
+            code=self.code,
+            merchant_id=terms.merchant_id,
+            discount=terms.discount,
+            value=terms.value,
+            min_spend_fen=terms.min_spend_fen,
+            valid_from=terms.valid_from,
+            valid_until=terms.valid_until,
+            total_uses=terms.total_uses,
+            once_per_customer=terms.once_per_customer,
+            active=terms.active,
+        )
+
+
+@dataclass(frozen=True)
+class CouponClaim:
+    """An order's coupon as inventory checks it: which code, for which merchant's lines, by whom."""
+
+    code: str
+    merchant_id: str
+    customer_id: str
+
+
+class CouponUseStatus(StrEnum):
+    HELD = "held"
+    USED = "used"
+    RELEASED = "released"
+
+
+@dataclass
+class CouponUse:
+    """One order's use of a coupon, moved with the order's reservation."""
+
+    order_id: str
+    code: str
+    # Personal data (a subject may be a phone number): sealed at rest, never logged.
+    customer_id: str = field(repr=False)
+    once_per_customer: bool
+    status: CouponUseStatus
+    reason: str = ""
+
+    @property
+    def redemption(self) -> tuple[str, str] | None:
+        """(code, customer) while it keeps this customer from the coupon's other uses."""
+        if self.once_per_customer and self.status in (CouponUseStatus.HELD, CouponUseStatus.USED):
+            return self.code, self.customer_id
+        return None
+
+
+@dataclass(frozen=True)
+class CouponDelta:
+    left: int
+    held: int
+    used: int
+
+
+@dataclass(frozen=True)
+class CouponMove:
+    use: CouponUse
+    # The status it was read with: the store moves it only if it still has it.
+    was: CouponUseStatus
+
+
+@dataclass(frozen=True)
+class CouponChanges:
+    """What a batch changed of coupons: counter increments by code, new uses and uses moved on."""
+
+    counts: Mapping[str, CouponDelta] = field(default_factory=dict)
+    created: Sequence[CouponUse] = ()
+    moved: Sequence[CouponMove] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.counts or self.created or self.moved)
+
+
+@dataclass
+class CouponBook:
+    """The coupon part of a Ledger: the coupons a batch's orders name, the uses its orders hold, and
+    which customers hold or used a once-per-customer coupon (among those the batch asks about)."""
+
+    coupons: dict[str, Coupon] = field(default_factory=dict)
+    uses: dict[str, CouponUse] = field(default_factory=dict)  # by order id
+    redeemed: set[tuple[str, str]] = field(default_factory=set)  # (code, customer id)
+    _before: dict[str, CouponDelta] = field(default_factory=dict)
+    _created: dict[str, CouponUse] = field(default_factory=dict)
+    _moved: dict[str, CouponMove] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        coupons: Mapping[str, Coupon],
+        uses: Mapping[str, CouponUse],
+        redeemed: Iterable[tuple[str, str]] = (),
+    ) -> CouponBook:
+        """A working copy: the caller's objects stay as they were read."""
+        return cls(
+            coupons={code: replace(c) for code, c in coupons.items()},
+            uses={order_id: replace(u) for order_id, u in uses.items()},
+            redeemed=set(redeemed),
+            _before={code: CouponDelta(c.left, c.held, c.used) for code, c in coupons.items()},
+        )
+
+    def copy(self) -> CouponBook:
+        return CouponBook.open(self.coupons, self.uses, self.redeemed)
+
+    def refusal(self, claim: CouponClaim, now: datetime) -> str | None:
+        """Why the order cannot hold a use of the coupon, in words; None if it can."""
+        coupon = self.coupons.get(claim.code)
+        if coupon is None:
+            return f"there is no coupon {claim.code}"
+        why = coupon.refusal(claim.merchant_id, now)
+        if why is None and coupon.terms.once_per_customer and self._redeemed(claim.code, claim.customer_id):
+            why = f"coupon {claim.code} is once per customer and this customer has used it already"
+        return why
+
+    def hold(self, order_id: str, claim: CouponClaim) -> None:
+        """Hold one use for the order; the caller has found no refusal."""
+        coupon = self.coupons[claim.code]
+        coupon.left -= 1
+        coupon.held += 1
+        use = CouponUse(
+            order_id, claim.code, claim.customer_id, coupon.terms.once_per_customer, CouponUseStatus.HELD
+        )
+        self.uses[order_id] = self._created[order_id] = use
+        self._redeem(use)
+
+    def release(self, order_id: str, reason: str) -> None:
+        """Give the order's held use back: the coupon has it again, and so has the customer."""
+        use = self.uses.get(order_id)
+        if use is None or use.status is not CouponUseStatus.HELD:
+            return
+        coupon = self.coupons[use.code]
+        coupon.held -= 1
+        coupon.left += 1
+        if use.redemption is not None:
+            self.redeemed.discard(use.redemption)
+        self._move(use, CouponUseStatus.RELEASED, reason)
+
+    def commit(self, order_id: str) -> None:
+        """The order is paid: its held use is used for good."""
+        use = self.uses.get(order_id)
+        if use is None or use.status is not CouponUseStatus.HELD:
+            return
+        coupon = self.coupons[use.code]
+        coupon.held -= 1
+        coupon.used += 1
+        self._move(use, CouponUseStatus.USED, "")
+
+    def retake_refusal(self, order_id: str) -> str | None:
+        """Why the use the order gave back when its reservation expired cannot be taken again now
+        that it is paid; None if it can (or it had none). Only the count and the customer's other
+        uses matter: the sale was agreed when the order was placed."""
+        use = self.uses.get(order_id)
+        if use is None or use.status is not CouponUseStatus.RELEASED:
+            return None
+        coupon = self.coupons[use.code]
+        if coupon.left <= 0:
+            return f"coupon {use.code} had no use left once the order's reservation had expired"
+        if use.once_per_customer and self._redeemed(use.code, use.customer_id):
+            return f"coupon {use.code} was used by this customer again once the reservation had expired"
+        return None
+
+    def retake(self, order_id: str) -> None:
+        """Take the given-back use again, straight as used; the caller has found no refusal."""
+        use = self.uses.get(order_id)
+        if use is None or use.status is not CouponUseStatus.RELEASED:
+            return
+        coupon = self.coupons[use.code]
+        coupon.left -= 1
+        coupon.used += 1
+        self._move(use, CouponUseStatus.USED, "")
+        self._redeem(use)
+
+    def changes(self) -> CouponChanges:
+        counts = {}
+        for code, coupon in self.coupons.items():
+            before = self._before.get(code, CouponDelta(0, 0, 0))
+            delta = CouponDelta(
+                coupon.left - before.left, coupon.held - before.held, coupon.used - before.used
+            )
+            if delta != CouponDelta(0, 0, 0):
+                counts[code] = delta
+        return CouponChanges(counts, list(self._created.values()), list(self._moved.values()))
+
+    def _redeemed(self, code: str, customer_id: str) -> bool:
+        return (code, customer_id) in self.redeemed
+
+    def _redeem(self, use: CouponUse) -> None:
+        if use.redemption is not None:
+            self.redeemed.add(use.redemption)
+
+    def _move(self, use: CouponUse, status: CouponUseStatus, reason: str) -> None:
+        was = use.status
+        use.status, use.reason = status, reason
+        if use.order_id in self._created:
+            return  # not stored yet: stored as it ends up
+        if use.order_id not in self._moved:
+            self._moved[use.order_id] = CouponMove(use, was)

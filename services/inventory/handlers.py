@@ -10,6 +10,10 @@ from datetime import datetime, timedelta
 from services.inventory.domain import (
     DEFAULT_MAX_HOLD,
     Changes,
+    Coupon,
+    CouponBook,
+    CouponClaim,
+    CouponTerms,
     Ledger,
     Merchant,
     MerchantAction,
@@ -339,6 +343,81 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
     return changed
 
 
+# --- coupons -------------------------------------------------------------------------------------
+
+
+class CouponTaken(ValueError):
+    """The code is another merchant's coupon."""
+
+
+@dataclass(frozen=True)
+class PutCoupon:
+    code: str
+    terms: CouponTerms
+
+
+@dataclass(frozen=True)
+class CouponPut:
+    coupon: Coupon
+    created: bool
+
+
+async def upsert_coupon(
+    service: Inventory, caller: Principal, command: PutCoupon, correlation_id: str | None
+) -> CouponPut:
+    """Create a coupon with all its uses left, or change an existing one's terms and keep the uses its
+    orders hold and used; announce it either way (CouponUpserted).
+
+    Raises NotPermitted unless the caller acts for the coupon's merchant, UnknownMerchant, CouponTaken
+    when the code is another merchant's coupon and CouponUsesConflict when the total would be below
+    the uses used and held; nothing changes then."""
+    terms = command.terms
+    _authorize(caller, terms.merchant_id, f"write coupons of merchant {terms.merchant_id}")
+
+    async def write() -> CouponPut:
+        async with service.store.transaction(SERVICE) as tx:
+            existing = (await tx.coupons([command.code])).get(command.code)
+            if existing is not None and existing.terms.merchant_id != terms.merchant_id:
+                # Said the same way to everyone: whose it is stays the owner's business.
+                raise CouponTaken(f"coupon code {command.code} is taken; choose another code")
+            if await tx.merchant(terms.merchant_id) is None:
+                raise UnknownMerchant(f"no merchant {terms.merchant_id}")
+            coupon = Coupon.create(command.code, terms) if existing is None else existing.edited(terms)
+            stored = await tx.put_coupon(coupon, existing)
+            tx.emit([_announcement(stored.upserted(), correlation_id)])
+        return CouponPut(stored, created=existing is None)
+
+    # The counters are also moved by the order consumer's reservations.
+    put = await retry_transient(write)
+    log.info(
+        "coupon_written",
+        code=command.code,
+        merchant_id=terms.merchant_id,
+        created=put.created,
+        by_role=caller.role.value,
+    )
+    return put
+
+
+async def coupons_of(service: Inventory, caller: Principal, merchant_id: str | None) -> list[Coupon]:
+    """One merchant's coupons (for that merchant or an admin), or every coupon (an admin only)."""
+    if merchant_id is None:
+        if not caller.is_admin:
+            raise NotPermitted("only an admin may list every merchant's coupons: give merchant_id")
+    else:
+        _authorize(caller, merchant_id, f"list the coupons of merchant {merchant_id}")
+    return await service.store.list_coupons(merchant_id)
+
+
+async def coupon_for(service: Inventory, caller: Principal, code: str) -> Coupon | None:
+    """The coupon with its uses, for its merchant or an admin; None for anyone else too, so that
+    codes cannot be tried out."""
+    coupon = await service.store.get_coupon(code)
+    if coupon is None or not caller.acts_for_merchant(coupon.terms.merchant_id):
+        return None
+    return coupon
+
+
 def _announcement(event: Event, correlation_id: str | None) -> Envelope:
     return new_envelope(event, source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4()))
 
@@ -355,10 +434,14 @@ class StockBatch:
 
 
 def on_order_placed(batch: StockBatch, event: OrderPlaced, cause: Envelope) -> None:
-    """Hold the order's stock for as long as it may be paid, or reject it naming the shortages and
-    substitutes."""
+    """Hold the order's stock, and a use of its coupon, for as long as it may be paid, or reject it
+    naming the shortages and substitutes, or why the coupon is not to be had."""
+    coupon = None
+    if event.coupon is not None:
+        coupon = CouponClaim(event.coupon.code, event.coupon.merchant_id, event.customer_id)
     batch.replies.reply(
-        cause, batch.ledger.reserve(event.order_id, event.lines, cause.correlation_id, event.hold_until)
+        cause,
+        batch.ledger.reserve(event.order_id, event.lines, cause.correlation_id, event.hold_until, coupon),
     )
 
 
@@ -422,15 +505,36 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
         line.merchant_id for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines
     }
     merchants = await tx.merchants(ordered_from | {p.merchant_id for p in products.values()})
+    claims = [
+        (d.event.coupon.code, d.event.customer_id)
+        for d in deliveries
+        if isinstance(d.event, OrderPlaced) and d.event.coupon is not None
+    ]
+    coupons = await _coupon_book(tx, reservations, claims)
     now = service.clock()
-    batch = _dispatch(service, deliveries, products, reservations, merchants, now)
+    batch = _dispatch(service, deliveries, products, reservations, merchants, coupons, now)
     if batch.ledger.short_merchants:
         # Substitutes need the short merchants' other products; reading them only when an order
         # is short keeps the common batch at three reads. The batch is then decided again, with them.
         candidates = await tx.substitute_candidates(batch.ledger.short_merchants, exclude=set(products))
         products = {**{p.sku: p for p in candidates}, **products}
-        batch = _dispatch(service, deliveries, products, reservations, merchants, now)
+        batch = _dispatch(service, deliveries, products, reservations, merchants, coupons, now)
     return batch
+
+
+async def _coupon_book(
+    tx: StockTransaction, reservations: dict[str, Reservation], claims: Sequence[tuple[str, str]]
+) -> CouponBook | None:
+    """The coupons the batch's new orders name and its reservations hold uses of, those uses, and
+    which of the new orders' customers used their coupon already; None (no reads) when the batch
+    touches no coupon, which is the common case."""
+    with_coupon = {order_id: r.coupon for order_id, r in reservations.items() if r.coupon is not None}
+    if not claims and not with_coupon:
+        return None
+    uses = await tx.coupon_uses(with_coupon) if with_coupon else {}
+    coupons = await tx.coupons({code for code, _ in claims} | set(with_coupon.values()))
+    redeemed = await tx.redeemed(claims) if claims else set()
+    return CouponBook.open(coupons, uses, redeemed)
 
 
 def _dispatch(
@@ -439,6 +543,7 @@ def _dispatch(
     products: dict[str, Product],
     reservations: dict[str, Reservation],
     merchants: dict[str, Merchant],
+    coupons: CouponBook | None,
     now: datetime,
 ) -> StockBatch:
     ledger = Ledger.open(
@@ -448,6 +553,7 @@ def _dispatch(
         ttl=service.reservation_ttl,
         max_hold=service.max_hold,
         merchants=merchants,
+        coupons=coupons,
     )
     batch = StockBatch(ledger, Replies(source=SERVICE))
     HANDLERS.dispatch(batch, deliveries)
@@ -462,7 +568,8 @@ async def release_expired(service: Inventory, limit: int = 200) -> int:
         if not reservations:
             return 0
         products = await tx.products({line.sku for r in reservations.values() for line in r.lines})
-        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl)
+        coupons = await _coupon_book(tx, reservations, claims=())
+        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl, coupons=coupons)
         released = ledger.expire()
         await tx.save(ledger.changes())
         tx.emit([_expiry_envelope(reservation, event) for reservation, event in released])

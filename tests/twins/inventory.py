@@ -8,7 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus
+from services.inventory.domain import (
+    Changes,
+    Coupon,
+    CouponChanges,
+    CouponUse,
+    Merchant,
+    Product,
+    Reservation,
+    ReservationStatus,
+)
 from services.inventory.store import CANDIDATES_PER_MERCHANT, StockConflict
 from shared.contracts import MerchantStatus
 from shared.store import PendingWrites
@@ -20,6 +29,8 @@ class _State:
     merchants: dict[str, Merchant] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    coupons: dict[str, Coupon] = field(default_factory=dict)
+    coupon_uses: dict[str, CouponUse] = field(default_factory=dict)
 
 
 class InMemoryInventoryStore(LedgerTwin):
@@ -53,6 +64,14 @@ class InMemoryInventoryStore(LedgerTwin):
     async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
         merchants = sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
         return [m for m in merchants if status in (None, m.status)]
+
+    async def get_coupon(self, code: str) -> Coupon | None:
+        coupon = self.state.coupons.get(code)
+        return None if coupon is None else copy.copy(coupon)
+
+    async def list_coupons(self, merchant_id: str | None = None) -> list[Coupon]:
+        coupons = sorted(self.state.coupons.values(), key=lambda c: c.code)
+        return [copy.copy(c) for c in coupons if merchant_id in (None, c.terms.merchant_id)]
 
 
 @dataclass(kw_only=True)
@@ -125,6 +144,56 @@ class _MemoryTransaction(PendingWrites):
             if stored is None or not stored.expired:
                 raise StockConflict(f"reservation {reservation.order_id} is no longer released as expired")
             self.state.reservations[reservation.order_id] = copy.deepcopy(reservation)
+        self._save_coupons(changes.coupons)
+
+    def _save_coupons(self, changes: CouponChanges) -> None:
+        for code, delta in changes.counts.items():
+            coupon = self.state.coupons.get(code)
+            if coupon is None or coupon.left + delta.left < 0 or coupon.held + delta.held < 0:
+                raise StockConflict(f"coupon count of {code} lost a race")
+            coupon.left += delta.left
+            coupon.held += delta.held
+            coupon.used += delta.used
+        redeemed = {use.redemption for use in self.state.coupon_uses.values() if use.redemption is not None}
+        for use in changes.created:
+            if use.order_id in self.state.coupon_uses or use.redemption in redeemed:
+                raise StockConflict(f"coupon use of {use.order_id} written concurrently")
+            self.state.coupon_uses[use.order_id] = copy.copy(use)
+            if use.redemption is not None:
+                redeemed.add(use.redemption)
+        for move in changes.moved:
+            stored = self.state.coupon_uses.get(move.use.order_id)
+            if stored is None or stored.status is not move.was:
+                raise StockConflict(f"coupon use of {move.use.order_id} already moved on")
+            if move.use.redemption is not None and stored.redemption is None:
+                if move.use.redemption in redeemed:
+                    raise StockConflict(f"coupon use of {move.use.order_id} written concurrently")
+                redeemed.add(move.use.redemption)
+            self.state.coupon_uses[move.use.order_id] = copy.copy(move.use)
+
+    async def coupons(self, codes: Collection[str]) -> dict[str, Coupon]:
+        return {code: copy.copy(c) for code in codes if (c := self.state.coupons.get(code)) is not None}
+
+    async def coupon_uses(self, order_ids: Collection[str]) -> dict[str, CouponUse]:
+        return {o: copy.copy(u) for o in order_ids if (u := self.state.coupon_uses.get(o)) is not None}
+
+    async def redeemed(self, claims: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        taken = {use.redemption for use in self.state.coupon_uses.values()}
+        return {claim for claim in claims if claim in taken}
+
+    async def put_coupon(self, coupon: Coupon, read: Coupon | None) -> Coupon:
+        stored = self.state.coupons.get(coupon.code)
+        if read is None:
+            if stored is not None:
+                raise StockConflict(f"coupon {coupon.code} was created concurrently")
+            created = Coupon.create(coupon.code, coupon.terms)
+            self.state.coupons[coupon.code] = created
+            return copy.copy(created)
+        more = coupon.terms.total_uses - read.terms.total_uses
+        if stored is None or stored.terms.total_uses != read.terms.total_uses or stored.left + more < 0:
+            raise StockConflict(f"coupon {coupon.code} changed since it was read")
+        stored.terms, stored.left = coupon.terms, stored.left + more
+        return copy.copy(stored)
 
     async def put_product(self, product: Product) -> Product:
         existing = self.state.products.get(product.sku)

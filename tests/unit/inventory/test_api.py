@@ -664,6 +664,9 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         ("POST", "/v1/merchants/{merchant_id}/reject"),
         ("POST", "/v1/merchants/{merchant_id}/suspend"),
         ("POST", "/v1/merchants/{merchant_id}/reinstate"),
+        ("GET", "/v1/coupons"),
+        ("GET", "/v1/coupons/{code}"),
+        ("PUT", "/v1/coupons/{code}"),
     }
     for (method, path), operation in operations.items():
         declared = set(operation["responses"])
@@ -688,6 +691,9 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         "MerchantChange",
         "MerchantOut",
         "MerchantList",
+        "CouponIn",
+        "CouponOut",
+        "CouponList",
     ):
         assert schemas[model].get("examples"), model
     assert "Ignored when the product exists" in schemas["ProductIn"]["properties"]["available"]["description"]
