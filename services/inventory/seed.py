@@ -5,14 +5,15 @@ and refuses to run with ENVIRONMENT=prod. Safe to run again: the merchants an ad
 written again (and announced again); the merchants that register themselves are registered once and
 approved once (an approved one is left as it is, the pending one stays pending); new products are
 created with their demo stock, existing products get their demo details but keep the stock they
-have. It prints what it did (never a merchant's contact: that is personal data).
+have; the demo coupons get their terms again, valid from now on for a year, and keep their uses.
+It prints what it did (never a merchant's contact: that is personal data).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import httpx
@@ -76,6 +77,13 @@ PRODUCTS = [
 # The pending merchant has no products: the gateway lists only approved merchants' products, and
 # the stack's start-up waits for the gateway to list every product the seed made.
 
+# code, merchant, discount, value (per cent or fen), minimum spend in fen, uses in all
+COUPONS = [
+    ("WESTLAKE10", "m-westlake-tea", "percent", 10, 10000, 1000),
+]
+# The demo coupons are valid from a day before the seed runs for this long.
+COUPON_VALIDITY = timedelta(days=365)
+
 SEED_TOKEN_TTL = timedelta(minutes=10)
 
 
@@ -132,6 +140,30 @@ def seed(client: httpx.Client, out: TextIO) -> None:
             f"product  {product['sku']:<18} {done:<20} {product['price_fen']:>7} fen  "
             f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
             f"{product['merchant_id']:<18} {product['name']}\n"
+        )
+    now = datetime.now(UTC)
+    for code, merchant_id, discount, value, min_spend_fen, total_uses in COUPONS:
+        response = _checked(
+            client.put(
+                f"/v1/coupons/{code}",
+                json={
+                    "merchant_id": merchant_id,
+                    "discount": discount,
+                    "value": value,
+                    "min_spend_fen": min_spend_fen,
+                    "valid_from": (now - timedelta(days=1)).isoformat(),
+                    "valid_until": (now + COUPON_VALIDITY).isoformat(),
+                    "total_uses": total_uses,
+                    "once_per_customer": True,
+                },
+            )
+        )
+        coupon = response.json()
+        done = "created" if response.status_code == 201 else "updated (uses kept)"
+        out.write(
+            f"coupon   {coupon['code']:<18} {done:<20} {coupon['discount']} {coupon['value']}  "
+            f"min spend {coupon['min_spend_fen']} fen  {coupon['left']} of {coupon['total_uses']} uses left  "
+            f"{coupon['merchant_id']}\n"
         )
 
 

@@ -174,6 +174,14 @@ class PlaceOrderIn(BaseModel):
         default=None, description="A saved address (GET /v1/me/addresses) instead of shipping_address."
     )
     payment: PaymentIn
+    coupon: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{2,31}$",
+        description="A merchant's coupon code (any case): its discount comes off that merchant's lines, "
+        "priced after quantity tiers. Refused (422, field `coupon`) when unknown, switched off, outside "
+        "its validity, for none of the ordered merchants or below its minimum spend; an order whose "
+        "coupon has no use left for this customer ends REJECTED with reason COUPON_UNAVAILABLE.",
+    )
 
     @model_validator(mode="after")
     def _one_address(self) -> PlaceOrderIn:
@@ -212,6 +220,14 @@ class LineOut(BaseModel):
     quantity: int
     unit_price_fen: int
     line_total_fen: int
+
+
+class CouponOut(BaseModel):
+    code: str
+    merchant_id: str
+    discount_fen: int = Field(
+        description="Taken off the merchant's lines: total_fen is lines_total_fen less this."
+    )
 
 
 class TimelineOut(BaseModel):
@@ -273,6 +289,8 @@ class OrderOut(BaseModel):
                             "line_total_fen": 16800,
                         }
                     ],
+                    "lines_total_fen": 16800,
+                    "coupon": None,
                     "total_fen": 16800,
                     "currency": "CNY",
                     "payment_method": "bank_card",
@@ -307,7 +325,9 @@ class OrderOut(BaseModel):
     status: OrderStatus
     reason: str | None
     lines: list[LineOut]
-    total_fen: int
+    lines_total_fen: int = Field(description="The lines' total, before any coupon.")
+    coupon: CouponOut | None = Field(default=None, description="The coupon applied, if any.")
+    total_fen: int = Field(description="What the customer pays: the lines' total less the coupon's discount.")
     currency: str
     payment_method: str
     payment_id: str | None
@@ -387,6 +407,14 @@ def order_out(order: Order, principal: Principal) -> OrderOut:
             LineOut(**line.model_dump(mode="json"), line_total_fen=line.line_total_fen)
             for line in order.lines
         ],
+        lines_total_fen=order.lines_total_fen,
+        coupon=None
+        if order.coupon is None
+        else CouponOut(
+            code=order.coupon.code,
+            merchant_id=order.coupon.merchant_id,
+            discount_fen=order.coupon.discount_fen,
+        ),
         total_fen=order.total_fen,
         currency=order.currency,
         payment_method=order.payment_method.value,
@@ -575,6 +603,7 @@ def build_router(
             correlation_id=x_correlation_id,
             contact=body.contact.normalised() if principal is None and body.contact else None,
             address_reference=reference,
+            coupon=None if body.coupon is None else body.coupon.upper(),
         )
         try:
             placed = await place_order(service, command)

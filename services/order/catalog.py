@@ -1,11 +1,12 @@
 """The gateway's catalog replica, rebuilt from inventory's tables at every start and kept in step.
 
-`inventory.products` and `inventory.merchants` are tables: topics keyed by SKU and by merchant id on
-which the latest record of each key is the product's or merchant's current state. At every start the
-order service reads both from their beginning with a consumer of its own, outside any consumer group
-(every partition assigned by hand, nothing committed: where to start is always "the whole table"),
-writes what it reads into its catalog and merchant replicas a batch at a time, with the same handlers
-that applied these events before they had topics of their own, and then keeps following the tables.
+`inventory.products`, `inventory.merchants` and `inventory.coupons` are tables: topics keyed by SKU,
+merchant id and coupon code on which the latest record of each key is its current state. At every
+start the order service reads them from their beginning with a consumer of its own, outside any
+consumer group (every partition assigned by hand, nothing committed: where to start is always "the
+whole table"), writes what it reads into its catalog, merchant and coupon replicas a batch at a time,
+with the same handlers that applied these events before they had topics of their own, and then keeps
+following the tables.
 A fresh database, or one whose catalog was dropped, converges to the full catalog with nobody doing
 anything.
 
@@ -37,8 +38,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.order.handlers import SERVICE, Batch, OrderService, on_merchant_upserted, on_product_upserted
-from shared.contracts import MerchantUpserted, ProductUpserted, topics
+from services.order.handlers import (
+    SERVICE,
+    Batch,
+    OrderService,
+    on_coupon_upserted,
+    on_merchant_upserted,
+    on_product_upserted,
+)
+from shared.contracts import CouponUpserted, MerchantUpserted, ProductUpserted, topics
 from shared.errors import Outage, is_transient
 from shared.handlers import Handlers
 from shared.kafka import BatchConsumer, Delivery, make_plain_consumer
@@ -50,21 +58,24 @@ log = get_logger(__name__)
 
 # The replica's name as a consumer: its client id, its metrics label and its dead letters' consumer.
 REPLICA = "order-catalog"
-TABLES = (topics.INVENTORY_PRODUCTS, topics.INVENTORY_MERCHANTS)
+TABLES = (topics.INVENTORY_PRODUCTS, topics.INVENTORY_MERCHANTS, topics.INVENTORY_COUPONS)
 # How often the replay asks the broker again for tables it does not list yet.
 METADATA_RETRY_S = 0.5
 
 CATALOG_HANDLERS = (
-    Handlers[Batch]().on(ProductUpserted, on_product_upserted).on(MerchantUpserted, on_merchant_upserted)
+    Handlers[Batch]()
+    .on(ProductUpserted, on_product_upserted)
+    .on(MerchantUpserted, on_merchant_upserted)
+    .on(CouponUpserted, on_coupon_upserted)
 )
 
 
 class NotACatalogEvent(ValueError):
-    """A record on a catalog table that is neither a ProductUpserted nor a MerchantUpserted."""
+    """A record on a catalog table that is not a ProductUpserted, MerchantUpserted or CouponUpserted."""
 
 
 async def apply_catalog(service: OrderService, deliveries: Sequence[Delivery]) -> None:
-    """Write a batch of the tables' records into the catalog and merchant replicas in one write; of
+    """Write a batch of the tables' records into the catalog, merchant and coupon replicas in one write; of
     several records of one key, the later one wins. Raises NotACatalogEvent for a batch holding any
     other event, so that the consumer applies the batch one event at a time and dead-letters that one."""
     strangers = [delivery for delivery in deliveries if not CATALOG_HANDLERS.handles(delivery)]
@@ -76,6 +87,7 @@ async def apply_catalog(service: OrderService, deliveries: Sequence[Delivery]) -
     async with service.store.transaction(SERVICE) as tx:
         await tx.upsert_catalog(list(batch.catalog.values()))
         await tx.upsert_merchants(list(batch.merchants.values()))
+        await tx.upsert_coupons(list(batch.coupons.values()))
 
 
 class TableReplay:

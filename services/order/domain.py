@@ -13,6 +13,8 @@ from enum import StrEnum
 
 from shared.contracts import (
     CURRENCY,
+    CouponApplied,
+    CouponDiscount,
     DeclineReason,
     Event,
     FraudDecision,
@@ -186,6 +188,58 @@ class MerchantTerms:
 
 
 @dataclass(frozen=True)
+class CouponTerms:
+    """The order service's replica of one merchant's coupon, kept from inventory's CouponUpserted.
+    How many uses it has left only inventory knows: it holds one with the order's stock."""
+
+    code: str
+    merchant_id: str
+    discount: CouponDiscount
+    value: int
+    valid_from: datetime
+    valid_until: datetime
+    min_spend_fen: int = 0
+    active: bool = True
+
+
+class CouponRefused(ValueError):
+    """The order cannot have the coupon; the message says why, for the shopper."""
+
+
+def apply_coupon(
+    code: str, coupon: CouponTerms | None, lines: Sequence[OrderLine], now: datetime
+) -> CouponApplied:
+    """The coupon's discount on the order: on its merchant's lines, as priced (quantity tiers
+    included). PERCENT takes that many per cent off, rounded down to the fen; AMOUNT takes its value
+    off, at most the lines' total. Raises CouponRefused naming why when the coupon is unknown,
+    switched off, outside its validity window, for none of the order's merchants, or when that
+    merchant's lines fall short of its minimum spend."""
+    if coupon is None:
+        raise CouponRefused(f"there is no coupon {code}")
+    if not coupon.active:
+        raise CouponRefused(f"coupon {code} is switched off")
+    if now < coupon.valid_from:
+        raise CouponRefused(f"coupon {code} is valid from {coupon.valid_from.isoformat()}")
+    if now >= coupon.valid_until:
+        raise CouponRefused(f"coupon {code} expired at {coupon.valid_until.isoformat()}")
+    spent = sum(line.line_total_fen for line in lines if line.merchant_id == coupon.merchant_id)
+    if not any(line.merchant_id == coupon.merchant_id for line in lines):
+        raise CouponRefused(
+            f"coupon {code} is for products of merchant {coupon.merchant_id}, and none are ordered"
+        )
+    if spent < coupon.min_spend_fen:
+        raise CouponRefused(
+            f"coupon {code} needs {money(coupon.min_spend_fen)} spent on merchant {coupon.merchant_id}'s "
+            f"products; the order has {money(spent)}"
+        )
+    if coupon.discount is CouponDiscount.PERCENT:
+        discount = spent * coupon.value // 100
+    else:
+        discount = min(coupon.value, spent)
+    return CouponApplied(code=code, merchant_id=coupon.merchant_id, discount_fen=discount)
+
+
+@dataclass(frozen=True)
 class RequestedItem:
     sku: str
     quantity: int
@@ -328,10 +382,18 @@ class Order:
     contact: str | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
     version: int = 0
+    # The merchant's coupon the order was priced with, and its discount; inventory holds one of
+    # its uses with the stock.
+    coupon: CouponApplied | None = None
+
+    @property
+    def lines_total_fen(self) -> int:
+        return sum(line.line_total_fen for line in self.lines)
 
     @property
     def total_fen(self) -> int:
-        return sum(line.line_total_fen for line in self.lines)
+        """What the customer pays: the lines less the coupon's discount."""
+        return self.lines_total_fen - (0 if self.coupon is None else self.coupon.discount_fen)
 
     @property
     def is_final(self) -> bool:
@@ -361,6 +423,7 @@ class Order:
         deadlines: Deadlines,
         correlation_id: str,
         contact: str | None = None,
+        coupon: CouponApplied | None = None,
     ) -> tuple[Order, list[Event]]:
         order = cls(
             order_id=order_id,
@@ -374,6 +437,7 @@ class Order:
             deadline_at=now + deadlines.checks,
             correlation_id=correlation_id,
             contact=contact,
+            coupon=coupon,
         )
         order._record(now, "order.placed", "Order received; checking stock and payment safety.")
         placed = OrderPlaced(
@@ -386,6 +450,7 @@ class Order:
             shipping_address=shipping_address,
             placed_at=now,
             hold_until=deadlines.hold_until(now),
+            coupon=coupon,
         )
         return order, [placed]
 
@@ -410,6 +475,22 @@ class Order:
             "inventory.stock_rejected",
             detail,
             note=f"Sorry, not enough stock of {short}. Nothing was charged.",
+        )
+
+    def coupon_unavailable(self, now: datetime, detail: str) -> list[Event]:
+        """The stock was there but no use of the coupon was left for this order (all used or held,
+        or this customer used it already): the order is rejected, nothing held, nothing charged."""
+        if self.is_final or self.stock is not Check.PENDING:
+            return []
+        self.stock = Check.FAILED
+        code = "" if self.coupon is None else f" {self.coupon.code}"
+        return self._reject(
+            now,
+            OrderEndReason.COUPON_UNAVAILABLE,
+            "inventory.stock_rejected",
+            detail,
+            note=f"Sorry, the coupon{code} cannot be used for this order ({detail}). Nothing was charged; "
+            "you may order again without it.",
         )
 
     def reservation_lost(self, now: datetime, skus: Sequence[str], detail: str) -> list[Event]:

@@ -15,6 +15,8 @@ import orjson
 
 from services.order.domain import (
     CatalogItem,
+    CouponRefused,
+    CouponTerms,
     Deadlines,
     FieldIssue,
     MerchantTerms,
@@ -22,6 +24,7 @@ from services.order.domain import (
     OrderError,
     PayAction,
     RequestedItem,
+    apply_coupon,
     price_lines,
     review_items,
     same_contact,
@@ -38,6 +41,7 @@ from services.order.store import (
 from shared.batching import Admission, GroupCommit
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    CouponUpserted,
     Envelope,
     Event,
     FraudScored,
@@ -170,16 +174,20 @@ class PlaceOrder:
     # What the client sent to name the address (a saved address id or the address itself), so a
     # replay is compared with the request and not with what the address book holds now.
     address_reference: str | None = None
+    coupon: str | None = None  # a merchant's coupon code, as inventory spells it (capitals)
 
     def fingerprint(self) -> str:
         """What makes two requests "the same" for an Idempotency-Key replay."""
-        body = {
+        body: dict[str, object] = {
             "customer_id": self.customer_id,
             "items": [(item.sku, item.quantity) for item in self.items],
             "address": self.address_reference or self.shipping_address.model_dump(),
             "payment": [self.payment_method.value, self.payment_token],
             "contact": self.contact,
         }
+        if self.coupon is not None:
+            # Only when given, so the fingerprints of keys stored before coupons stay as they were.
+            body["coupon"] = self.coupon
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     @property
@@ -261,8 +269,14 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
     if issues:
         raise InvalidOrder(issues)
     lines = price_lines(command.items, catalog)
-    sealed_token = None if command.payment_token is None else service.token_sealer.seal(command.payment_token)
     now = service.clock()
+    coupon = None
+    if command.coupon is not None:
+        try:
+            coupon = apply_coupon(command.coupon, await service.store.coupon(command.coupon), lines, now)
+        except CouponRefused as refused:
+            raise InvalidOrder([FieldIssue("coupon", str(refused))]) from None
+    sealed_token = None if command.payment_token is None else service.token_sealer.seal(command.payment_token)
     order_id = str(uuid.uuid4())
     for attempt in (1, 2):
         order, events = Order.place(
@@ -277,6 +291,7 @@ async def _place(service: OrderService, command: PlaceOrder) -> Placed:
             deadlines=service.deadlines,
             correlation_id=command.correlation_id or order_id,
             contact=command.contact,
+            coupon=coupon,
         )
         placement = NewPlacement(NewOrder(order, idempotency), [_envelope(order, event) for event in events])
         try:
@@ -350,6 +365,7 @@ class Batch(Replies):
     changed: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     merchants: dict[str, MerchantTerms] = field(default_factory=dict)
+    coupons: dict[str, CouponTerms] = field(default_factory=dict)
 
     def order(self, order_id: str) -> Order:
         try:
@@ -373,8 +389,11 @@ def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> No
 def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
     short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
     skus = [shortage.sku for shortage in event.shortages]
-    detail = short or event.reason
-    if event.reason is StockRejectReason.RESERVATION_LOST:
+    detail = short or event.detail or event.reason
+    if event.reason is StockRejectReason.COUPON_UNAVAILABLE:
+        why = event.detail or "no use of the coupon is left for this order"
+        batch.apply(event.order_id, cause, lambda order: order.coupon_unavailable(batch.now, why))
+    elif event.reason is StockRejectReason.RESERVATION_LOST:
         batch.apply(event.order_id, cause, lambda order: order.reservation_lost(batch.now, skus, detail))
     else:
         batch.apply(event.order_id, cause, lambda order: order.stock_rejected(batch.now, skus, detail))
@@ -462,6 +481,19 @@ def on_merchant_upserted(batch: Batch, event: MerchantUpserted, _cause: Envelope
         payment_methods=frozenset(event.payment_methods),
         status=event.status,
         reason=event.reason,
+    )
+
+
+def on_coupon_upserted(batch: Batch, event: CouponUpserted, _cause: Envelope) -> None:
+    batch.coupons[event.code] = CouponTerms(
+        code=event.code,
+        merchant_id=event.merchant_id,
+        discount=event.discount,
+        value=event.value,
+        valid_from=event.valid_from,
+        valid_until=event.valid_until,
+        min_spend_fen=event.min_spend_fen,
+        active=event.active,
     )
 
 

@@ -21,6 +21,7 @@ from services.order.domain import (
     WAITING,
     CatalogItem,
     Check,
+    CouponTerms,
     MerchantTerms,
     Order,
     OrderStatus,
@@ -30,6 +31,8 @@ from services.order.domain import (
 )
 from services.order.numbers import order_day
 from shared.contracts import (
+    CouponApplied,
+    CouponDiscount,
     MerchantStatus,
     OrderEndReason,
     OrderLine,
@@ -63,6 +66,7 @@ ORDER_NUMBERS = "order_numbers"  # _id: order_no
 CUSTOMER_ORDERS = "customer_orders"  # _id: customer_order_key(...)
 MERCHANT_ORDERS = "merchant_orders"  # _id: merchant_order_keys(...), one per merchant in the order
 MERCHANTS = "merchants"  # _id: merchant_id; the replica of what each merchant accepts
+COUPONS = "coupons"  # _id: code; the replica of merchants' coupons
 MIGRATIONS = "migrations"  # _id: the name of a one-off migration that has completed
 
 
@@ -153,6 +157,8 @@ class OrderTransaction(UnitOfWork, Protocol):
 
     async def upsert_merchants(self, terms: Sequence[MerchantTerms]) -> None: ...
 
+    async def upsert_coupons(self, coupons: Sequence[CouponTerms]) -> None: ...
+
 
 class OrderStore(EventStore[OrderTransaction], Protocol):
     async def get(self, order_id: str) -> Order | None: ...
@@ -190,6 +196,10 @@ class OrderStore(EventStore[OrderTransaction], Protocol):
 
     async def merchant_terms(self, merchant_ids: Iterable[str]) -> dict[str, MerchantTerms]:
         """The replica's merchants among `merchant_ids`."""
+        ...
+
+    async def coupon(self, code: str) -> CouponTerms | None:
+        """The replica's coupon with this code."""
         ...
 
 
@@ -452,6 +462,15 @@ class MongoOrderTransaction(TransactionView):
             session=self.tx.session,
         )
 
+    async def upsert_coupons(self, coupons: Sequence[CouponTerms]) -> None:
+        if not coupons:
+            return
+        await self.tx.db[COUPONS].bulk_write(
+            [UpdateOne({"_id": c.code}, {"$set": coupon_to_doc(c)}, upsert=True) for c in coupons],
+            ordered=True,  # the same coupon twice: the later terms win
+            session=self.tx.session,
+        )
+
 
 class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
     def __init__(self, store: MongoStore, personal_data: PersonalData, token_sealer: TokenSealer) -> None:
@@ -601,6 +620,10 @@ class MongoOrderStore(ServiceStore[MongoOrderTransaction]):
         cursor = self._db[MERCHANTS].find({"_id": {"$in": list(set(merchant_ids))}})
         return {doc["_id"]: merchant_from_doc(doc) async for doc in cursor}
 
+    async def coupon(self, code: str) -> CouponTerms | None:
+        doc = await self._db[COUPONS].find_one({"_id": code})
+        return None if doc is None else coupon_from_doc(doc)
+
 
 # --- document mapping ----------------------------------------------------------------------
 
@@ -666,6 +689,7 @@ class OrderDocuments:
                 for e in order.timeline
             ],
             "version": order.version,
+            "coupon": None if order.coupon is None else order.coupon.model_dump(mode="json"),
         }
 
     def from_doc(self, doc: Mapping[str, Any]) -> Order:
@@ -687,6 +711,7 @@ class OrderDocuments:
             causes = [_PAYMENT_BY_CAUSE[e.cause] for e in timeline if e.cause in _PAYMENT_BY_CAUSE]
             payment = {"status": causes[-1] if causes else PaymentStatus.NOT_REQUESTED}
         action = payment.get("action")
+        coupon = doc.get("coupon")  # absent on orders from before coupons
         return Order(
             order_id=doc["_id"],
             order_no=doc["order_no"],
@@ -717,6 +742,7 @@ class OrderDocuments:
             contact=None if contact is None else self.personal_data.open(contact),
             timeline=timeline,
             version=doc["version"],
+            coupon=None if coupon is None else CouponApplied.model_validate(coupon),
         )
 
     def _sealed_token(self, doc: Mapping[str, Any]) -> str | None:
@@ -770,4 +796,29 @@ def merchant_from_doc(doc: Mapping[str, Any]) -> MerchantTerms:
         payment_methods=frozenset(PaymentMethod(method) for method in doc["payment_methods"]),
         status=MerchantStatus(doc.get("status", MerchantStatus.APPROVED.value)),
         reason=doc.get("reason", ""),
+    )
+
+
+def coupon_to_doc(coupon: CouponTerms) -> Document:
+    return {
+        "merchant_id": coupon.merchant_id,
+        "discount": coupon.discount.value,
+        "value": coupon.value,
+        "valid_from": coupon.valid_from,
+        "valid_until": coupon.valid_until,
+        "min_spend_fen": coupon.min_spend_fen,
+        "active": coupon.active,
+    }
+
+
+def coupon_from_doc(doc: Mapping[str, Any]) -> CouponTerms:
+    return CouponTerms(
+        code=doc["_id"],
+        merchant_id=doc["merchant_id"],
+        discount=CouponDiscount(doc["discount"]),
+        value=doc["value"],
+        valid_from=doc["valid_from"],
+        valid_until=doc["valid_until"],
+        min_spend_fen=doc["min_spend_fen"],
+        active=doc["active"],
     )

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.order.domain import WAITING, CatalogItem, MerchantTerms, Order
+from services.order.domain import WAITING, CatalogItem, CouponTerms, MerchantTerms, Order
 from services.order.numbers import format_order_no, order_day, parse_order_no
 from services.order.store import (
     CUSTOMER_ORDERS,
@@ -63,6 +63,7 @@ class _Pending(PendingWrites):
     changed: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     merchants: dict[str, MerchantTerms] = field(default_factory=dict)
+    coupons: dict[str, CouponTerms] = field(default_factory=dict)
 
     async def insert_new(self, new: Sequence[NewOrder]) -> None:
         for n in new:
@@ -100,12 +101,16 @@ class _Pending(PendingWrites):
     async def upsert_merchants(self, terms: Sequence[MerchantTerms]) -> None:
         self.merchants.update((t.merchant_id, t) for t in terms)
 
+    async def upsert_coupons(self, coupons: Sequence[CouponTerms]) -> None:
+        self.coupons.update((c.code, c) for c in coupons)
+
 
 @dataclass
 class InMemoryOrderStore(LedgerTwin):
     orders: dict[str, Order] = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
     merchants: dict[str, MerchantTerms] = field(default_factory=dict)
+    coupons: dict[str, CouponTerms] = field(default_factory=dict)
     idempotency: dict[str, KeyUse] = field(default_factory=dict)
     # The insert-only lookups, as in Mongo: key -> order id.
     order_numbers: dict[str, str] = field(default_factory=dict)
@@ -139,6 +144,7 @@ class InMemoryOrderStore(LedgerTwin):
         self.idempotency.update(tx.keys)
         self.catalog.update(tx.catalog)
         self.merchants.update(tx.merchants)
+        self.coupons.update(tx.coupons)
         self.ledger.record(applied, tx)
 
     async def get(self, order_id: str) -> Order | None:
@@ -194,6 +200,9 @@ class InMemoryOrderStore(LedgerTwin):
 
     async def merchant_terms(self, merchant_ids: Iterable[str]) -> dict[str, MerchantTerms]:
         return {m: self.merchants[m] for m in set(merchant_ids) if m in self.merchants}
+
+    async def coupon(self, code: str) -> CouponTerms | None:
+        return self.coupons.get(code)
 
 
 @dataclass

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from services.inventory.api import build_router
 from services.inventory.handlers import Inventory
-from services.inventory.seed import MERCHANTS, PRODUCTS, REGISTRATIONS, seed
+from services.inventory.seed import COUPONS, MERCHANTS, PRODUCTS, REGISTRATIONS, seed
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
-from shared.contracts import MerchantUpserted, PaymentMethod, decode_data
+from shared.contracts import CouponUpserted, MerchantUpserted, PaymentMethod, decode_data
 from shared.http import create_app
 from shared.settings import SharedSettings
 from tests.twins.inventory import InMemoryInventoryStore
@@ -44,7 +44,7 @@ def test_the_seed_creates_the_demo_catalog_with_payment_methods_and_limits(
 ) -> None:
     lines = run(admin_client)
 
-    assert len(lines) == len(MERCHANTS) + len(REGISTRATIONS) + len(PRODUCTS)
+    assert len(lines) == len(MERCHANTS) + len(REGISTRATIONS) + len(PRODUCTS) + len(COUPONS)
     assert all(" created " in line or " registered" in line for line in lines)
     merchants = admin_client.get("/v1/merchants").json()["items"]
     methods = {m["merchant_id"]: m["payment_methods"] for m in merchants}
@@ -59,6 +59,9 @@ def test_the_seed_creates_the_demo_catalog_with_payment_methods_and_limits(
     assert {e.merchant_id for e in announced if isinstance(e, MerchantUpserted)} == {
         merchant_id for merchant_id, *_ in [*MERCHANTS, *REGISTRATIONS]
     }
+    assert {e.code for e in announced if isinstance(e, CouponUpserted)} == {code for code, *_ in COUPONS}
+    approved = {m["merchant_id"] for m in merchants if m["status"] == "APPROVED"}
+    assert all(merchant_id in approved for _, merchant_id, *_ in COUPONS)
 
 
 def test_running_the_seed_again_keeps_the_stock_products_have_now(admin_client: TestClient) -> None:
@@ -73,6 +76,7 @@ def test_running_the_seed_again_keeps_the_stock_products_have_now(admin_client: 
     assert [m["merchant_id"] for m in pending] == ["m-harbin-furs"]
     assert any("SKU-TEA-LONGJING" in line and "stock kept" in line for line in again)
     assert admin_client.get("/v1/products/SKU-TEA-LONGJING").json()["available"] == 100
+    assert any("WESTLAKE10" in line and "uses kept" in line for line in again)
 
 
 def test_the_seed_stops_with_the_reason_when_the_api_refuses(store: InMemoryInventoryStore) -> None:
