@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -81,7 +82,7 @@ def held_with_coupon(order_id: str, code: str = "TEA10") -> Reservation:
     )
 
 
-def rejection(events: list[object]) -> StockRejected:
+def rejection(events: Sequence[object]) -> StockRejected:
     [event] = events
     assert isinstance(event, StockRejected)
     assert event.reason is StockRejectReason.COUPON_UNAVAILABLE
