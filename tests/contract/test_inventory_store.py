@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -13,6 +15,13 @@ from pymongo import ASCENDING
 
 from services.inventory.domain import (
     Changes,
+    Coupon,
+    CouponChanges,
+    CouponDelta,
+    CouponMove,
+    CouponTerms,
+    CouponUse,
+    CouponUseStatus,
     Merchant,
     MerchantAction,
     Product,
@@ -24,6 +33,7 @@ from services.inventory.domain import (
 from services.inventory.handlers import Inventory, add_stock, handle_batch
 from services.inventory.store import (
     CANDIDATES_PER_MERCHANT,
+    COUPON_USES,
     MERCHANTS,
     PRODUCTS,
     InventoryStore,
@@ -33,6 +43,7 @@ from services.inventory.store import (
 from shared.auth import Principal, Role
 from shared.contracts import (
     MAX_UNITS_PER_ORDER,
+    CouponDiscount,
     Envelope,
     MerchantStatus,
     OrderEndReason,
@@ -49,7 +60,7 @@ from shared.errors import ConcurrentWrite, retry_transient
 from shared.kafka import Delivery, decode, new_envelope
 from shared.mongo import OUTBOX, MongoStore
 from tests.twins.inventory import InMemoryInventoryStore
-from tests.unit.inventory.factories import cancelled, line, placed
+from tests.unit.inventory.factories import cancelled, line, placed, placed_with_coupon
 from tests.unit.samples import T0, delivery
 
 CONSUMER = "inventory"
@@ -538,6 +549,132 @@ class InventoryStoreContract:
         assert await outbox() == [tea, cup, pot]
         assert await store.get_product("TEA") == product("TEA")
 
+    # --- coupons ------------------------------------------------------------------------------------
+
+    async def test_a_coupon_is_created_with_every_use_left_and_an_edit_keeps_its_uses(
+        self, store: InventoryStore
+    ) -> None:
+        async with store.transaction(CONSUMER) as tx:
+            created = await tx.put_coupon(Coupon.create("TEA10", coupon_terms(total_uses=5)), None)
+        await save(store, coupon_changes(counts={"TEA10": CouponDelta(left=-3, held=2, used=1)}))
+        read = await store.get_coupon("TEA10")
+        assert read is not None
+        async with store.transaction(CONSUMER) as tx:
+            edited = await tx.put_coupon(read.edited(coupon_terms(total_uses=4, active=False)), read)
+
+        assert created == Coupon("TEA10", coupon_terms(total_uses=5), left=5)
+        assert edited == Coupon("TEA10", coupon_terms(total_uses=4, active=False), left=1, held=2, used=1)
+        assert await store.get_coupon("TEA10") == edited
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_coupon(Coupon.create("POT5", coupon_terms(merchant_id="m-2")), None)
+        assert [c.code for c in await store.list_coupons()] == ["POT5", "TEA10"]
+        assert [c.code for c in await store.list_coupons("m-2")] == ["POT5"]
+        async with store.transaction(CONSUMER) as tx:
+            assert set(await tx.coupons(["TEA10", "NONE"])) == {"TEA10"}
+
+    async def test_creating_a_coupon_that_exists_or_editing_one_changed_since_conflicts(
+        self, store: InventoryStore
+    ) -> None:
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_coupon(Coupon.create("TEA10", coupon_terms(total_uses=5)), None)
+        stale = await store.get_coupon("TEA10")
+        assert stale is not None
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_coupon(stale.edited(coupon_terms(total_uses=6)), stale)
+
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_coupon(Coupon.create("TEA10", coupon_terms()), None)
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_coupon(stale.edited(coupon_terms(total_uses=2)), stale)
+        assert await store.get_coupon("TEA10") == Coupon("TEA10", coupon_terms(total_uses=6), left=6)
+
+    async def test_a_count_the_coupon_cannot_take_conflicts_and_nothing_is_written(
+        self, store: InventoryStore
+    ) -> None:
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_coupon(Coupon.create("TEA10", coupon_terms(total_uses=1)), None)
+        await put(store, product("TEA"))
+
+        with pytest.raises(StockConflict):
+            await save(
+                store,
+                Changes(
+                    {"TEA": StockDelta(-1, 1)},
+                    [],
+                    [],
+                    coupons=CouponChanges({"TEA10": CouponDelta(left=-2, held=2, used=0)}),
+                ),
+            )
+        assert await store.get_coupon("TEA10") == Coupon("TEA10", coupon_terms(total_uses=1), left=1)
+        assert await stock(store, "TEA") == (10, 0)
+
+    async def test_coupon_uses_read_back_as_saved_and_move_on_from_the_status_read_once(
+        self, store: InventoryStore
+    ) -> None:
+        held = coupon_use("o-1", "c-1")
+        await save(store, coupon_changes(created=[held]))
+        used = replace(held, status=CouponUseStatus.USED)
+        await save(store, coupon_changes(moved=[CouponMove(used, CouponUseStatus.HELD)]))
+
+        with pytest.raises(StockConflict):
+            await save(store, coupon_changes(moved=[CouponMove(used, CouponUseStatus.HELD)]))
+        with pytest.raises(StockConflict):
+            await save(store, coupon_changes(created=[coupon_use("o-1", "c-2")]))
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.coupon_uses(["o-1", "o-2"]) == {"o-1": used}
+
+    async def test_a_customer_holds_or_uses_a_once_per_customer_coupon_once_until_it_is_given_back(
+        self, store: InventoryStore
+    ) -> None:
+        first = coupon_use("o-1", "c-1")
+        await save(store, coupon_changes(created=[first, coupon_use("o-2", "c-2", once=False)]))
+        async with store.transaction(CONSUMER) as tx:
+            found = await tx.redeemed([("TEA10", "c-1"), ("TEA10", "c-2"), ("POT5", "c-1")])
+        assert found == {("TEA10", "c-1")}
+
+        with pytest.raises(StockConflict):
+            await save(store, coupon_changes(created=[coupon_use("o-3", "c-1")]))
+        released = replace(first, status=CouponUseStatus.RELEASED, reason=OrderEndReason.PAYMENT_DECLINED)
+        await save(store, coupon_changes(moved=[CouponMove(released, CouponUseStatus.HELD)]))
+        await save(store, coupon_changes(created=[coupon_use("o-3", "c-1")]))
+        # Taking the given-back use again (a late payment) finds the customer has another now.
+        with pytest.raises(StockConflict):
+            used_again = replace(released, status=CouponUseStatus.USED, reason="")
+            await save(store, coupon_changes(moved=[CouponMove(used_again, CouponUseStatus.RELEASED)]))
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.redeemed([("TEA10", "c-1")]) == {("TEA10", "c-1")}
+            assert (await tx.coupon_uses(["o-1"]))["o-1"].status is CouponUseStatus.RELEASED
+
+    async def test_concurrent_orders_for_a_coupons_last_uses_never_take_more_than_it_has(
+        self, store: InventoryStore
+    ) -> None:
+        service = Inventory(store=store, reservation_ttl=TTL, clock=lambda: T0)
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(Merchant("m-1", "West Lake Tea"))
+            await tx.put_coupon(Coupon.create("TEA10", coupon_terms(total_uses=3)), None)
+        await put(store, product("TEA", available=100))
+        orders = [
+            delivery(placed_with_coupon(f"o-{n}", line("TEA", 1), code="TEA10", customer_id=f"c-{n % 6}"))
+            for n in range(12)
+        ]
+
+        async def reserve(order: Delivery) -> None:
+            await handle_batch(service, [order])
+
+        await asyncio.gather(
+            *(retry_transient(partial(reserve, order), attempts=30, backoff_s=0.005) for order in orders)
+        )
+
+        coupon = await store.get_coupon("TEA10")
+        assert coupon is not None and (coupon.left, coupon.held, coupon.used) == (0, 3, 0)
+        async with store.transaction(CONSUMER) as tx:
+            uses = await tx.coupon_uses([f"o-{n}" for n in range(12)])
+        assert len(uses) == 3
+        assert len({use.customer_id for use in uses.values()}) == 3, "once per customer"
+        assert await stock(store, "TEA") == (97, 3)
+
     # --- stock changes racing reservations, through the handlers -----------------------------------
 
     async def test_restocks_and_reservations_racing_on_one_product_lose_nothing(
@@ -564,6 +701,30 @@ class InventoryStoreContract:
         )
 
         assert await stock(store, "TEA") == (10 + 5 * 5 - 5 * 2, 5 * 2)
+
+
+def coupon_terms(**changes: Any) -> CouponTerms:
+    fields: dict[str, Any] = {
+        "merchant_id": "m-1",
+        "discount": CouponDiscount.PERCENT,
+        "value": 10,
+        "valid_from": T0 - timedelta(days=1),
+        "valid_until": T0 + timedelta(days=30),
+        "total_uses": 5,
+    }
+    return CouponTerms(**{**fields, **changes})
+
+
+def coupon_use(order_id: str, customer_id: str, *, once: bool = True) -> CouponUse:
+    return CouponUse(order_id, "TEA10", customer_id, once, CouponUseStatus.HELD)
+
+
+def coupon_changes(
+    counts: Mapping[str, CouponDelta] | None = None,
+    created: Sequence[CouponUse] = (),
+    moved: Sequence[CouponMove] = (),
+) -> Changes:
+    return Changes({}, [], [], coupons=CouponChanges(counts or {}, list(created), list(moved)))
 
 
 class TestInMemoryInventoryStore(InventoryStoreContract):
@@ -613,6 +774,15 @@ class TestMongoInventoryStore(InventoryStoreContract):
         raw = await mongo_store.db[MERCHANTS].find_one({"_id": "m-1"})
         assert raw is not None and "tea@example.com" not in str(raw)
         assert PERSONAL.open(raw["sealed_contact"]) == "tea@example.com"
+
+    async def test_a_coupon_users_customer_is_sealed_at_rest_and_found_by_a_blind_index(
+        self, store: InventoryStore, mongo_store: MongoStore
+    ) -> None:
+        await save(store, coupon_changes(created=[coupon_use("o-1", "13800138000")]))
+
+        raw = await mongo_store.db[COUPON_USES].find_one({"_id": "o-1"})
+        assert raw is not None and "13800138000" not in str(raw)
+        assert PERSONAL.open(raw["sealed_customer"]) == "13800138000"
 
     @pytest.fixture
     def outbox(self, mongo_store: MongoStore) -> ReadOutbox:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.contracts import (
+    CouponApplied,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -51,3 +52,11 @@ def confirmed(order_id: str, *lines: OrderLine) -> OrderConfirmed:
         total_fen=sum(item.line_total_fen for item in lines),
         payment_id=f"pay-{order_id}",
     )
+
+
+def placed_with_coupon(
+    order_id: str, *lines: OrderLine, code: str, customer_id: str = "c-1", discount_fen: int = 0
+) -> OrderPlaced:
+    """An order placed with a coupon of its first line's merchant."""
+    coupon = CouponApplied(code=code, merchant_id=lines[0].merchant_id, discount_fen=discount_fen)
+    return placed(order_id, *lines).model_copy(update={"coupon": coupon, "customer_id": customer_id})
