@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from services.order.domain import (
     MAX_QUANTITY,
     CatalogItem,
+    CouponTerms,
     Deadlines,
     MerchantTerms,
     Order,
@@ -41,6 +42,8 @@ from services.order.store import (
     scan_budget,
 )
 from shared.contracts import (
+    CouponApplied,
+    CouponDiscount,
     DeclineReason,
     Envelope,
     FraudDecision,
@@ -370,6 +373,27 @@ class OrderStoreContract:
             await tx.upsert_merchants([suspended, pending])
 
         assert await store.merchant_terms(["m-1", "m-2"]) == {"m-1": suspended, "m-2": pending}
+
+    async def test_an_order_keeps_its_coupon_and_its_discounted_total(self, store: OrderStore) -> None:
+        order = replace(
+            placed("o-1"), coupon=CouponApplied(code="TEA10", merchant_id="m-1", discount_fen=880)
+        )
+        await insert(store, order)
+
+        stored = await store.get("o-1")
+        assert stored == order
+        assert stored is not None and (stored.lines_total_fen, stored.total_fen) == (8800, 7920)
+
+    async def test_the_coupon_replica_keeps_the_latest_terms_of_each_coupon(self, store: OrderStore) -> None:
+        tea = CouponTerms("TEA10", "m-1", CouponDiscount.PERCENT, 10, T0, T0 + timedelta(days=1))
+        switched_off = replace(tea, min_spend_fen=5000, active=False)
+        async with store.transaction("order") as tx:
+            await tx.upsert_coupons([tea])
+        async with store.transaction("order") as tx:
+            await tx.upsert_coupons([tea, switched_off])
+
+        assert await store.coupon("TEA10") == switched_off
+        assert await store.coupon("POT5") is None
 
     @pytest.mark.parametrize("scope", list(Scope))
     async def test_pages_walk_every_order_of_the_listing_once_newest_first(
