@@ -528,7 +528,12 @@ async def _coupon_book(
     """The coupons the batch's new orders name and its reservations hold uses of, those uses, and
     which of the new orders' customers used their coupon already; None (no reads) when the batch
     touches no coupon, which is the common case."""
-    with_coupon = {order_id: r.coupon for order_id, r in reservations.items() if r.coupon is not None}
+    # Only a held use moves, or one given back on expiry that a late payment takes again.
+    with_coupon = {
+        order_id: r.coupon
+        for order_id, r in reservations.items()
+        if r.coupon is not None and (r.status is ReservationStatus.HELD or r.expired)
+    }
     if not claims and not with_coupon:
         return None
     uses = await tx.coupon_uses(with_coupon) if with_coupon else {}

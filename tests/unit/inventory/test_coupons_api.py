@@ -10,13 +10,13 @@ import httpx
 import pytest
 
 from services.inventory.api import build_router
-from services.inventory.handlers import Inventory, handle_batch
+from services.inventory.handlers import Inventory, handle_batch, release_expired
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
 from shared.contracts import CouponUpserted, decode_data
 from shared.http import create_app
 from shared.settings import SharedSettings
 from tests.twins.inventory import InMemoryInventoryStore
-from tests.unit.inventory.factories import line, placed_with_coupon
+from tests.unit.inventory.factories import cancelled, confirmed, line, placed_with_coupon, rejected
 from tests.unit.samples import T0, delivery
 
 pytestmark = pytest.mark.unit
@@ -187,3 +187,24 @@ async def test_total_uses_cannot_go_below_the_uses_used_and_held(
     assert "2 held" in assert_problem(refused, 409, "coupon-uses-conflict")["detail"]
     assert (lowered.json()["left"], lowered.json()["held"]) == (0, 2)
     assert len(store.outbox) == 1
+
+
+async def test_an_orders_use_goes_back_once_when_it_ends_and_when_its_reservation_expires(
+    client: httpx.AsyncClient, service: Inventory, store: InMemoryInventoryStore
+) -> None:
+    await client.put("/v1/coupons/TEA10", json=COUPON, headers=TEA_HOUSE)
+    for n in (1, 2, 3):
+        order = placed_with_coupon(f"o-{n}", line("SKU-TEA", 1), code="TEA10", customer_id=f"c-{n}")
+        await handle_batch(service, [delivery(order)])
+    ended = cancelled("o-1")
+    await handle_batch(service, [delivery(ended), delivery(rejected("o-1"))])
+    await handle_batch(service, [delivery(ended)])
+    await handle_batch(service, [delivery(confirmed("o-2", line("SKU-TEA", 1)))])
+
+    uses = (await client.get("/v1/coupons/TEA10", headers=TEA_HOUSE)).json()
+    assert (uses["left"], uses["held"], uses["used"]) == (1, 1, 1)
+
+    service.clock = lambda: T0 + timedelta(hours=3)
+    assert await release_expired(service) == 1
+    uses = (await client.get("/v1/coupons/TEA10", headers=TEA_HOUSE)).json()
+    assert (uses["left"], uses["held"], uses["used"]) == (2, 0, 1)
