@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from services.inventory.domain import (
@@ -18,11 +18,14 @@ from services.inventory.domain import (
     MAX_PRICE_TIERS,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
+    DuplicateCodes,
+    InvalidCodes,
     InvalidPriceTiers,
     InvalidWebhookUrl,
     Merchant,
     MerchantAction,
     MerchantStatusConflict,
+    NotVirtual,
     Product,
     ProductDetails,
     ReasonRequired,
@@ -40,6 +43,7 @@ from services.inventory.handlers import (
     RegistrationIncomplete,
     UnknownMerchant,
     UnknownProduct,
+    add_codes,
     add_stock,
     decide_merchant,
     register_merchant,
@@ -497,6 +501,49 @@ def _product_not_found(sku: str) -> Problem:
     return Problem(404, "Product not found", f"no product {sku}", code="product-not-found")
 
 
+class CodesAddedOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"sku": "SKU-GIFT-100", "added": 3, "available": 42}]}
+    )
+
+    sku: str
+    added: int = Field(description="Codes added to the pool: each one more unit to sell.")
+    available: int = Field(description="The product's sellable units after the upload.")
+
+
+TEXT_PLAIN = "text/plain"
+CODES_EXAMPLE = "GIFT-7K2M-9QXA\nGIFT-3PLW-8RTE\n"
+
+
+async def _codes_text(request: Request) -> str:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != TEXT_PLAIN:
+        raise Problem(
+            415,
+            "Unsupported media type",
+            f"send the codes as {TEXT_PLAIN}, one code per line (got {media_type or 'no content type'})",
+            code="unsupported-media-type",
+        )
+    try:
+        return (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid_fields("the codes must be UTF-8 text", ["body"]) from None
+
+
+def _invalid_codes(error: InvalidCodes) -> Problem:
+    # The lines are named, never the codes: they are secrets.
+    if isinstance(error, DuplicateCodes):
+        return Problem(409, "Duplicate codes", str(error), code="duplicate-codes", lines=error.lines)
+    return Problem(
+        422,
+        "Invalid codes",
+        str(error),
+        code="invalid-codes",
+        lines=error.lines,
+        errors=[{"field": "body", "message": str(error), "location": "body"}],
+    )
+
+
 def build_router(service: Inventory) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inventory"])
 
@@ -552,6 +599,8 @@ def build_router(service: Inventory) -> APIRouter:
             raise Problem(409, "Product move refused", str(error), code="product-move-refused") from None
         except UnknownMerchant as error:
             raise _unknown_merchant(error) from None
+        except NotVirtual as error:
+            raise _invalid_fields(str(error), ["available"]) from None
         if put.created:
             response.status_code = status.HTTP_201_CREATED
         return ProductOut.of(put.product)
@@ -572,7 +621,43 @@ def build_router(service: Inventory) -> APIRouter:
             raise _forbidden(error) from None
         except StockOutOfRange as error:
             raise Problem(409, "Stock out of range", str(error), code="stock-out-of-range") from None
+        except NotVirtual as error:
+            raise Problem(409, "Stock is codes", str(error), code="stock-is-codes") from None
         return ProductOut.of(product)
+
+    @router.post(
+        "/products/{sku}/codes",
+        responses=problem_responses(401, 403, 404, 409, 413, 422),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {TEXT_PLAIN: {"schema": {"type": "string"}, "example": CODES_EXAMPLE}},
+            }
+        },
+    )
+    async def upload_codes(sku: Sku, request: Request, caller: Caller) -> CodesAddedOut:
+        """Add codes (gift cards, licence keys, top-up codes) to a virtual product's pool: the body
+        is `text/plain`, one code per line, whitespace around a code trimmed and blank lines
+        skipped. Each code is one more sellable unit; a paid order is given one code per unit,
+        never a code another order has. Answers how many were added and the stock after; the codes
+        are never answered or shown again, except to the buyer of the order they go to.
+
+        All or nothing: a code given twice in the upload or already in the product's pool refuses
+        the whole upload (409 naming the `lines`); more than 1000 codes, a code over 200 characters
+        or none at all is a 422, another content type a 415, a product that is not virtual a 409.
+        Needs the token of the product's merchant or an admin's."""
+        text = await _codes_text(request)
+        try:
+            added = await add_codes(service, caller, sku, text)
+        except InvalidCodes as error:
+            raise _invalid_codes(error) from None
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except NotVirtual as error:
+            raise Problem(409, "Not a virtual product", str(error), code="not-virtual") from None
+        return CodesAddedOut(sku=sku, added=added.added, available=added.product.available)
 
     @router.post(
         "/merchants",

@@ -7,7 +7,7 @@ one after the other. The store then writes what changed with conditional updates
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -638,3 +638,121 @@ class Ledger:
         if reservation.order_id not in self._created:
             # Stored as `held`; the store moves it only if it still is.
             self._moved[reservation.order_id] = reservation
+
+
+# --- virtual goods: code pools -------------------------------------------------------------------
+
+# A code pool grows in uploads of at most this many codes: a file a merchant pastes, not a dump of
+# millions that would hold one transaction open for minutes.
+MAX_CODES_PER_UPLOAD = 1000
+# Gift cards, licence keys and top-up codes fit well within this; longer is pasted by mistake.
+MAX_CODE_LENGTH = 200
+
+
+class InvalidCodes(ValueError):
+    """An upload of codes that cannot be added as it is; nothing is added. `lines` names the
+    offending lines of the upload (1-based), never the codes themselves: they are secrets."""
+
+    def __init__(self, message: str, lines: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.lines = list(lines)
+
+
+class DuplicateCodes(InvalidCodes):
+    """Codes given twice in one upload, or already in the product's pool."""
+
+
+class NotVirtual(ValueError):
+    """Codes were uploaded for a product that is not virtual, or stock added to one that is: a
+    virtual product's stock is its pool of codes."""
+
+
+@dataclass(frozen=True)
+class UploadedCode:
+    line: int  # where it stood in the upload, 1-based, for the errors that name it
+    code: str = field(repr=False)
+
+
+def _lines_named(lines: Sequence[int], limit: int = 20) -> str:
+    shown = ", ".join(map(str, lines[:limit]))
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+def parse_codes(text: str) -> list[UploadedCode]:
+    """One code per line, whitespace around it trimmed, blank lines skipped.
+
+    Raises InvalidCodes when there are none, more than MAX_CODES_PER_UPLOAD, or a code is longer
+    than MAX_CODE_LENGTH or holds control characters; DuplicateCodes naming the lines that repeat a
+    code given earlier in the upload."""
+    codes = [
+        UploadedCode(number, stripped)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if (stripped := line.strip())
+    ]
+    if not codes:
+        raise InvalidCodes("no codes given: send one code per line")
+    if len(codes) > MAX_CODES_PER_UPLOAD:
+        raise InvalidCodes(
+            f"{len(codes)} codes in one upload; at most {MAX_CODES_PER_UPLOAD}: split it into several"
+        )
+    too_long = [c.line for c in codes if len(c.code) > MAX_CODE_LENGTH]
+    if too_long:
+        raise InvalidCodes(
+            f"a code has at most {MAX_CODE_LENGTH} characters; line(s) {_lines_named(too_long)} are longer",
+            too_long,
+        )
+    unprintable = [c.line for c in codes if not c.code.isprintable()]
+    if unprintable:
+        raise InvalidCodes(
+            f"line(s) {_lines_named(unprintable)} hold control characters, which no code has", unprintable
+        )
+    seen: set[str] = set()
+    repeated = []
+    for code in codes:
+        if code.code in seen:
+            repeated.append(code.line)
+        seen.add(code.code)
+    if repeated:
+        raise DuplicateCodes(
+            f"line(s) {_lines_named(repeated)} repeat a code given earlier in this upload; nothing was added",
+            repeated,
+        )
+    return codes
+
+
+def already_pooled(codes: Sequence[UploadedCode], pooled: Collection[str]) -> None:
+    """Raises DuplicateCodes naming the lines whose code is in the product's pool already (`pooled`:
+    the codes of the upload the store found there)."""
+    lines = [c.line for c in codes if c.code in pooled]
+    if lines:
+        raise DuplicateCodes(
+            f"{len(lines)} code(s) are in this product's pool already, on line(s) {_lines_named(lines)}; "
+            "nothing was added",
+            lines,
+        )
+
+
+def committed_virtual_lines(changes: Changes, products: Mapping[str, Product]) -> dict[str, list[StockLine]]:
+    """The lines of virtual products in the reservations this batch committed, by order: each unit
+    of them is one code to assign. A confirmation repeated, or of an order already settled, commits
+    nothing and so asks for no codes."""
+    committed = [
+        r
+        for r in (*changes.created, *changes.moved_from_held, *changes.moved_from_expired)
+        if r.status is ReservationStatus.COMMITTED
+    ]
+    wanted: dict[str, list[StockLine]] = {}
+    for reservation in committed:
+        lines = [
+            line
+            for line in reservation.lines
+            if (product := products.get(line.sku)) is not None and product.kind is ProductKind.VIRTUAL
+        ]
+        if lines:
+            wanted[reservation.order_id] = lines
+    return wanted
+
+
+class CodeStatus(StrEnum):
+    UNASSIGNED = "unassigned"
+    ASSIGNED = "assigned"

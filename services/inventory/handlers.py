@@ -13,16 +13,22 @@ from services.inventory.domain import (
     Ledger,
     Merchant,
     MerchantAction,
+    NotVirtual,
     Product,
     ProductDetails,
     Reservation,
     ReservationStatus,
+    already_pooled,
     checked_webhook_url,
+    committed_virtual_lines,
+    parse_codes,
 )
 from services.inventory.store import InventoryStore, StockTransaction
 from shared.auth import Principal
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    AssignedCodes,
+    CodesAssigned,
     Envelope,
     Event,
     OrderCancelled,
@@ -31,6 +37,7 @@ from shared.contracts import (
     OrderPlaced,
     OrderRejected,
     PaymentMethod,
+    ProductKind,
     ReservationEndReason,
     StockRejectReason,
 )
@@ -292,6 +299,7 @@ async def upsert_product(
             existing = (await tx.products([command.sku])).get(command.sku)
             if existing is None:
                 _authorize(caller, details.merchant_id, f"add products for merchant {details.merchant_id}")
+                _refuse_stock_without_codes(details.kind, command.sku, command.available)
                 product = Product.create(command.sku, details, command.available)
             else:
                 _authorize(caller, existing.merchant_id, f"change {command.sku}")
@@ -321,6 +329,7 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
             if product is None:
                 raise UnknownProduct(f"no product {sku}")
             _authorize(caller, product.merchant_id, f"change the stock of {sku}")
+            _refuse_stock_without_codes(product.kind, sku, add)
             # The same guarded increment as a reservation's: a concurrent reservation either lands
             # first (and this decides on it after a retry) or conflicts, never lost or overwritten.
             await tx.save(Changes(stock={sku: product.stock_change(add)}, created=[], moved_from_held=[]))
@@ -337,6 +346,89 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
         by_merchant=caller.merchant_id,
     )
     return changed
+
+
+# --- virtual goods: code pools -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodesAdded:
+    added: int
+    product: Product
+
+
+def _refuse_stock_without_codes(kind: ProductKind, sku: str, add: int) -> None:
+    # Every sellable unit of a virtual product is a code in its pool; units added without one would
+    # be sold with no code to deliver. Taking units away is safe: the codes stay unsold.
+    if kind is ProductKind.VIRTUAL and add > 0:
+        raise NotVirtual(
+            f"{sku} is virtual: its stock is its pool of codes; add codes with POST /v1/products/{sku}/codes"
+        )
+
+
+async def add_codes(service: Inventory, caller: Principal, sku: str, text: str) -> CodesAdded:
+    """Add a virtual product's codes (one per line) to its pool, each an available unit: all of
+    them or, when one is refused, none.
+
+    Raises InvalidCodes (DuplicateCodes naming the lines that repeat a code of the upload or of the
+    pool), UnknownProduct, NotPermitted and NotVirtual; nothing changes then. The codes are stored
+    sealed and never logged or answered."""
+    codes = parse_codes(text)
+
+    async def write() -> CodesAdded:
+        async with service.store.transaction(SERVICE) as tx:
+            product = (await tx.products([sku])).get(sku)
+            if product is None:
+                raise UnknownProduct(f"no product {sku}")
+            _authorize(caller, product.merchant_id, f"add codes to {sku}")
+            if product.kind is not ProductKind.VIRTUAL:
+                raise NotVirtual(f"{sku} is {product.kind}: only a virtual product has a pool of codes")
+            already_pooled(codes, await tx.pooled_codes(sku, [c.code for c in codes]))
+            await tx.add_codes(sku, [c.code for c in codes])
+            # Through the stock path a reservation takes: each code is a unit, added without a race.
+            stock = {sku: product.stock_change(len(codes))}
+            await tx.save(Changes(stock=stock, created=[], moved_from_held=[]))
+            return CodesAdded(len(codes), (await tx.products([sku]))[sku])
+
+    added = await retry_transient(write)
+    log.info(
+        "codes_added",
+        sku=sku,
+        added=added.added,
+        available=added.product.available,
+        by_role=caller.role.value,
+        by_merchant=caller.merchant_id,
+    )
+    return added
+
+
+async def _assign_codes(tx: StockTransaction, batch: StockBatch, deliveries: Sequence[Delivery]) -> None:
+    """Give each order this batch committed one code per unit of its virtual lines, and announce
+    them (CodesAssigned, the codes sealed as stored) in reply to its confirmation."""
+    wanted = committed_virtual_lines(batch.ledger.changes(), batch.ledger.products)
+    if not wanted:
+        return
+    confirmations = {
+        d.event.order_id: (d.event, d.envelope)
+        for d in reversed(deliveries)
+        if isinstance(d.event, OrderConfirmed)
+    }
+    for order_id, lines in wanted.items():
+        confirmed, cause = confirmations[order_id]
+        assigned = []
+        for line in lines:
+            sealed = await tx.assign_codes(line.sku, order_id, line.quantity)
+            if len(sealed) < line.quantity:
+                # Only when stock was added to the product without codes (before virtual stock
+                # came only from codes): the order is paid, so it gets what there is.
+                log.error(
+                    "codes_short", order_id=order_id, sku=line.sku, wanted=line.quantity, got=len(sealed)
+                )
+            if sealed:
+                assigned.append(AssignedCodes(sku=line.sku, sealed_codes=sealed))
+        if assigned:
+            event = CodesAssigned(order_id=order_id, customer_id=confirmed.customer_id, lines=assigned)
+            batch.replies.reply(cause, [event])
 
 
 def _announcement(event: Event, correlation_id: str | None) -> Envelope:
@@ -382,6 +474,7 @@ async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> No
         batch = await _decide(service, tx, fresh)
         changes = batch.ledger.changes()
         await tx.save(changes)
+        await _assign_codes(tx, batch, fresh)
         tx.emit(batch.replies.outgoing)
         tx.mark_applied([d.envelope.id for d in fresh])
     for reservation in _paid_without_a_hold(changes):

@@ -5,16 +5,18 @@ The in-memory twin for unit tests is tests/twins/inventory.py; tests/contract ho
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.inventory.domain import (
     Changes,
+    CodeStatus,
     Merchant,
     MerchantAction,
     Product,
@@ -39,11 +41,16 @@ from shared.store import EventStore, UnitOfWork
 MERCHANTS = "merchants"
 PRODUCTS = "products"
 RESERVATIONS = "reservations"
+CODES = "codes"
 CANDIDATES_PER_MERCHANT = 10
 
 
 class StockConflict(ConcurrentWrite):
     """Stock or a reservation changed since the batch read it (another replica); retry the batch."""
+
+
+class CodeConflict(ConcurrentWrite):
+    """A code being added was added to the pool meanwhile; retried, the upload finds it and is refused."""
 
 
 class StockTransaction(UnitOfWork, Protocol):
@@ -91,6 +98,24 @@ class StockTransaction(UnitOfWork, Protocol):
         and keep its stored stock, whatever `product` says: only `save` moves stock. Returns it as stored."""
         ...
 
+    # --- virtual goods: the codes of a product's pool, sealed; found by their blind index only ---
+
+    async def pooled_codes(self, sku: str, codes: Collection[str]) -> set[str]:
+        """Which of `codes` the product's pool holds already, assigned or not."""
+        ...
+
+    async def add_codes(self, sku: str, codes: Sequence[str]) -> None:
+        """Add unassigned codes to the product's pool, sealed. Raises CodeConflict when one is in the
+        pool already (an upload written meanwhile): nothing of the transaction is kept."""
+        ...
+
+    async def assign_codes(self, sku: str, order_id: str, quantity: int) -> list[str]:
+        """Give the order `quantity` codes of the product's pool, each taken only if still unassigned,
+        and return the codes the order holds of it, as stored (sealed). Codes assigned to the order
+        before count towards `quantity`, so a repeat assigns nothing again; a pool short of codes
+        gives what it has. Raises StockConflict when a code was taken meanwhile (another replica)."""
+        ...
+
 
 class InventoryStore(EventStore[StockTransaction], Protocol):
     async def list_products(self, merchant_id: str | None = None) -> list[Product]: ...
@@ -112,15 +137,21 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
 
     def __init__(self, store: MongoStore, personal: PersonalData) -> None:
         self._documents = MerchantDocuments(personal)
-        super().__init__(store, lambda tx: _MongoTransaction(tx, self._documents))
+        super().__init__(store, lambda tx: _MongoTransaction(tx, self._documents, personal))
         self._merchants = store.db[MERCHANTS]
         self._products = store.db[PRODUCTS]
         self._reservations = store.db[RESERVATIONS]
+        self._codes = store.db[CODES]
 
     async def ensure_indexes(self) -> None:
         await self._products.create_index([("merchant_id", ASCENDING), ("available", DESCENDING)])
         await self._reservations.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
         await self._merchants.create_index([("status", ASCENDING), ("_id", ASCENDING)])
+        # A code is in a product's pool once: its blind index is unique per product. Per product,
+        # not across products, so an upload cannot learn that another merchant holds a code.
+        await self._codes.create_index([("sku", ASCENDING), ("index", ASCENDING)], unique=True)
+        await self._codes.create_index([("sku", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)])
+        await self._codes.create_index([("order_id", ASCENDING), ("sku", ASCENDING)])
 
     async def list_products(self, merchant_id: str | None = None) -> list[Product]:
         query = {} if merchant_id is None else {"merchant_id": merchant_id}
@@ -148,6 +179,7 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
 @dataclass
 class _MongoTransaction(TransactionView):
     _documents: MerchantDocuments
+    _personal: PersonalData
 
     async def products(self, skus: Collection[str]) -> dict[str, Product]:
         cursor = self.tx.db[PRODUCTS].find({"_id": {"$in": list(skus)}}, session=self.tx.session)
@@ -291,6 +323,78 @@ class _MongoTransaction(TransactionView):
         if doc is None:  # cannot happen with upsert + return_document; keeps the type honest
             raise StockConflict(f"product {product.sku} vanished while being written")
         return _product(doc)
+
+    # --- virtual goods ---------------------------------------------------------------------------
+
+    async def pooled_codes(self, sku: str, codes: Collection[str]) -> set[str]:
+        by_index = {self._personal.blind_index(code): code for code in codes}
+        cursor = self.tx.db[CODES].find(
+            {"sku": sku, "index": {"$in": list(by_index)}}, {"index": 1}, session=self.tx.session
+        )
+        return {by_index[doc["index"]] async for doc in cursor}
+
+    async def add_codes(self, sku: str, codes: Sequence[str]) -> None:
+        if not codes:
+            return
+        now = datetime.now(UTC)
+        documents = [
+            {
+                "_id": str(ObjectId()),
+                "sku": sku,
+                "index": self._personal.blind_index(code),
+                "sealed_code": self._personal.seal(code),
+                "status": CodeStatus.UNASSIGNED.value,
+                "order_id": None,
+                "added_at": now,
+            }
+            for code in codes
+        ]
+        try:
+            await self.tx.db[CODES].insert_many(documents, session=self.tx.session)
+        except (DuplicateKeyError, BulkWriteError) as error:
+            # The error names the index entry, not the code: the blind index says nothing of it.
+            raise CodeConflict(f"a code of {sku} was added to its pool meanwhile") from error
+
+    async def assign_codes(self, sku: str, order_id: str, quantity: int) -> list[str]:
+        codes = self.tx.db[CODES]
+        session = self.tx.session
+        held = [
+            doc["sealed_code"]
+            async for doc in codes.find({"sku": sku, "order_id": order_id}, session=session).sort("_id")
+        ]
+        wanted = quantity - len(held)
+        if wanted <= 0:
+            return held
+        picked = [
+            doc
+            async for doc in codes.find({"sku": sku, "status": CodeStatus.UNASSIGNED.value}, session=session)
+            .sort("_id", ASCENDING)
+            .limit(wanted)
+        ]
+        if not picked:
+            return held
+        now = datetime.now(UTC)
+        # Guarded: a code some other batch assigned since it was read is not taken a second time.
+        result = await codes.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": doc["_id"], "status": CodeStatus.UNASSIGNED.value},
+                    {
+                        "$set": {
+                            "status": CodeStatus.ASSIGNED.value,
+                            "order_id": order_id,
+                            "assigned_at": now,
+                        }
+                    },
+                )
+                for doc in picked
+            ],
+            ordered=False,
+            session=session,
+        )
+        if result.modified_count != len(picked):
+            raise StockConflict(f"{len(picked) - result.modified_count} code(s) of {sku} taken meanwhile")
+        return held + [doc["sealed_code"] for doc in picked]
 
 
 def _stock_update(sku: str, available: int, reserved: int, now: datetime) -> UpdateOne:

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus
-from services.inventory.store import CANDIDATES_PER_MERCHANT, StockConflict
+from pydantic import SecretStr
+
+from services.inventory.domain import Changes, CodeStatus, Merchant, Product, Reservation, ReservationStatus
+from services.inventory.store import CANDIDATES_PER_MERCHANT, CodeConflict, StockConflict
 from shared.contracts import MerchantStatus
+from shared.crypto import PersonalData
 from shared.store import PendingWrites
 from tests.twins.ledger import AppliedLedger, LedgerTwin
+
+# The twin's key ring unless a test brings its own: codes are sealed here as in the Mongo store.
+TWIN_PERSONAL_DATA = PersonalData(SecretStr("twin:dHdpbi1vbmx5LWludmVudG9yeS1jb2Rlcy1rZXktMDE"))
+
+
+@dataclass
+class PooledCode:
+    sku: str
+    index: str
+    sealed_code: str
+    status: CodeStatus = CodeStatus.UNASSIGNED
+    order_id: str | None = None
 
 
 @dataclass
@@ -20,20 +35,23 @@ class _State:
     merchants: dict[str, Merchant] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    # In the order they were added, which is the order they are assigned in.
+    codes: list[PooledCode] = field(default_factory=list)
 
 
 class InMemoryInventoryStore(LedgerTwin):
     """Same behaviour as the Mongo store, including the stock guards, on plain dicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, personal: PersonalData = TWIN_PERSONAL_DATA) -> None:
         self.state = _State()
         self.ledger = AppliedLedger()
+        self.personal = personal
 
     @asynccontextmanager
     async def transaction(self, consumer: str) -> AsyncIterator[_MemoryTransaction]:
         # Work on a copy and swap it in at the end: an exception leaves the state untouched.
         draft = copy.deepcopy(self.state)
-        tx = _MemoryTransaction(state=draft)
+        tx = _MemoryTransaction(state=draft, personal=self.personal)
         yield tx
         applied = self.ledger.claim(consumer, tx)
         self.state = draft
@@ -58,6 +76,7 @@ class InMemoryInventoryStore(LedgerTwin):
 @dataclass(kw_only=True)
 class _MemoryTransaction(PendingWrites):
     state: _State
+    personal: PersonalData
 
     async def products(self, skus: Collection[str]) -> dict[str, Product]:
         return {sku: copy.copy(p) for sku in skus if (p := self.state.products.get(sku)) is not None}
@@ -135,6 +154,27 @@ class _MemoryTransaction(PendingWrites):
             stored.available, stored.reserved = existing.available, existing.reserved
         self.state.products[product.sku] = stored
         return copy.copy(stored)
+
+    async def pooled_codes(self, sku: str, codes: Collection[str]) -> set[str]:
+        pooled = {c.index for c in self.state.codes if c.sku == sku}
+        return {code for code in codes if self.personal.blind_index(code) in pooled}
+
+    async def add_codes(self, sku: str, codes: Sequence[str]) -> None:
+        pooled = {c.index for c in self.state.codes if c.sku == sku}
+        for code in codes:
+            index = self.personal.blind_index(code)
+            if index in pooled:
+                raise CodeConflict(f"a code of {sku} was added to its pool meanwhile")
+            pooled.add(index)
+            self.state.codes.append(PooledCode(sku, index, self.personal.seal(code)))
+
+    async def assign_codes(self, sku: str, order_id: str, quantity: int) -> list[str]:
+        held = [c for c in self.state.codes if c.sku == sku and c.order_id == order_id]
+        free = [c for c in self.state.codes if c.sku == sku and c.status is CodeStatus.UNASSIGNED]
+        for code in free[: max(quantity - len(held), 0)]:
+            code.status, code.order_id = CodeStatus.ASSIGNED, order_id
+            held.append(code)
+        return [c.sealed_code for c in held]
 
 
 def _by_expiry(reservations: Iterable[Reservation]) -> list[Reservation]:
