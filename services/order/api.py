@@ -252,6 +252,17 @@ class RiskOut(BaseModel):
     fraud_score: int | None
 
 
+class DeliveredCodesOut(BaseModel):
+    """The codes a virtual product's line was given."""
+
+    sku: str
+    count: int
+    codes: list[str] | None = Field(
+        description="The codes themselves, for the order's buyer only (on GET /v1/orders/{order_id}); "
+        "null for anyone else, who sees only how many were delivered."
+    )
+
+
 class OrderOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -317,6 +328,10 @@ class OrderOut(BaseModel):
     deadline_at: datetime | None
     timeline: list[TimelineOut]
     risk: RiskOut | None = Field(default=None, description="Admin only.")
+    codes: list[DeliveredCodesOut] = Field(
+        default_factory=list,
+        description="What the order's virtual lines were given once it was paid; empty until then.",
+    )
 
 
 class OrderPageOut(BaseModel):
@@ -375,7 +390,30 @@ def can_cancel(principal: Principal, order: Order) -> bool:
     return principal.role is not Role.MERCHANT and can_read(principal, order)
 
 
-def order_out(order: Order, principal: Principal) -> OrderOut:
+def is_buyer(principal: Principal, order: Order) -> bool:
+    """The customer who placed the order, or the guest holding its token: nobody else, admin neither."""
+    if principal.role is Role.CUSTOMER:
+        return order.customer_id == principal.subject
+    return principal.role is Role.GUEST and order.order_id == principal.order_id
+
+
+def codes_out(order: Order, principal: Principal, personal: PersonalData | None) -> list[DeliveredCodesOut]:
+    """Each line's codes: opened when `personal` is given and the caller is the buyer, counted only
+    otherwise."""
+    opened = personal is not None and is_buyer(principal, order)
+    return [
+        DeliveredCodesOut(
+            sku=line.sku,
+            count=len(line.sealed_codes),
+            codes=[personal.open(code) for code in line.sealed_codes] if opened and personal else None,
+        )
+        for line in order.codes
+    ]
+
+
+def order_out(order: Order, principal: Principal, personal: PersonalData | None = None) -> OrderOut:
+    """The order as `principal` may see it; its codes opened for the buyer only when `personal` is
+    given (single-order reads), counted otherwise."""
     internal = principal.is_admin
     return OrderOut(
         order_id=order.order_id,
@@ -415,6 +453,7 @@ def order_out(order: Order, principal: Principal) -> OrderOut:
         risk=RiskOut(stock=order.stock.value, fraud=order.fraud.value, fraud_score=order.fraud_score)
         if internal
         else None,
+        codes=codes_out(order, principal, personal),
     )
 
 
@@ -721,7 +760,9 @@ def build_router(
             ),
         ] = 10.0,
     ) -> OrderOut:
-        """An order with its lines, totals and the timeline of every transition."""
+        """An order with its lines, totals and the timeline of every transition. A paid order's
+        virtual lines show their codes to the buyer (its customer, or the guest holding its token)
+        and only how many to anyone else."""
         order = await readable(order_id, principal)
         if wait_for is not None:
             until = time.monotonic() + timeout_s
@@ -731,7 +772,7 @@ def build_router(
                     break
                 await service.watch.next_change(order_id, min(remaining, REREAD_INTERVAL_S))
                 order = await readable(order_id, principal)
-        return order_out(order, principal)
+        return order_out(order, principal, personal)
 
     @router.get(
         "/orders/{order_id}/events",

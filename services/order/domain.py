@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from shared.contracts import (
     CURRENCY,
+    AssignedCodes,
     DeclineReason,
     Event,
     FraudDecision,
@@ -327,6 +328,8 @@ class Order:
     # A guest's contact ("email:li@example.com" or "phone:13800138000"), to find the order again.
     contact: str | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
+    # A virtual product's codes, by line, sealed as inventory assigned them: only the buyer sees them.
+    codes: list[AssignedCodes] = field(default_factory=list)
     version: int = 0
 
     @property
@@ -613,6 +616,27 @@ class Order:
             f"refund {refund_id} ({reason}): {amount_fen} fen, {refunded_total_fen} of {captured_fen} in all",
         )
         return []
+
+    def codes_assigned(self, now: datetime, lines: Sequence[AssignedCodes]) -> list[Event]:
+        """The order's virtual lines were given their codes (sealed): kept for the buyer to read.
+        The status does not change; a line's codes arrive once, so a repeat adds nothing."""
+        had = {line.sku for line in self.codes}
+        new = [line for line in lines if line.sku not in had]
+        if not new:
+            return []
+        self.codes.extend(new)
+        count = sum(len(line.sealed_codes) for line in new)
+        self._record(
+            now,
+            "inventory.codes_assigned",
+            f"Your {count} code(s) are ready: they are shown on this order, to you only.",
+            f"{count} code(s) for {', '.join(line.sku for line in new)}",
+        )
+        return []
+
+    @property
+    def delivered_codes(self) -> int:
+        return sum(len(line.sealed_codes) for line in self.codes)
 
     @property
     def _ended_as(self) -> str:

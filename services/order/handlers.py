@@ -38,6 +38,7 @@ from services.order.store import (
 from shared.batching import Admission, GroupCommit
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    CodesAssigned,
     Envelope,
     Event,
     FraudScored,
@@ -443,6 +444,11 @@ def on_payment_refunded(batch: Batch, event: PaymentRefunded, cause: Envelope) -
     )
 
 
+def on_codes_assigned(batch: Batch, event: CodesAssigned, cause: Envelope) -> None:
+    """Keep the codes of the order's virtual lines (sealed) for its buyer to read."""
+    batch.apply(event.order_id, cause, lambda order: order.codes_assigned(batch.now, event.lines))
+
+
 def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) -> None:
     batch.catalog[event.sku] = CatalogItem(
         sku=event.sku,
@@ -532,4 +538,5 @@ HANDLERS = (
     .on(PaymentRefunded, on_payment_refunded)
     .on(ProductUpserted, on_product_upserted)
     .on(MerchantUpserted, on_merchant_upserted)
+    .on(CodesAssigned, on_codes_assigned)
 )

@@ -30,6 +30,7 @@ from services.order.domain import (
 )
 from services.order.numbers import order_day
 from shared.contracts import (
+    AssignedCodes,
     MerchantStatus,
     OrderEndReason,
     OrderLine,
@@ -665,6 +666,8 @@ class OrderDocuments:
                 {"status": e.status.value, "at": e.at, "cause": e.cause, "note": e.note, "detail": e.detail}
                 for e in order.timeline
             ],
+            # Sealed by inventory with the shared key ring, and stored as they came.
+            "codes": [line.model_dump(mode="json") for line in order.codes],
             "version": order.version,
         }
 
@@ -716,6 +719,7 @@ class OrderDocuments:
             correlation_id=doc.get("correlation_id", doc["_id"]),
             contact=None if contact is None else self.personal_data.open(contact),
             timeline=timeline,
+            codes=[AssignedCodes.model_validate(line) for line in doc.get("codes", [])],
             version=doc["version"],
         )
 

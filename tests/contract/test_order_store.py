@@ -41,6 +41,7 @@ from services.order.store import (
     scan_budget,
 )
 from shared.contracts import (
+    AssignedCodes,
     DeclineReason,
     Envelope,
     FraudDecision,
@@ -324,6 +325,19 @@ class OrderStoreContract:
         assert stored == changed
         assert stored.timeline[-1].detail == "sent to manual review (risk score 70: new device)"
         assert await store.get_many(["o-1"]) == {"o-1": changed}
+
+    async def test_an_order_keeps_its_sealed_codes_as_they_came(self, store: OrderStore) -> None:
+        order = placed("o-1")
+        await insert(store, order)
+        changed = await store.get("o-1")
+        assert changed is not None
+        codes = AssignedCodes(sku="GIFT", sealed_codes=["v1.k1.c2VhbGVkLTE", "v1.k1.c2VhbGVkLTI"])
+        changed.codes_assigned(T0, [codes])
+        await save(store, changed)
+
+        stored = await store.get("o-1")
+        assert stored is not None and stored.codes == [codes]
+        assert stored == changed
 
     async def test_an_order_is_found_by_its_number(self, store: OrderStore) -> None:
         first, second = placed("o-1"), placed("o-2")

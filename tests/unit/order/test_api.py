@@ -26,6 +26,8 @@ from services.order.handlers import OrderService, cancel_order, handle_batch
 from services.order.throttle import Throttle
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
 from shared.contracts import (
+    AssignedCodes,
+    CodesAssigned,
     FraudReason,
     MerchantUpserted,
     OrderCancelled,
@@ -806,3 +808,31 @@ async def test_the_product_listing_shows_price_tiers(
     listed = {item["sku"]: item["price_tiers"] for item in (await client.get("/v1/products")).json()["items"]}
     assert listed == {"CUP": [], "PUER": [], "TEA": [], "TIN": tiers}
     assert (await client.get("/v1/products/TIN")).json()["price_tiers"] == tiers
+
+
+# --- a virtual product's codes ------------------------------------------------------------------
+
+
+async def test_the_buyer_alone_reads_the_codes_others_see_how_many(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    order_id = (await place(client))["order_id"]
+    await confirm(service, order_id)
+    sealed = [PERSONAL.seal("GIFT-0001-AAAA"), PERSONAL.seal("GIFT-0002-BBBB")]
+    assigned = CodesAssigned(
+        order_id=order_id, customer_id="c-1", lines=[AssignedCodes(sku="TEA", sealed_codes=sealed)]
+    )
+    await handle_batch(service, [delivery(assigned)])
+    await handle_batch(service, [delivery(assigned)])  # announced again: kept once
+
+    as_buyer = await read(client, order_id, SHOPPER)
+    assert as_buyer["codes"] == [{"sku": "TEA", "count": 2, "codes": ["GIFT-0001-AAAA", "GIFT-0002-BBBB"]}]
+    assert as_buyer["status"] == "CONFIRMED", "codes do not move the order's status"
+    assert [e["cause"] for e in as_buyer["timeline"]].count("inventory.codes_assigned") == 1
+    for other in (ADMIN, TEA_HOUSE):
+        response = await client.get(f"/v1/orders/{order_id}", headers=other)
+        assert response.json()["codes"] == [{"sku": "TEA", "count": 2, "codes": None}]
+        assert "GIFT-000" not in response.text
+    problem(await client.get(f"/v1/orders/{order_id}", headers=OTHER_SHOPPER), 404, "order-not-found")
+    listed = await client.get("/v1/orders", headers=SHOPPER)
+    assert "GIFT-000" not in listed.text, "a listing counts codes; only the order itself shows them"
