@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 from shared.contracts import (
+    CodesAssigned,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -30,6 +31,7 @@ CUSTOMER_ORDER_REJECTED = "customer.order_rejected"
 CUSTOMER_ORDER_CANCELLED = "customer.order_cancelled"
 CUSTOMER_LATE_PAYMENT_RETURNED = "customer.late_payment_returned"
 CUSTOMER_REFUND_COMPLETED = "customer.refund_completed"
+CUSTOMER_CODES_DELIVERED = "customer.codes_delivered"
 
 # (subject, body) as str.format patterns over the fields each decision below supplies.
 TEMPLATES: dict[str, tuple[str, str]] = {
@@ -57,6 +59,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     CUSTOMER_REFUND_COMPLETED: (
         "退款 {amount} 已完成",
         "您的退款 {amount} 已退回原支付账户{so_far}，到账时间以支付渠道为准。",
+    ),
+    # The codes travel beside the body, sealed (Notification.sealed_codes), never in its words.
+    CUSTOMER_CODES_DELIVERED: (
+        "您的 {count} 个兑换码已发放",
+        "您购买的虚拟商品已发放 {count} 个兑换码，请在本通知或订单详情中查看，请勿告知他人。",
     ),
 }
 
@@ -104,6 +111,9 @@ class Notification:
     # Sends made: the handlers send once, so a stored notification shows 1.
     attempts: int = 0
     error: str | None = None
+    # A virtual product's codes for the recipient, sealed as inventory assigned them: stored so, and
+    # opened only for the recipient reading its notifications.
+    sealed_codes: tuple[str, ...] = field(default=(), repr=False)
 
     def delivered(self, at: datetime) -> None:
         self.attempts += 1
@@ -289,3 +299,18 @@ def payment_refunded(event: PaymentRefunded, *, cause_id: str, at: datetime) -> 
             **fields,
         )
     ]
+
+
+def codes_delivered(event: CodesAssigned, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The buyer gets the codes of their paid order's virtual lines, sealed as they came."""
+    sealed = tuple(code for line in event.lines for code in line.sealed_codes)
+    notice = _notification(
+        order_id=event.order_id,
+        cause_id=cause_id,
+        recipient=event.customer_id,
+        role=Role.CUSTOMER,
+        template=CUSTOMER_CODES_DELIVERED,
+        at=at,
+        count=str(len(sealed)),
+    )
+    return [replace(notice, sealed_codes=sealed)]

@@ -15,6 +15,7 @@ from services.notification.domain import Notification
 from services.notification.store import NotificationStore
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    CodesAssigned,
     Envelope,
     NotificationSent,
     OrderCancelled,
@@ -79,6 +80,11 @@ def on_payment_voided(batch: Batch, event: PaymentVoided, cause: Envelope) -> No
 def on_payment_refunded(batch: Batch, event: PaymentRefunded, cause: Envelope) -> None:
     """Tell the customer their money went back: a late payment returned, or a refund completed."""
     batch.decide(cause, domain.payment_refunded(event, cause_id=cause.id, at=batch.now))
+
+
+def on_codes_assigned(batch: Batch, event: CodesAssigned, cause: Envelope) -> None:
+    """Give the buyer the codes of their paid order's virtual lines."""
+    batch.decide(cause, domain.codes_delivered(event, cause_id=cause.id, at=batch.now))
 
 
 async def deliver(channels: Mapping[str, Channel], notification: Notification, clock: Clock) -> None:
@@ -150,4 +156,5 @@ HANDLERS = (
     .on(OrderCancelled, on_order_cancelled)
     .on(PaymentVoided, on_payment_voided)
     .on(PaymentRefunded, on_payment_refunded)
+    .on(CodesAssigned, on_codes_assigned)
 )

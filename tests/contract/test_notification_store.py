@@ -89,6 +89,15 @@ class NotificationStoreContract:
 
         assert await store.find(order_id="o-1") == [notification("n-1"), failed]
 
+    async def test_the_sealed_codes_a_notification_carries_are_kept_as_they_came(
+        self, store: NotificationStore
+    ) -> None:
+        with_codes = replace(notification("n-1"), sealed_codes=("v1.k1.c2VhbGVkLTE", "v1.k1.c2VhbGVkLTI"))
+
+        await self.save(store, with_codes, notification("n-2"))
+
+        assert await store.find(order_id="o-1") == [with_codes, notification("n-2")]
+
     async def test_saving_a_recorded_notification_again_keeps_the_first(
         self, store: NotificationStore
     ) -> None:

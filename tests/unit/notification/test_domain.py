@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.notification.domain import (
+    CUSTOMER_CODES_DELIVERED,
     CUSTOMER_LATE_PAYMENT_RETURNED,
     CUSTOMER_ORDER_CANCELLED,
     CUSTOMER_ORDER_CONFIRMED,
@@ -17,6 +18,7 @@ from services.notification.domain import (
     REASONS,
     TEMPLATES,
     Status,
+    codes_delivered,
     format_fen,
     late_payment_voided,
     notification_id,
@@ -26,6 +28,8 @@ from services.notification.domain import (
     payment_refunded,
 )
 from shared.contracts import (
+    AssignedCodes,
+    CodesAssigned,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -246,6 +250,29 @@ def test_every_template_renders_with_the_fields_its_decisions_give() -> None:
             ),
             *late_payment_voided(late_void(), cause_id="e-1", at=T0),
             *payment_refunded(refund(), cause_id="e-1", at=T0),
+            *codes_delivered(CODES, cause_id="e-1", at=T0),
         ]
     }
     assert rendered == set(TEMPLATES)
+
+
+CODES = CodesAssigned(
+    order_id="o-1",
+    customer_id="c-1",
+    lines=[
+        AssignedCodes(sku="GIFT", sealed_codes=["v1.k.one", "v1.k.two"]),
+        AssignedCodes(sku="TOPUP", sealed_codes=["v1.k.three"]),
+    ],
+)
+
+
+def test_the_buyer_is_given_the_codes_sealed_beside_words_that_hold_none() -> None:
+    [note] = codes_delivered(CODES, cause_id="e-1", at=T0)
+    [again] = codes_delivered(CODES, cause_id="e-1", at=T0)
+
+    assert (note.recipient, note.role, note.template) == ("c-1", Role.CUSTOMER, CUSTOMER_CODES_DELIVERED)
+    assert note.sealed_codes == ("v1.k.one", "v1.k.two", "v1.k.three")
+    assert "3 个兑换码" in note.subject
+    assert "v1.k" not in note.subject + note.body
+    assert "v1.k" not in repr(note)
+    assert again.notification_id == note.notification_id
