@@ -5,7 +5,8 @@ and refuses to run with ENVIRONMENT=prod. Safe to run again: the merchants an ad
 written again (and announced again); the merchants that register themselves are registered once and
 approved once (an approved one is left as it is, the pending one stays pending); new products are
 created with their demo stock, existing products get their demo details but keep the stock they
-have. It prints what it did (never a merchant's contact: that is personal data).
+have; a virtual product's demo codes are uploaded once (run again, the upload is refused as
+duplicates and the pool kept). It prints what it did (never a merchant's contact: that is personal data).
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ PRODUCTS = [
     ("SKU-SILK-SCARF", "真丝围巾 Mulberry silk scarf", "m-suzhou-silk", 29900, 40, 5),
     ("SKU-COFFEE-PUER", "普洱小粒咖啡豆 Pu'er arabica beans 500g", "m-yunnan-coffee", 8800, 70, 10),
 ]
+# Virtual products, sold from a pool of codes: sku, name, merchant, price in fen, most per order,
+# and the demo codes (fictional) uploaded when the pool is first filled.
+VIRTUAL_PRODUCTS = [
+    (
+        "SKU-GIFT-TEA-100",
+        "西湖茶庄礼品卡 ¥100 West Lake Tea House gift card",
+        "m-westlake-tea",
+        10000,
+        5,
+        [f"DEMO-WLT-GIFT-{n:04d}" for n in range(1, 21)],
+    ),
+]
 # The pending merchant has no products: the gateway lists only approved merchants' products, and
 # the stack's start-up waits for the gateway to list every product the seed made.
 
@@ -130,6 +143,36 @@ def seed(client: httpx.Client, out: TextIO) -> None:
         done = "created" if response.status_code == 201 else "updated (stock kept)"
         out.write(
             f"product  {product['sku']:<18} {done:<20} {product['price_fen']:>7} fen  "
+            f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
+            f"{product['merchant_id']:<18} {product['name']}\n"
+        )
+    for sku, name, merchant_id, price_fen, max_per_order, codes in VIRTUAL_PRODUCTS:
+        response = _checked(
+            client.put(
+                f"/v1/products/{sku}",
+                json={
+                    "name": name,
+                    "merchant_id": merchant_id,
+                    "price_fen": price_fen,
+                    "kind": "virtual",
+                    "max_per_order": max_per_order,
+                },
+            )
+        )
+        done = "created" if response.status_code == 201 else "updated"
+        uploaded = client.post(
+            f"/v1/products/{sku}/codes",
+            content="\n".join(codes).encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+        # Run again, the demo codes are in the pool already: the upload is refused whole, as it should.
+        if uploaded.status_code == 409 and uploaded.json().get("lines"):
+            done += " (codes kept)"
+        else:
+            done += f" + {_checked(uploaded).json()['added']} codes"
+        product = _checked(client.get(f"/v1/products/{sku}")).json()
+        out.write(
+            f"product  {sku:<18} {done:<20} {product['price_fen']:>7} fen  "
             f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
             f"{product['merchant_id']:<18} {product['name']}\n"
         )

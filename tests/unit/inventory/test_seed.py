@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.inventory.api import build_router
 from services.inventory.handlers import Inventory
-from services.inventory.seed import MERCHANTS, PRODUCTS, REGISTRATIONS, seed
+from services.inventory.seed import MERCHANTS, PRODUCTS, REGISTRATIONS, VIRTUAL_PRODUCTS, seed
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
 from shared.contracts import MerchantUpserted, PaymentMethod, decode_data
 from shared.http import create_app
@@ -44,7 +44,7 @@ def test_the_seed_creates_the_demo_catalog_with_payment_methods_and_limits(
 ) -> None:
     lines = run(admin_client)
 
-    assert len(lines) == len(MERCHANTS) + len(REGISTRATIONS) + len(PRODUCTS)
+    assert len(lines) == len(MERCHANTS) + len(REGISTRATIONS) + len(PRODUCTS) + len(VIRTUAL_PRODUCTS)
     assert all(" created " in line or " registered" in line for line in lines)
     merchants = admin_client.get("/v1/merchants").json()["items"]
     methods = {m["merchant_id"]: m["payment_methods"] for m in merchants}
@@ -81,3 +81,15 @@ def test_the_seed_stops_with_the_reason_when_the_api_refuses(store: InMemoryInve
 
     with pytest.raises(SystemExit, match="401 this request needs an `Authorization: Bearer"):
         run(TestClient(app))
+
+
+def test_a_virtual_products_demo_codes_are_uploaded_once_and_never_printed(admin_client: TestClient) -> None:
+    [(sku, _, _, _, _, codes)] = VIRTUAL_PRODUCTS
+    first = run(admin_client)
+    again = run(admin_client)
+
+    gift = admin_client.get(f"/v1/products/{sku}").json()
+    assert (gift["kind"], gift["available"]) == ("virtual", len(codes))
+    assert any(sku in line and f"{len(codes)} codes" in line for line in first)
+    assert any(sku in line and "codes kept" in line for line in again)
+    assert not any(code in line for code in codes for line in first + again)
