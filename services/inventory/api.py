@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from fractions import Fraction
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from services.inventory.domain import (
+    DEFAULT_RECOMMENDATIONS,
     MAX_PRICE_FEN,
     MAX_PRICE_TIERS,
+    MAX_RECOMMENDATIONS,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
     DuplicateCodes,
@@ -28,7 +31,10 @@ from services.inventory.domain import (
     NotVirtual,
     Product,
     ProductDetails,
+    QualityCounts,
+    QualityRules,
     ReasonRequired,
+    RecommendationSource,
     StatusChange,
     StockOutOfRange,
 )
@@ -39,13 +45,19 @@ from services.inventory.handlers import (
     NotPermitted,
     ProductMoveRefused,
     PutProduct,
+    QualityView,
+    Recommended,
     Registration,
     RegistrationIncomplete,
     UnknownMerchant,
     UnknownProduct,
     add_codes,
     add_stock,
+    also_bought,
     decide_merchant,
+    merchant_quality,
+    merchants_quality,
+    recommendations_for,
     register_merchant,
     upsert_merchant,
     upsert_product,
@@ -809,5 +821,259 @@ def build_router(service: Inventory) -> APIRouter:
         """Every merchant, or those with `status` (`?status=PENDING` is the vetting queue). Admin only."""
         merchants = await service.store.list_merchants(with_status)
         return MerchantList(items=[MerchantOut.of(m) for m in merchants])
+
+    return router
+
+
+# --- merchant quality and recommendations --------------------------------------------------------
+
+
+def _rate(rate: Fraction | None) -> float | None:
+    return None if rate is None else round(float(rate), 4)
+
+
+class QualityCountsOut(BaseModel):
+    orders: int = Field(description="Confirmed orders holding the merchant's products.")
+    refunded: int = Field(description="Of those, orders with a refund requested (each order once).")
+    complaints: int = Field(description="After-sales cases opened against the merchant.")
+    reviews: int = Field(description="Verified purchases' ratings of the merchant.")
+    refund_rate: float | None = Field(description="refunded / orders; null before the first order.")
+    complaint_rate: float | None = Field(description="complaints / orders; null before the first order.")
+    average_rating: float | None = Field(description="1 to 5; null before the first review.")
+
+    @classmethod
+    def of(cls, counts: QualityCounts) -> QualityCountsOut:
+        return cls(
+            orders=counts.orders,
+            refunded=counts.refunded,
+            complaints=counts.complaints,
+            reviews=counts.reviews,
+            refund_rate=_rate(counts.refund_rate),
+            complaint_rate=_rate(counts.complaint_rate),
+            average_rating=_rate(counts.average_rating),
+        )
+
+
+class QualityThresholdsOut(BaseModel):
+    min_orders: int = Field(description="Rates are judged from this many judged orders on.")
+    max_refund_rate: float
+    max_complaint_rate: float
+    min_average_rating: float
+    min_reviews: int = Field(description="The rating is judged from this many judged reviews on.")
+    auto_suspend: bool = Field(description="Whether crossing a limit suspends the merchant.")
+
+    @classmethod
+    def of(cls, rules: QualityRules) -> QualityThresholdsOut:
+        return cls(
+            min_orders=rules.min_orders,
+            max_refund_rate=float(rules.max_refund_rate),
+            max_complaint_rate=float(rules.max_complaint_rate),
+            min_average_rating=float(rules.min_rating),
+            min_reviews=rules.min_reviews,
+            auto_suspend=rules.auto_suspend,
+        )
+
+
+class AutomaticSuspensionOut(BaseModel):
+    at: datetime
+    reason: str
+
+
+class MerchantQualityOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "merchant_id": "m-westlake-tea",
+                    "status": "SUSPENDED",
+                    "reason": "refund rate 40% over 20 orders exceeds the 30% limit",
+                    "judged_since": None,
+                    "judged": {
+                        "orders": 20,
+                        "refunded": 8,
+                        "complaints": 1,
+                        "reviews": 4,
+                        "refund_rate": 0.4,
+                        "complaint_rate": 0.05,
+                        "average_rating": 3.5,
+                    },
+                    "total": {
+                        "orders": 20,
+                        "refunded": 8,
+                        "complaints": 1,
+                        "reviews": 4,
+                        "refund_rate": 0.4,
+                        "complaint_rate": 0.05,
+                        "average_rating": 3.5,
+                    },
+                    "thresholds": {
+                        "min_orders": 20,
+                        "max_refund_rate": 0.3,
+                        "max_complaint_rate": 0.2,
+                        "min_average_rating": 3.0,
+                        "min_reviews": 10,
+                        "auto_suspend": True,
+                    },
+                    "crossed": ["refund rate 40% over 20 orders exceeds the 30% limit"],
+                    "at_risk": True,
+                    "automatic_suspension": {
+                        "at": "2026-11-26T03:10:00Z",
+                        "reason": "refund rate 40% over 20 orders exceeds the 30% limit",
+                    },
+                }
+            ]
+        }
+    )
+
+    merchant_id: str
+    status: MerchantStatus
+    reason: str = Field(description="Why it is rejected or suspended; empty otherwise.")
+    judged_since: datetime | None = Field(
+        description="The rules judge the orders confirmed since then (the last reinstatement); null: all."
+    )
+    judged: QualityCountsOut = Field(description="What the rules judge: orders since `judged_since`.")
+    total: QualityCountsOut = Field(description="Since the merchant's first order.")
+    thresholds: QualityThresholdsOut
+    crossed: list[str] = Field(description="The limits the judged counts cross, in words.")
+    at_risk: bool = Field(
+        description="The judged rates cross a limit, even if too few orders or reviews came to judge them."
+    )
+    automatic_suspension: AutomaticSuspensionOut | None = Field(
+        description="When the merchant is suspended by the quality rules: when and why."
+    )
+
+    @classmethod
+    def of(cls, view: QualityView) -> MerchantQualityOut:
+        suspension = view.automatic_suspension
+        return cls(
+            merchant_id=view.merchant.merchant_id,
+            status=view.merchant.status,
+            reason=view.merchant.reason,
+            judged_since=view.quality.judged_since,
+            judged=QualityCountsOut.of(view.quality.judged),
+            total=QualityCountsOut.of(view.quality.total),
+            thresholds=QualityThresholdsOut.of(view.rules),
+            crossed=view.crossed,
+            at_risk=view.at_risk,
+            automatic_suspension=None
+            if suspension is None
+            else AutomaticSuspensionOut(at=suspension.at, reason=suspension.reason),
+        )
+
+
+class MerchantQualityList(BaseModel):
+    items: list[MerchantQualityOut]
+
+
+class RecommendedProductOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sku": "SKU-TEA-CUP",
+                    "name": "Celadon tea cup",
+                    "merchant_id": "m-westlake-tea",
+                    "price_fen": 3800,
+                    "currency": "CNY",
+                    "source": "bought_together",
+                    "score": 12,
+                }
+            ]
+        }
+    )
+
+    sku: str
+    name: str
+    merchant_id: str
+    price_fen: int
+    currency: str
+    source: RecommendationSource = Field(description="Why it is recommended.")
+    score: int = Field(
+        description="Orders that bought it together with the product (or the customer's products); "
+        "for a best seller, orders that bought it."
+    )
+
+    @classmethod
+    def of(cls, recommended: Recommended) -> RecommendedProductOut:
+        listing = recommended.listing
+        return cls(
+            sku=listing.sku,
+            name=listing.name,
+            merchant_id=listing.merchant_id,
+            price_fen=listing.price_fen,
+            currency=listing.currency,
+            source=recommended.source,
+            score=recommended.score,
+        )
+
+
+class RecommendedProductList(BaseModel):
+    items: list[RecommendedProductOut]
+
+
+Limit = Annotated[
+    int,
+    Query(ge=1, le=MAX_RECOMMENDATIONS, description=f"At most {MAX_RECOMMENDATIONS} products."),
+]
+# A customer id is a token's subject, which may be an account's e-mail: no id pattern, no slash.
+CustomerId = Annotated[str, Path(min_length=1, max_length=254, pattern=r"^[^/]+$")]
+
+
+def build_signals_router(service: Inventory) -> APIRouter:
+    """Merchants' quality and recommendations. Included before `build_router`'s routes, so that
+    `/merchants/quality` is not read as a merchant named `quality`."""
+    router = APIRouter(prefix="/v1", tags=["inventory"])
+
+    @router.get("/merchants/quality", responses=problem_responses(401, 403, 422))
+    async def list_merchants_quality(
+        caller: Caller,
+        at_risk: Annotated[
+            bool, Query(description="Only merchants whose judged rates cross a limit.")
+        ] = False,
+    ) -> MerchantQualityList:
+        """Every merchant with orders counted: its quality counts, rates and the limits; with
+        `?at_risk=true` only those whose judged rates cross a limit (suspended or not, enough orders
+        to judge or not). Admin only."""
+        try:
+            views = await merchants_quality(service, caller, at_risk=at_risk)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        return MerchantQualityList(items=[MerchantQualityOut.of(view) for view in views])
+
+    @router.get("/merchants/{merchant_id}/quality", responses=problem_responses(401, 403, 404, 422))
+    async def get_merchant_quality(merchant_id: MerchantId, caller: Caller) -> MerchantQualityOut:
+        """A merchant's confirmed orders, refunds, complaints and rating, in total and as judged since
+        its last reinstatement; the limits; the ones crossed; and, if the quality rules suspended it,
+        when and why. For that merchant and admins."""
+        try:
+            view = await merchant_quality(service, caller, merchant_id)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except UnknownMerchant:
+            raise _merchant_not_found(merchant_id) from None
+        return MerchantQualityOut.of(view)
+
+    @router.get("/products/{sku}/also-bought", responses=problem_responses(404, 422))
+    async def get_also_bought(sku: Sku, limit: Limit = DEFAULT_RECOMMENDATIONS) -> RecommendedProductList:
+        """The products bought most often in the same order as `sku`, most first; only those that
+        can be bought now (active, in stock, of an approved merchant). Public."""
+        try:
+            found = await also_bought(service, sku, limit)
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        return RecommendedProductList(items=[RecommendedProductOut.of(r) for r in found])
+
+    @router.get("/customers/{customer_id}/recommendations", responses=problem_responses(401, 403, 422))
+    async def get_recommendations(
+        customer_id: CustomerId, caller: Caller, limit: Limit = DEFAULT_RECOMMENDATIONS
+    ) -> RecommendedProductList:
+        """Products for the customer: bought with what they bought (weighted by how often), then
+        the best sellers of the categories they bought from, then the best sellers overall; never
+        one they bought, nor one that cannot be bought now. The customer's own token or an admin's."""
+        try:
+            found = await recommendations_for(service, caller, customer_id, limit)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        return RecommendedProductList(items=[RecommendedProductOut.of(r) for r in found])
 
     return router

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from fractions import Fraction
 from urllib.parse import urlsplit
 
 from shared.contracts import (
@@ -756,3 +757,430 @@ def committed_virtual_lines(changes: Changes, products: Mapping[str, Product]) -
 class CodeStatus(StrEnum):
     UNASSIGNED = "unassigned"
     ASSIGNED = "assigned"
+
+
+# --- merchant quality: automatic suspension on refunds, complaints and ratings ------------------
+#
+# Each merchant's confirmed orders, refunded orders, after-sales cases (complaints) and verified
+# purchases' ratings are counted twice: in `total`, since its first order, and in `judged`, over the
+# orders confirmed since it was last reinstated. The rules judge `judged` only, so an admin's
+# reinstatement is not undone at once by the numbers that led to the suspension: the merchant
+# starts afresh and is judged again once enough new orders came in.
+
+# Who an automatic suspension is recorded as having been decided by, in the merchant's history.
+QUALITY_RULES = "quality-rules"
+
+
+@dataclass(frozen=True)
+class QualityCounts:
+    """Signals counted over a merchant's orders: each order once, each after-sales case once."""
+
+    orders: int = 0
+    refunded: int = 0
+    complaints: int = 0
+    rating_sum: int = 0
+    reviews: int = 0
+
+    def __add__(self, other: QualityCounts) -> QualityCounts:
+        return QualityCounts(
+            self.orders + other.orders,
+            self.refunded + other.refunded,
+            self.complaints + other.complaints,
+            self.rating_sum + other.rating_sum,
+            self.reviews + other.reviews,
+        )
+
+    def __bool__(self) -> bool:
+        return self != QualityCounts()
+
+    @property
+    def refund_rate(self) -> Fraction | None:
+        """Refunded orders per confirmed order; None before the first order."""
+        return Fraction(self.refunded, self.orders) if self.orders else None
+
+    @property
+    def complaint_rate(self) -> Fraction | None:
+        """After-sales cases per confirmed order; None before the first order."""
+        return Fraction(self.complaints, self.orders) if self.orders else None
+
+    @property
+    def average_rating(self) -> Fraction | None:
+        return Fraction(self.rating_sum, self.reviews) if self.reviews else None
+
+
+def percent(rate: Fraction) -> str:
+    """`rate` in per cent for people: `40%`, `12.5%`."""
+    return f"{float(rate * 100):.1f}".removesuffix(".0") + "%"
+
+
+def _stars(rating: Fraction) -> str:
+    return f"{float(rating):.2f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True)
+class QualityRules:
+    """The limits past which a merchant is suspended automatically. Rates are judged only from
+    `min_orders` confirmed orders on, the average rating only from `min_reviews` reviews on: a
+    merchant's first refund must not read as a 100% refund rate."""
+
+    min_orders: int = 20
+    max_refund_rate: Fraction = Fraction(3, 10)
+    max_complaint_rate: Fraction = Fraction(1, 5)
+    min_rating: Fraction = Fraction(3)
+    min_reviews: int = 10
+    # Off: the counts are kept and shown, but nobody is suspended by them.
+    auto_suspend: bool = True
+
+    def crossed(self, counts: QualityCounts) -> list[str]:
+        """Each limit `counts` crosses, in words for the merchant: the rates from `min_orders` orders
+        on, the rating from `min_reviews` reviews on; [] within the limits or too early to judge."""
+        return self._over(
+            counts,
+            rates=counts.orders >= self.min_orders,
+            rating=counts.reviews >= self.min_reviews,
+        )
+
+    def over_limits(self, counts: QualityCounts) -> list[str]:
+        """Each limit `counts` crosses, whether or not there are enough orders and reviews to judge."""
+        return self._over(counts, rates=True, rating=True)
+
+    def _over(self, counts: QualityCounts, *, rates: bool, rating: bool) -> list[str]:
+        found = []
+        refund_rate, complaint_rate = counts.refund_rate, counts.complaint_rate
+        if rates and refund_rate is not None and refund_rate > self.max_refund_rate:
+            found.append(
+                f"refund rate {percent(refund_rate)} over {counts.orders} orders exceeds the "
+                f"{percent(self.max_refund_rate)} limit"
+            )
+        if rates and complaint_rate is not None and complaint_rate > self.max_complaint_rate:
+            found.append(
+                f"complaint rate {percent(complaint_rate)} over {counts.orders} orders exceeds the "
+                f"{percent(self.max_complaint_rate)} limit"
+            )
+        average = counts.average_rating
+        if rating and average is not None and average < self.min_rating:
+            found.append(
+                f"average rating {_stars(average)} over {counts.reviews} reviews is below the minimum "
+                f"of {_stars(self.min_rating)}"
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class MerchantQuality:
+    merchant_id: str
+    total: QualityCounts = QualityCounts()
+    judged: QualityCounts = QualityCounts()
+    # The start of the judged window: the merchant's last reinstatement; None: since its first order.
+    judged_since: datetime | None = None
+
+    def as_of(self, merchant: Merchant | None) -> MerchantQuality:
+        """This quality with the judged window restarted if the merchant was reinstated since it
+        was last written: a reinstatement wipes the slate the rules judge, never the totals."""
+        reinstated = None if merchant is None else last_reinstatement(merchant)
+        if reinstated is None or (self.judged_since is not None and self.judged_since >= reinstated):
+            return self
+        return replace(self, judged=QualityCounts(), judged_since=reinstated)
+
+
+def last_reinstatement(merchant: Merchant) -> datetime | None:
+    reinstated = [e.at for e in merchant.history if e.action is MerchantAction.REINSTATE]
+    return max(reinstated) if reinstated else None
+
+
+def last_automatic_suspension(merchant: Merchant) -> StatusChange | None:
+    """The latest suspension the quality rules decided, if the merchant is suspended by it still."""
+    if merchant.status is not MerchantStatus.SUSPENDED or not merchant.history:
+        return None
+    latest = merchant.history[-1]
+    if latest.action is MerchantAction.SUSPEND and latest.by == QUALITY_RULES:
+        return latest
+    return None
+
+
+@dataclass(frozen=True)
+class OrderSignals:
+    """What the quality counts took from one order, so each signal is counted once: the merchants
+    it was confirmed for and when, whether a refund was counted, the after-sales cases counted and
+    the merchants whose part of it was reviewed."""
+
+    order_id: str
+    merchants: tuple[str, ...]
+    confirmed_at: datetime
+    refunded: bool = False
+    cases: frozenset[str] = frozenset()
+    reviewed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class QualityChange:
+    """Counts to add to a merchant's quality; `restart_judged_at`: the judged window restarts then
+    (a reinstatement since the last write) and `judged` replaces the stored judged counts."""
+
+    merchant_id: str
+    total: QualityCounts
+    judged: QualityCounts
+    restart_judged_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QualitySuspension:
+    merchant: Merchant
+    suspended: Merchant
+
+
+@dataclass
+class QualityBook:
+    """A batch's quality signals decided against the orders and merchants they concern, as read.
+
+    Orders confirmed before this book existed were never counted, so their later refunds,
+    complaints and reviews are not counted either: a rate counts what its denominator counts."""
+
+    orders: dict[str, OrderSignals]
+    qualities: dict[str, MerchantQuality]
+    merchants: Mapping[str, Merchant]
+    now: datetime
+    _changed_orders: dict[str, OrderSignals] = field(default_factory=dict)
+    _total: dict[str, QualityCounts] = field(default_factory=dict)
+    _judged: dict[str, QualityCounts] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        orders: Mapping[str, OrderSignals],
+        qualities: Mapping[str, MerchantQuality],
+        merchants: Mapping[str, Merchant],
+        now: datetime,
+    ) -> QualityBook:
+        return cls(dict(orders), dict(qualities), merchants, now)
+
+    def confirmed(self, order_id: str, merchant_ids: Iterable[str]) -> None:
+        """The order was paid and its stock left: one more order for each of its merchants."""
+        if order_id in self.orders:
+            return
+        merchants = tuple(dict.fromkeys(merchant_ids))
+        self._put(OrderSignals(order_id, merchants, self.now))
+        for merchant_id in merchants:
+            self._add(merchant_id, self.now, QualityCounts(orders=1))
+
+    def refund_requested(self, order_id: str) -> None:
+        """A refund of the order: one refunded order for each of its merchants, however many
+        refunds it gets."""
+        signals = self.orders.get(order_id)
+        if signals is None or signals.refunded:
+            return
+        self._put(replace(signals, refunded=True))
+        for merchant_id in signals.merchants:
+            self._add(merchant_id, signals.confirmed_at, QualityCounts(refunded=1))
+
+    def after_sales_requested(self, order_id: str, case_id: str, merchant_id: str) -> None:
+        """A complaint against the merchant, counted once per case."""
+        signals = self.orders.get(order_id)
+        if signals is None or case_id in signals.cases or merchant_id not in signals.merchants:
+            return
+        self._put(replace(signals, cases=signals.cases | {case_id}))
+        self._add(merchant_id, signals.confirmed_at, QualityCounts(complaints=1))
+
+    def reviewed(self, order_id: str, merchant_id: str, rating: int) -> None:
+        """A verified purchase's rating of the merchant, counted once per order and merchant."""
+        signals = self.orders.get(order_id)
+        if signals is None or merchant_id in signals.reviewed or merchant_id not in signals.merchants:
+            return
+        self._put(replace(signals, reviewed=signals.reviewed | {merchant_id}))
+        self._add(merchant_id, signals.confirmed_at, QualityCounts(rating_sum=rating, reviews=1))
+
+    def changed_orders(self) -> list[OrderSignals]:
+        return list(self._changed_orders.values())
+
+    def changes(self) -> list[QualityChange]:
+        found = []
+        for merchant_id, total in self._total.items():
+            stored = self.qualities.get(merchant_id, MerchantQuality(merchant_id))
+            current = stored.as_of(self.merchants.get(merchant_id))
+            restarted = current.judged_since != stored.judged_since
+            found.append(
+                QualityChange(
+                    merchant_id,
+                    total,
+                    self._judged.get(merchant_id, QualityCounts()),
+                    current.judged_since if restarted else None,
+                )
+            )
+        return found
+
+    def after(self, merchant_id: str) -> MerchantQuality:
+        """The merchant's quality once this batch is stored."""
+        stored = self.qualities.get(merchant_id, MerchantQuality(merchant_id))
+        current = stored.as_of(self.merchants.get(merchant_id))
+        return replace(
+            current,
+            total=current.total + self._total.get(merchant_id, QualityCounts()),
+            judged=current.judged + self._judged.get(merchant_id, QualityCounts()),
+        )
+
+    def suspensions(self, rules: QualityRules) -> list[QualitySuspension]:
+        """Approved merchants whose judged counts cross a limit after this batch, each suspended by
+        the rules with the limits crossed as its reason."""
+        if not rules.auto_suspend:
+            return []
+        found = []
+        for merchant_id in self._total:
+            merchant = self.merchants.get(merchant_id)
+            if merchant is None or merchant.status is not MerchantStatus.APPROVED:
+                continue
+            crossed = rules.crossed(self.after(merchant_id).judged)
+            if crossed:
+                reason = "; ".join(crossed)
+                suspended = merchant.moved(MerchantAction.SUSPEND, QUALITY_RULES, self.now, reason)
+                found.append(QualitySuspension(merchant, suspended))
+        return found
+
+    def _put(self, signals: OrderSignals) -> None:
+        self.orders[signals.order_id] = signals
+        self._changed_orders[signals.order_id] = signals
+
+    def _add(self, merchant_id: str, confirmed_at: datetime, counts: QualityCounts) -> None:
+        self._total[merchant_id] = self._total.get(merchant_id, QualityCounts()) + counts
+        stored = self.qualities.get(merchant_id, MerchantQuality(merchant_id))
+        since = stored.as_of(self.merchants.get(merchant_id)).judged_since
+        # A signal about an order confirmed before the window opened belongs to the old slate.
+        if since is None or confirmed_at >= since:
+            self._judged[merchant_id] = self._judged.get(merchant_id, QualityCounts()) + counts
+
+
+# --- co-purchases and recommendations ------------------------------------------------------------
+#
+# From confirmed orders: for each SKU, how many orders held it and the SKUs bought with it (a
+# bounded list: at most CO_PURCHASES_KEPT, most bought together first), and for each customer the
+# SKUs they bought. What is recommended is filtered when it is read, against the products and
+# merchants as they are then: never out of stock, inactive, or of a merchant that is not approved.
+
+# Enough for the longest list asked for (MAX_RECOMMENDATIONS) after filtering, and a tail where
+# newcomers can rise.
+CO_PURCHASES_KEPT = 100
+DEFAULT_RECOMMENDATIONS = 10
+MAX_RECOMMENDATIONS = 50
+
+
+@dataclass(frozen=True)
+class SkuSales:
+    """A SKU's confirmed orders and the SKUs bought with it, as (sku, orders) most first."""
+
+    sku: str
+    orders: int = 0
+    bought_with: tuple[tuple[str, int], ...] = ()
+
+    def sold_with(self, others: Iterable[str]) -> SkuSales:
+        """After one more order holding this SKU and `others`.
+
+        The list stays at most CO_PURCHASES_KEPT long: when it is full, a SKU not on it yet takes
+        the place of the last one only if that one was bought with it once, so what is bought
+        together again and again stays, while the one-off tail keeps room for newcomers."""
+        counts = dict(self.bought_with)
+        for other in dict.fromkeys(others):
+            if other == self.sku:
+                continue
+            if other in counts:
+                counts[other] += 1
+            elif len(counts) < CO_PURCHASES_KEPT:
+                counts[other] = 1
+            else:
+                last = max(counts.items(), key=_rank)
+                if last[1] <= 1:
+                    del counts[last[0]]
+                    counts[other] = 1
+        ranked = sorted(counts.items(), key=_rank)
+        return SkuSales(self.sku, self.orders + 1, tuple(ranked))
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    """Most bought together first, then by sku."""
+    sku, together = item
+    return -together, sku
+
+
+def record_sales(known: Mapping[str, SkuSales], orders: Iterable[Iterable[str]]) -> dict[str, SkuSales]:
+    """The sales of every SKU the orders hold after them (each order's SKUs given once or more)."""
+    changed: dict[str, SkuSales] = {}
+    for skus in orders:
+        distinct = list(dict.fromkeys(skus))
+        for sku in distinct:
+            before = changed.get(sku) or known.get(sku) or SkuSales(sku)
+            changed[sku] = before.sold_with(distinct)
+    return changed
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a recommendation needs of a product: whether it can be bought, and its category."""
+
+    sku: str
+    name: str
+    merchant_id: str
+    price_fen: int
+    currency: str
+    category: str
+    active: bool
+    available: int
+
+    def sellable(self, approved_merchants: Collection[str]) -> bool:
+        return self.active and self.available > 0 and self.merchant_id in approved_merchants
+
+
+class RecommendationSource(StrEnum):
+    """Why a product is recommended."""
+
+    BOUGHT_TOGETHER = "bought_together"  # bought with what the customer bought
+    CATEGORY_BEST_SELLER = "category_best_seller"  # sells best in a category the customer bought from
+    BEST_SELLER = "best_seller"  # sells best overall
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    sku: str
+    source: RecommendationSource
+    # Orders that bought it with the customer's SKUs, or orders that bought it (best sellers).
+    score: int
+
+
+def co_purchase_scores(bought: Mapping[str, int], sales: Mapping[str, SkuSales]) -> list[tuple[str, int]]:
+    """SKUs bought with what the customer bought, not bought by them: each scored by the orders that
+    held it with any of the customer's SKUs, highest first (then by sku)."""
+    scores: dict[str, int] = {}
+    for sku in bought:
+        for other, together in sales.get(sku, SkuSales(sku)).bought_with:
+            if other not in bought:
+                scores[other] = scores.get(other, 0) + together
+    return sorted(scores.items(), key=_rank)
+
+
+@dataclass
+class RecommendationList:
+    """Fills up to `limit` recommendations from ranked candidates, the first sources first, each SKU
+    once, never one the customer bought or one that cannot be bought."""
+
+    limit: int
+    listings: dict[str, Listing]
+    approved_merchants: set[str]
+    exclude: Collection[str] = ()
+    picked: list[Recommendation] = field(default_factory=list)
+
+    @property
+    def full(self) -> bool:
+        return len(self.picked) >= self.limit
+
+    def add(self, ranked: Iterable[tuple[str, int]], source: RecommendationSource) -> None:
+        taken = {r.sku for r in self.picked}
+        for sku, score in ranked:
+            if self.full:
+                return
+            listing = self.listings.get(sku)
+            if (
+                sku in taken
+                or sku in self.exclude
+                or listing is None
+                or not listing.sellable(self.approved_merchants)
+            ):
+                continue
+            self.picked.append(Recommendation(sku, source, score))
+            taken.add(sku)

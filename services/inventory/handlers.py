@@ -4,29 +4,42 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from services.inventory.domain import (
     DEFAULT_MAX_HOLD,
     Changes,
     Ledger,
+    Listing,
     Merchant,
     MerchantAction,
+    MerchantQuality,
     NotVirtual,
     Product,
     ProductDetails,
+    QualityBook,
+    QualityRules,
+    QualitySuspension,
+    RecommendationList,
+    RecommendationSource,
     Reservation,
     ReservationStatus,
+    SkuSales,
+    StatusChange,
     already_pooled,
     checked_webhook_url,
+    co_purchase_scores,
     committed_virtual_lines,
+    last_automatic_suspension,
     parse_codes,
+    record_sales,
 )
-from services.inventory.store import InventoryStore, StockTransaction
-from shared.auth import Principal
+from services.inventory.store import InventoryStore, Purchase, StockTransaction
+from shared.auth import Principal, Role
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    AfterSalesRequested,
     AssignedCodes,
     CodesAssigned,
     Envelope,
@@ -36,14 +49,16 @@ from shared.contracts import (
     OrderEvent,
     OrderPlaced,
     OrderRejected,
+    OrderReviewed,
     PaymentMethod,
     ProductKind,
+    RefundRequested,
     ReservationEndReason,
     StockRejectReason,
 )
 from shared.errors import retry_transient
 from shared.handlers import Handlers, Replies
-from shared.kafka import Delivery, new_envelope
+from shared.kafka import Delivery, new_envelope, reply_to
 from shared.logging import get_logger
 
 SERVICE = "inventory"
@@ -59,6 +74,8 @@ class Inventory:
     max_hold: timedelta = DEFAULT_MAX_HOLD
     # Merchants' webhooks must be https in prod; a local stack may notify plain http.
     allow_http_webhooks: bool = False
+    # The limits past which a merchant is suspended automatically (see the quality section).
+    quality_rules: QualityRules = field(default_factory=QualityRules)
 
 
 # --- catalog -------------------------------------------------------------------------------------
@@ -267,12 +284,7 @@ async def decide_merchant(
             if existing is None:
                 raise UnknownMerchant(f"no merchant {merchant_id}")
             merchant = existing.moved(action, caller.subject, service.clock(), reason)
-            await tx.put_merchant(merchant)
-            events: list[Event] = [merchant.upserted()]
-            if merchant.sells != existing.sells:
-                # Products the merchant deactivated itself were never listed and stay as they are.
-                products = [p for p in await tx.products_of(merchant_id) if p.active]
-                events += [p.upserted(merchant_sells=merchant.sells) for p in products]
+            events = await _store_move(tx, existing, merchant)
             tx.emit([_announcement(event, correlation_id) for event in events])
         return merchant
 
@@ -285,6 +297,18 @@ async def decide_merchant(
         by_role=caller.role.value,
     )
     return decided
+
+
+async def _store_move(tx: StockTransaction, existing: Merchant, merchant: Merchant) -> list[Event]:
+    """Store a merchant moved to a new status (by an admin or by the quality rules); the events that
+    announce it: the merchant, and each product it keeps active when it starts or stops selling."""
+    await tx.put_merchant(merchant)
+    events: list[Event] = [merchant.upserted()]
+    if merchant.sells != existing.sells:
+        # Products the merchant deactivated itself were never listed and stay as they are.
+        products = [p for p in await tx.products_of(merchant.merchant_id) if p.active]
+        events += [p.upserted(merchant_sells=merchant.sells) for p in products]
+    return events
 
 
 async def upsert_product(
@@ -444,6 +468,7 @@ class StockBatch:
 
     ledger: Ledger
     replies: Replies
+    signals: Signals = field(default_factory=lambda: Signals())
 
 
 def on_order_placed(batch: StockBatch, event: OrderPlaced, cause: Envelope) -> None:
@@ -463,6 +488,10 @@ def on_order_confirmed(batch: StockBatch, event: OrderConfirmed, cause: Envelope
     """Let the order's stock leave for good: what it holds, or, if its reservation ran out before the
     payment came, the same units taken again; when they are gone, say the reservation was lost."""
     batch.replies.reply(cause, batch.ledger.confirm(event.order_id, event.lines, cause.correlation_id))
+    reservation = batch.ledger.reservations.get(event.order_id)
+    if reservation is not None and reservation.status is ReservationStatus.COMMITTED:
+        # A sale, for the merchants' quality and the recommendations; a lost reservation is none.
+        batch.signals.add(event, cause)
 
 
 async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> None:
@@ -476,7 +505,14 @@ async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> No
         await tx.save(changes)
         await _assign_codes(tx, batch, fresh)
         tx.emit(batch.replies.outgoing)
+        suspensions = await count_signals(service, tx, batch.signals, batch.ledger.now)
         tx.mark_applied([d.envelope.id for d in fresh])
+    for suspension in suspensions:
+        log.warning(
+            "merchant_suspended_by_quality_rules",
+            merchant_id=suspension.merchant.merchant_id,
+            reason=suspension.suspended.reason,
+        )
     for reservation in _paid_without_a_hold(changes):
         # Rare and worth an operator's eye: the hold cap is shorter than orders take to be paid.
         log.warning(
@@ -572,10 +608,206 @@ def _expiry_envelope(reservation: Reservation, event: Event) -> Envelope:
     return new_envelope(event, source=SERVICE, correlation_id=reservation.correlation_id, event_id=event_id)
 
 
+# --- merchant quality and co-purchases -----------------------------------------------------------
+
+Signal = OrderConfirmed | RefundRequested | AfterSalesRequested | OrderReviewed
+
+
+@dataclass
+class Signals:
+    """A batch's sales and quality signals in delivery order, counted once the stock is decided."""
+
+    events: list[Signal] = field(default_factory=list)
+    # What the suspensions a batch decides answer to: its last signal.
+    last_cause: Envelope | None = None
+
+    def add(self, event: Signal, cause: Envelope) -> None:
+        self.events.append(event)
+        self.last_cause = cause
+
+
+def on_quality_signal(
+    batch: StockBatch, event: RefundRequested | AfterSalesRequested | OrderReviewed, cause: Envelope
+) -> None:
+    """A refund, a complaint or a review: counted towards the order's merchants' quality."""
+    batch.signals.add(event, cause)
+
+
+async def count_signals(
+    service: Inventory, tx: StockTransaction, signals: Signals, now: datetime
+) -> list[QualitySuspension]:
+    """Count the batch's signals into the merchants' quality and the co-purchases, in the batch's
+    transaction; suspend each approved merchant whose judged counts now cross a limit, as an admin's
+    suspension would, with the limits crossed as the reason. Returns those suspensions."""
+    if not signals.events or signals.last_cause is None:
+        return []
+    orders = await tx.order_signals({event.order_id for event in signals.events})
+    merchant_ids = {m for o in orders.values() for m in o.merchants} | {
+        line.merchant_id for e in signals.events if isinstance(e, OrderConfirmed) for line in e.lines
+    }
+    book = QualityBook.open(
+        orders, await tx.merchant_qualities(merchant_ids), await tx.merchants(merchant_ids), now
+    )
+    sold: list[OrderConfirmed] = []
+    for event in signals.events:
+        match event:
+            case OrderConfirmed():
+                if event.order_id not in book.orders:
+                    sold.append(event)
+                book.confirmed(event.order_id, [line.merchant_id for line in event.lines])
+            case RefundRequested():
+                book.refund_requested(event.order_id)
+            case AfterSalesRequested():
+                book.after_sales_requested(event.order_id, event.case_id, event.merchant_id)
+            case OrderReviewed():
+                book.reviewed(event.order_id, event.merchant_id, event.rating)
+    await tx.save_quality(book.changed_orders(), book.changes())
+    if sold:
+        skus = {line.sku for order in sold for line in order.lines}
+        sales = record_sales(await tx.sku_sales(skus), [[line.sku for line in o.lines] for o in sold])
+        purchases = [
+            Purchase(order.customer_id, sku)
+            for order in sold
+            for sku in dict.fromkeys(line.sku for line in order.lines)
+        ]
+        await tx.save_sales(list(sales.values()), purchases)
+    suspensions = book.suspensions(service.quality_rules)
+    for suspension in suspensions:
+        events = await _store_move(tx, suspension.merchant, suspension.suspended)
+        tx.emit([reply_to(signals.last_cause, event, source=SERVICE) for event in events])
+    return suspensions
+
+
+# --- merchant quality and recommendations: reads -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityView:
+    """A merchant's quality as the rules see it now."""
+
+    merchant: Merchant
+    quality: MerchantQuality
+    rules: QualityRules
+
+    @property
+    def crossed(self) -> list[str]:
+        """The limits its judged counts cross, judged as the rules would."""
+        return self.rules.crossed(self.quality.judged)
+
+    @property
+    def at_risk(self) -> bool:
+        """Its judged rates cross a limit, even if too few orders or reviews came in to judge them."""
+        return bool(self.rules.over_limits(self.quality.judged))
+
+    @property
+    def automatic_suspension(self) -> StatusChange | None:
+        return last_automatic_suspension(self.merchant)
+
+
+def _quality_view(service: Inventory, merchant: Merchant, quality: MerchantQuality | None) -> QualityView:
+    stored = quality or MerchantQuality(merchant.merchant_id)
+    return QualityView(merchant, stored.as_of(merchant), service.quality_rules)
+
+
+async def merchant_quality(service: Inventory, caller: Principal, merchant_id: str) -> QualityView:
+    """One merchant's quality counts, rates, the limits and whether the rules suspended it: for that
+    merchant and admins. Raises NotPermitted or UnknownMerchant."""
+    _authorize(caller, merchant_id, f"see the quality of merchant {merchant_id}")
+    merchant = await service.store.get_merchant(merchant_id)
+    if merchant is None:
+        raise UnknownMerchant(f"no merchant {merchant_id}")
+    return _quality_view(service, merchant, await service.store.merchant_quality(merchant_id))
+
+
+async def merchants_quality(service: Inventory, caller: Principal, *, at_risk: bool) -> list[QualityView]:
+    """Every merchant with quality counts (only those at risk, with `at_risk`), by id. Admin only."""
+    if not caller.is_admin:
+        raise NotPermitted("only an admin may list the merchants' quality")
+    merchants = {m.merchant_id: m for m in await service.store.list_merchants()}
+    views = [
+        _quality_view(service, merchants[q.merchant_id], q)
+        for q in await service.store.merchant_qualities_all()
+        if q.merchant_id in merchants
+    ]
+    return [view for view in views if view.at_risk or not at_risk]
+
+
+@dataclass(frozen=True)
+class Recommended:
+    listing: Listing
+    source: RecommendationSource
+    score: int
+
+
+# How many ranked candidates are read per wanted recommendation: some will not be sellable.
+CANDIDATES_PER_PICK = 3
+
+
+async def _fill(
+    service: Inventory,
+    picks: RecommendationList,
+    ranked: Sequence[tuple[str, int]],
+    source: RecommendationSource,
+) -> None:
+    unknown = [sku for sku, _ in ranked if sku not in picks.listings]
+    if unknown:
+        found = await service.store.listings(unknown)
+        picks.listings.update(found)
+        picks.approved_merchants |= await service.store.approved_merchants(
+            {listing.merchant_id for listing in found.values()}
+        )
+    picks.add(ranked, source)
+
+
+def _recommended(picks: RecommendationList) -> list[Recommended]:
+    return [Recommended(picks.listings[r.sku], r.source, r.score) for r in picks.picked]
+
+
+async def also_bought(service: Inventory, sku: str, limit: int) -> list[Recommended]:
+    """What was bought most with `sku` and can be bought now. Raises UnknownProduct."""
+    if await service.store.get_product(sku) is None:
+        raise UnknownProduct(f"no product {sku}")
+    sales = (await service.store.sales([sku])).get(sku) or SkuSales(sku)
+    picks = RecommendationList(limit, {}, set(), exclude={sku})
+    await _fill(service, picks, sales.bought_with, RecommendationSource.BOUGHT_TOGETHER)
+    return _recommended(picks)
+
+
+async def recommendations_for(
+    service: Inventory, caller: Principal, customer_id: str, limit: int
+) -> list[Recommended]:
+    """Products for a customer, none of which they bought and all of which can be bought now: those
+    bought with what they bought (most often first), then the best sellers of the categories they
+    bought from, then the best sellers overall. For that customer and admins; raises NotPermitted."""
+    if not (caller.is_admin or (caller.role is Role.CUSTOMER and caller.subject == customer_id)):
+        raise NotPermitted(f"only customer {customer_id} or an admin may see their recommendations")
+    bought = await service.store.purchases(customer_id)
+    picks = RecommendationList(limit, {}, set(), exclude=set(bought))
+    wanted = limit * CANDIDATES_PER_PICK
+    scores = co_purchase_scores(bought, await service.store.sales(bought))
+    await _fill(service, picks, scores[:wanted], RecommendationSource.BOUGHT_TOGETHER)
+    if not picks.full and bought:
+        categories = {
+            listing.category
+            for listing in (await service.store.listings(bought)).values()
+            if listing.category
+        }
+        if categories:
+            ranked = await service.store.best_sellers(wanted + len(bought), categories)
+            await _fill(service, picks, ranked, RecommendationSource.CATEGORY_BEST_SELLER)
+    if not picks.full:
+        ranked = await service.store.best_sellers(wanted + len(bought))
+        await _fill(service, picks, ranked, RecommendationSource.BEST_SELLER)
+    return _recommended(picks)
+
+
 HANDLERS = (
     Handlers[StockBatch]()
     .on(OrderPlaced, on_order_placed)
     .on(OrderRejected, on_order_ended)
     .on(OrderCancelled, on_order_ended)
     .on(OrderConfirmed, on_order_confirmed)
+    .on(RefundRequested, on_quality_signal)
+    .on(AfterSalesRequested, on_quality_signal)
+    .on(OrderReviewed, on_quality_signal)
 )

@@ -11,17 +11,23 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.inventory.domain import (
     Changes,
     CodeStatus,
+    Listing,
     Merchant,
     MerchantAction,
+    MerchantQuality,
+    OrderSignals,
     Product,
+    QualityChange,
+    QualityCounts,
     Reservation,
     ReservationStatus,
+    SkuSales,
     StatusChange,
 )
 from shared.contracts import (
@@ -35,7 +41,7 @@ from shared.contracts import (
 )
 from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite
-from shared.mongo import Document, MongoStore, ServiceStore, TransactionView
+from shared.mongo import Document, MongoStore, ServiceStore, Transaction, TransactionView
 from shared.store import EventStore, UnitOfWork
 
 MERCHANTS = "merchants"
@@ -43,6 +49,307 @@ PRODUCTS = "products"
 RESERVATIONS = "reservations"
 CODES = "codes"
 CANDIDATES_PER_MERCHANT = 10
+
+
+# --- merchant quality and co-purchases -----------------------------------------------------------
+# Kept apart from the stock: their own collections, read and written in the consumed batch's
+# transaction only when the batch holds the events they count.
+
+ORDER_SIGNALS = "order_signals"
+MERCHANT_QUALITY = "merchant_quality"
+SKU_SALES = "sku_sales"
+PURCHASES = "purchases"
+# The most of a customer's purchased SKUs a recommendation considers (their most bought).
+PURCHASES_READ = 200
+# The most products of the customer's categories a category best-seller list looks among.
+CATEGORY_PRODUCTS_READ = 1000
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """One confirmed order of `customer_id` holding `sku`."""
+
+    customer_id: str
+    sku: str
+
+
+class SignalsTransaction(Protocol):
+    async def order_signals(self, order_ids: Collection[str]) -> dict[str, OrderSignals]: ...
+
+    async def merchant_qualities(self, merchant_ids: Collection[str]) -> dict[str, MerchantQuality]: ...
+
+    async def save_quality(self, orders: Sequence[OrderSignals], changes: Sequence[QualityChange]) -> None:
+        """Write the orders' signals as they are now; add each change's counts to its merchant's (the
+        judged ones replacing the stored ones when the change restarts the judged window)."""
+        ...
+
+    async def sku_sales(self, skus: Collection[str]) -> dict[str, SkuSales]: ...
+
+    async def save_sales(self, sales: Sequence[SkuSales], purchases: Sequence[Purchase]) -> None:
+        """Write the SKUs' sales as they are now; count one more order for each purchase."""
+        ...
+
+
+class SignalsReads(Protocol):
+    async def merchant_quality(self, merchant_id: str) -> MerchantQuality | None: ...
+
+    async def merchant_qualities_all(self) -> list[MerchantQuality]:
+        """Every merchant that has quality counts, by id."""
+        ...
+
+    async def sales(self, skus: Collection[str]) -> dict[str, SkuSales]: ...
+
+    async def purchases(self, customer_id: str) -> dict[str, int]:
+        """The SKUs the customer bought, with how many of their orders held each: at most
+        PURCHASES_READ, most bought first."""
+        ...
+
+    async def best_sellers(
+        self, limit: int, categories: Collection[str] | None = None
+    ) -> list[tuple[str, int]]:
+        """SKUs by the orders that held them, most first (then by sku), at most `limit`; with
+        `categories`, only active products in stock of those categories."""
+        ...
+
+    async def listings(self, skus: Collection[str]) -> dict[str, Listing]: ...
+
+    async def approved_merchants(self, merchant_ids: Collection[str]) -> set[str]:
+        """Those of `merchant_ids` that are approved (merchants stored before vetting are)."""
+        ...
+
+
+class _MongoSignalsTransaction:
+    tx: Transaction
+    _documents: MerchantDocuments
+
+    async def order_signals(self, order_ids: Collection[str]) -> dict[str, OrderSignals]:
+        cursor = self.tx.db[ORDER_SIGNALS].find({"_id": {"$in": list(order_ids)}}, session=self.tx.session)
+        return {doc["_id"]: _order_signals(doc) async for doc in cursor}
+
+    async def merchant_qualities(self, merchant_ids: Collection[str]) -> dict[str, MerchantQuality]:
+        cursor = self.tx.db[MERCHANT_QUALITY].find(
+            {"_id": {"$in": list(merchant_ids)}}, session=self.tx.session
+        )
+        return {doc["_id"]: _merchant_quality(doc) async for doc in cursor}
+
+    async def save_quality(self, orders: Sequence[OrderSignals], changes: Sequence[QualityChange]) -> None:
+        now = datetime.now(UTC)
+        session = self.tx.session
+        if orders:
+            await self.tx.db[ORDER_SIGNALS].bulk_write(
+                [
+                    ReplaceOne({"_id": o.order_id}, _order_signals_document(o, now), upsert=True)
+                    for o in orders
+                ],
+                ordered=False,
+                session=session,
+            )
+        if changes:
+            await self.tx.db[MERCHANT_QUALITY].bulk_write(
+                [_quality_update(change, now) for change in changes], ordered=False, session=session
+            )
+
+    async def sku_sales(self, skus: Collection[str]) -> dict[str, SkuSales]:
+        cursor = self.tx.db[SKU_SALES].find({"_id": {"$in": list(skus)}}, session=self.tx.session)
+        return {doc["_id"]: _sku_sales(doc) async for doc in cursor}
+
+    async def save_sales(self, sales: Sequence[SkuSales], purchases: Sequence[Purchase]) -> None:
+        now = datetime.now(UTC)
+        session = self.tx.session
+        if sales:
+            await self.tx.db[SKU_SALES].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": s.sku},
+                        {
+                            "$set": {
+                                "orders": s.orders,
+                                "bought_with": [{"sku": sku, "n": n} for sku, n in s.bought_with],
+                                "updated_at": now,
+                            }
+                        },
+                        upsert=True,
+                    )
+                    for s in sales
+                ],
+                ordered=False,
+                session=session,
+            )
+        if purchases:
+            bought: dict[tuple[str, str], int] = {}
+            for purchase in purchases:
+                key = (self._documents.customer_key(purchase.customer_id), purchase.sku)
+                bought[key] = bought.get(key, 0) + 1
+            await self.tx.db[PURCHASES].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": f"{customer}/{sku}"},
+                        {
+                            "$inc": {"orders": n},
+                            "$set": {"updated_at": now},
+                            "$setOnInsert": {"customer": customer, "sku": sku},
+                        },
+                        upsert=True,
+                    )
+                    for (customer, sku), n in bought.items()
+                ],
+                ordered=False,
+                session=session,
+            )
+
+
+class _MongoSignalsReads:
+    base: MongoStore
+    _documents: MerchantDocuments
+
+    async def ensure_signal_indexes(self) -> None:
+        db = self.base.db
+        await db[PURCHASES].create_index([("customer", ASCENDING), ("orders", DESCENDING)])
+        await db[SKU_SALES].create_index([("orders", DESCENDING), ("_id", ASCENDING)])
+        await db[PRODUCTS].create_index([("category", ASCENDING), ("active", ASCENDING)])
+
+    async def merchant_quality(self, merchant_id: str) -> MerchantQuality | None:
+        doc = await self.base.db[MERCHANT_QUALITY].find_one({"_id": merchant_id})
+        return None if doc is None else _merchant_quality(doc)
+
+    async def merchant_qualities_all(self) -> list[MerchantQuality]:
+        cursor = self.base.db[MERCHANT_QUALITY].find({}).sort("_id", ASCENDING)
+        return [_merchant_quality(doc) async for doc in cursor]
+
+    async def sales(self, skus: Collection[str]) -> dict[str, SkuSales]:
+        cursor = self.base.db[SKU_SALES].find({"_id": {"$in": list(skus)}})
+        return {doc["_id"]: _sku_sales(doc) async for doc in cursor}
+
+    async def purchases(self, customer_id: str) -> dict[str, int]:
+        cursor = (
+            self.base.db[PURCHASES]
+            .find({"customer": self._documents.customer_key(customer_id)})
+            .sort([("orders", DESCENDING), ("sku", ASCENDING)])
+            .limit(PURCHASES_READ)
+        )
+        return {doc["sku"]: int(doc["orders"]) async for doc in cursor}
+
+    async def best_sellers(
+        self, limit: int, categories: Collection[str] | None = None
+    ) -> list[tuple[str, int]]:
+        query: Document = {}
+        if categories is not None:
+            products = (
+                self.base.db[PRODUCTS]
+                .find(
+                    {"category": {"$in": list(categories)}, "active": True, "available": {"$gt": 0}},
+                    {"_id": 1},
+                )
+                .limit(CATEGORY_PRODUCTS_READ)
+            )
+            query = {"_id": {"$in": [doc["_id"] async for doc in products]}}
+        cursor = (
+            self.base.db[SKU_SALES]
+            .find(query)
+            .sort([("orders", DESCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [(doc["_id"], int(doc["orders"])) async for doc in cursor]
+
+    async def listings(self, skus: Collection[str]) -> dict[str, Listing]:
+        cursor = self.base.db[PRODUCTS].find({"_id": {"$in": list(skus)}})
+        return {doc["_id"]: _listing(doc) async for doc in cursor}
+
+    async def approved_merchants(self, merchant_ids: Collection[str]) -> set[str]:
+        cursor = self.base.db[MERCHANTS].find(
+            {
+                "_id": {"$in": list(merchant_ids)},
+                # Merchants stored before vetting have no status and read as approved.
+                "status": {"$in": [MerchantStatus.APPROVED.value, None]},
+            },
+            {"_id": 1},
+        )
+        return {doc["_id"] async for doc in cursor}
+
+
+def _counts(doc: Document | None) -> QualityCounts:
+    doc = doc or {}
+    return QualityCounts(
+        orders=int(doc.get("orders", 0)),
+        refunded=int(doc.get("refunded", 0)),
+        complaints=int(doc.get("complaints", 0)),
+        rating_sum=int(doc.get("rating_sum", 0)),
+        reviews=int(doc.get("reviews", 0)),
+    )
+
+
+def _counts_fields(counts: QualityCounts) -> dict[str, int]:
+    return {
+        "orders": counts.orders,
+        "refunded": counts.refunded,
+        "complaints": counts.complaints,
+        "rating_sum": counts.rating_sum,
+        "reviews": counts.reviews,
+    }
+
+
+def _quality_update(change: QualityChange, now: datetime) -> UpdateOne:
+    increments = {f"total.{name}": n for name, n in _counts_fields(change.total).items()}
+    update: Document = {"$set": {"updated_at": now}}
+    if change.restart_judged_at is None:
+        increments |= {f"judged.{name}": n for name, n in _counts_fields(change.judged).items()}
+    else:
+        update["$set"] |= {"judged": _counts_fields(change.judged), "judged_since": change.restart_judged_at}
+    update["$inc"] = increments
+    return UpdateOne({"_id": change.merchant_id}, update, upsert=True)
+
+
+def _merchant_quality(doc: Document) -> MerchantQuality:
+    return MerchantQuality(
+        merchant_id=doc["_id"],
+        total=_counts(doc.get("total")),
+        judged=_counts(doc.get("judged")),
+        judged_since=doc.get("judged_since"),
+    )
+
+
+def _order_signals_document(signals: OrderSignals, now: datetime) -> Document:
+    return {
+        "merchants": list(signals.merchants),
+        "confirmed_at": signals.confirmed_at,
+        "refunded": signals.refunded,
+        "cases": sorted(signals.cases),
+        "reviewed": sorted(signals.reviewed),
+        "updated_at": now,
+    }
+
+
+def _order_signals(doc: Document) -> OrderSignals:
+    return OrderSignals(
+        order_id=doc["_id"],
+        merchants=tuple(doc["merchants"]),
+        confirmed_at=doc["confirmed_at"],
+        refunded=bool(doc.get("refunded", False)),
+        cases=frozenset(doc.get("cases", [])),
+        reviewed=frozenset(doc.get("reviewed", [])),
+    )
+
+
+def _sku_sales(doc: Document) -> SkuSales:
+    return SkuSales(
+        sku=doc["_id"],
+        orders=int(doc.get("orders", 0)),
+        bought_with=tuple((entry["sku"], int(entry["n"])) for entry in doc.get("bought_with", [])),
+    )
+
+
+def _listing(doc: Document) -> Listing:
+    return Listing(
+        sku=doc["_id"],
+        name=doc["name"],
+        merchant_id=doc["merchant_id"],
+        price_fen=int(doc["price_fen"]),
+        currency=doc.get("currency", "CNY"),
+        # Products stored before categories existed have none.
+        category=doc.get("category") or "",
+        active=bool(doc.get("active", True)),
+        available=int(doc.get("available", 0)),
+    )
 
 
 class StockConflict(ConcurrentWrite):
@@ -53,7 +360,7 @@ class CodeConflict(ConcurrentWrite):
     """A code being added was added to the pool meanwhile; retried, the upload finds it and is refused."""
 
 
-class StockTransaction(UnitOfWork, Protocol):
+class StockTransaction(UnitOfWork, SignalsTransaction, Protocol):
     """One atomic unit: reads see a consistent view, writes commit with the applied ids and outbox."""
 
     async def products(self, skus: Collection[str]) -> dict[str, Product]: ...
@@ -117,7 +424,7 @@ class StockTransaction(UnitOfWork, Protocol):
         ...
 
 
-class InventoryStore(EventStore[StockTransaction], Protocol):
+class InventoryStore(EventStore[StockTransaction], SignalsReads, Protocol):
     async def list_products(self, merchant_id: str | None = None) -> list[Product]: ...
 
     async def get_product(self, sku: str) -> Product | None: ...
@@ -132,7 +439,7 @@ class InventoryStore(EventStore[StockTransaction], Protocol):
 # --- MongoDB ---------------------------------------------------------------------------------
 
 
-class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
+class MongoInventoryStore(ServiceStore["_MongoTransaction"], _MongoSignalsReads):
     """Merchants' contacts are sealed at rest with `personal`."""
 
     def __init__(self, store: MongoStore, personal: PersonalData) -> None:
@@ -152,6 +459,7 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
         await self._codes.create_index([("sku", ASCENDING), ("index", ASCENDING)], unique=True)
         await self._codes.create_index([("sku", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)])
         await self._codes.create_index([("order_id", ASCENDING), ("sku", ASCENDING)])
+        await self.ensure_signal_indexes()
 
     async def list_products(self, merchant_id: str | None = None) -> list[Product]:
         query = {} if merchant_id is None else {"merchant_id": merchant_id}
@@ -177,7 +485,7 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
 
 
 @dataclass
-class _MongoTransaction(TransactionView):
+class _MongoTransaction(TransactionView, _MongoSignalsTransaction):
     _documents: MerchantDocuments
     _personal: PersonalData
 
@@ -452,6 +760,10 @@ class MerchantDocuments:
                 for entry in merchant.history
             ],
         }
+
+    def customer_key(self, customer_id: str) -> str:
+        """Customers' purchases are found by a blind index of the id: an id may be a phone or e-mail."""
+        return self._personal.blind_index(customer_id)
 
     def merchant(self, doc: Document) -> Merchant:
         # Merchants stored before payment methods existed accept every method, as they did then;

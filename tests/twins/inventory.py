@@ -10,8 +10,26 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
-from services.inventory.domain import Changes, CodeStatus, Merchant, Product, Reservation, ReservationStatus
-from services.inventory.store import CANDIDATES_PER_MERCHANT, CodeConflict, StockConflict
+from services.inventory.domain import (
+    Changes,
+    CodeStatus,
+    Listing,
+    Merchant,
+    MerchantQuality,
+    OrderSignals,
+    Product,
+    QualityChange,
+    Reservation,
+    ReservationStatus,
+    SkuSales,
+)
+from services.inventory.store import (
+    CANDIDATES_PER_MERCHANT,
+    PURCHASES_READ,
+    CodeConflict,
+    Purchase,
+    StockConflict,
+)
 from shared.contracts import MerchantStatus
 from shared.crypto import PersonalData
 from shared.store import PendingWrites
@@ -30,6 +48,113 @@ class PooledCode:
     order_id: str | None = None
 
 
+# --- merchant quality and co-purchases -----------------------------------------------------------
+
+
+@dataclass
+class _SignalsState:
+    orders: dict[str, OrderSignals] = field(default_factory=dict)
+    qualities: dict[str, MerchantQuality] = field(default_factory=dict)
+    sales: dict[str, SkuSales] = field(default_factory=dict)
+    # (customer id, sku): how many of the customer's orders held it.
+    purchases: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _category(product: Product) -> str:
+    # Products gain a category with the catalog's descriptions; until then every one has none.
+    return str(getattr(product, "category", "") or "")
+
+
+class _SignalsTransaction:
+    state: _State
+
+    async def order_signals(self, order_ids: Collection[str]) -> dict[str, OrderSignals]:
+        orders = self.state.signals.orders
+        return {oid: found for oid in order_ids if (found := orders.get(oid)) is not None}
+
+    async def merchant_qualities(self, merchant_ids: Collection[str]) -> dict[str, MerchantQuality]:
+        qualities = self.state.signals.qualities
+        return {m: found for m in merchant_ids if (found := qualities.get(m)) is not None}
+
+    async def save_quality(self, orders: Sequence[OrderSignals], changes: Sequence[QualityChange]) -> None:
+        for signals in orders:
+            self.state.signals.orders[signals.order_id] = signals
+        for change in changes:
+            stored = self.state.signals.qualities.get(change.merchant_id, MerchantQuality(change.merchant_id))
+            if change.restart_judged_at is None:
+                judged, since = stored.judged + change.judged, stored.judged_since
+            else:
+                judged, since = change.judged, change.restart_judged_at
+            self.state.signals.qualities[change.merchant_id] = MerchantQuality(
+                change.merchant_id, stored.total + change.total, judged, since
+            )
+
+    async def sku_sales(self, skus: Collection[str]) -> dict[str, SkuSales]:
+        sales = self.state.signals.sales
+        return {sku: found for sku in skus if (found := sales.get(sku)) is not None}
+
+    async def save_sales(self, sales: Sequence[SkuSales], purchases: Sequence[Purchase]) -> None:
+        for sold in sales:
+            self.state.signals.sales[sold.sku] = sold
+        for purchase in purchases:
+            key = (purchase.customer_id, purchase.sku)
+            self.state.signals.purchases[key] = self.state.signals.purchases.get(key, 0) + 1
+
+
+class _SignalsReads:
+    state: _State
+
+    async def merchant_quality(self, merchant_id: str) -> MerchantQuality | None:
+        return self.state.signals.qualities.get(merchant_id)
+
+    async def merchant_qualities_all(self) -> list[MerchantQuality]:
+        return [self.state.signals.qualities[m] for m in sorted(self.state.signals.qualities)]
+
+    async def sales(self, skus: Collection[str]) -> dict[str, SkuSales]:
+        return {sku: found for sku in skus if (found := self.state.signals.sales.get(sku)) is not None}
+
+    async def purchases(self, customer_id: str) -> dict[str, int]:
+        bought = [
+            (sku, n) for (customer, sku), n in self.state.signals.purchases.items() if customer == customer_id
+        ]
+        return dict(sorted(bought, key=lambda item: (-item[1], item[0]))[:PURCHASES_READ])
+
+    async def best_sellers(
+        self, limit: int, categories: Collection[str] | None = None
+    ) -> list[tuple[str, int]]:
+        sales = list(self.state.signals.sales.values())
+        if categories is not None:
+            products = self.state.products
+            in_categories = {
+                sku
+                for sku, p in products.items()
+                if _category(p) in categories and p.active and p.available > 0
+            }
+            sales = [s for s in sales if s.sku in in_categories]
+        ranked = sorted(sales, key=lambda s: (-s.orders, s.sku))
+        return [(s.sku, s.orders) for s in ranked[:limit]]
+
+    async def listings(self, skus: Collection[str]) -> dict[str, Listing]:
+        return {
+            sku: Listing(
+                sku=p.sku,
+                name=p.name,
+                merchant_id=p.merchant_id,
+                price_fen=p.price_fen,
+                currency=p.currency,
+                category=_category(p),
+                active=p.active,
+                available=p.available,
+            )
+            for sku in skus
+            if (p := self.state.products.get(sku)) is not None
+        }
+
+    async def approved_merchants(self, merchant_ids: Collection[str]) -> set[str]:
+        merchants = self.state.merchants
+        return {m for m in merchant_ids if m in merchants and merchants[m].status is MerchantStatus.APPROVED}
+
+
 @dataclass
 class _State:
     merchants: dict[str, Merchant] = field(default_factory=dict)
@@ -37,9 +162,10 @@ class _State:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     # In the order they were added, which is the order they are assigned in.
     codes: list[PooledCode] = field(default_factory=list)
+    signals: _SignalsState = field(default_factory=_SignalsState)
 
 
-class InMemoryInventoryStore(LedgerTwin):
+class InMemoryInventoryStore(LedgerTwin, _SignalsReads):
     """Same behaviour as the Mongo store, including the stock guards, on plain dicts."""
 
     def __init__(self, personal: PersonalData = TWIN_PERSONAL_DATA) -> None:
@@ -74,7 +200,7 @@ class InMemoryInventoryStore(LedgerTwin):
 
 
 @dataclass(kw_only=True)
-class _MemoryTransaction(PendingWrites):
+class _MemoryTransaction(PendingWrites, _SignalsTransaction):
     state: _State
     personal: PersonalData
 
