@@ -17,8 +17,10 @@ from services.notification.domain import (
     REASONS,
     TEMPLATES,
     Status,
+    back_in_stock,
     format_fen,
     late_payment_voided,
+    low_stock,
     notification_id,
     order_cancelled,
     order_confirmed,
@@ -26,6 +28,8 @@ from services.notification.domain import (
     payment_refunded,
 )
 from shared.contracts import (
+    BackInStock,
+    LowStock,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -246,6 +250,38 @@ def test_every_template_renders_with_the_fields_its_decisions_give() -> None:
             ),
             *late_payment_voided(late_void(), cause_id="e-1", at=T0),
             *payment_refunded(refund(), cause_id="e-1", at=T0),
+            *back_in_stock(BACK, cause_id="e-1", at=T0),
+            *low_stock(LOW, cause_id="e-1", at=T0),
         ]
     }
     assert rendered == set(TEMPLATES)
+
+
+BACK = BackInStock(
+    sku="TEA", name="Longjing", merchant_id="m-1", available=5, customer_ids=["c-1", "c-2", "c-1"]
+)
+LOW = LowStock(sku="TEA", name="Longjing", merchant_id="m-1", available=2, threshold=3)
+
+
+def test_back_in_stock_tells_each_named_customer_once_about_the_product() -> None:
+    notices = back_in_stock(BACK, cause_id="e-1", at=T0)
+
+    assert [(n.recipient, n.role, n.order_id) for n in notices] == [
+        ("c-1", Role.CUSTOMER, None),
+        ("c-2", Role.CUSTOMER, None),
+    ]
+    assert notices[0].subject == "Longjing 到货了"
+    assert "现可购买 5 件" in notices[0].body
+    assert [n.notification_id for n in back_in_stock(BACK, cause_id="e-1", at=T0)] == [
+        n.notification_id for n in notices
+    ]
+    assert notices[0].notification_id not in {
+        n.notification_id for n in back_in_stock(BACK, cause_id="e-2", at=T0)
+    }
+
+
+def test_low_stock_tells_the_merchant_the_stock_and_its_threshold() -> None:
+    [notice] = low_stock(LOW, cause_id="e-1", at=T0)
+
+    assert (notice.recipient, notice.role, notice.order_id) == ("m-1", Role.MERCHANT, None)
+    assert "仅剩 2 件" in notice.body and "预警值 3 件" in notice.body
