@@ -168,7 +168,7 @@ async def test_notifications_are_listed_by_recipient_across_orders() -> None:
     await handle_batch(service, [delivery(CONFIRMED), delivery(other, offset=1)])
 
     for_merchant = await store.find(recipient="m-1")
-    assert sorted(n.order_id for n in for_merchant) == ["o-1", "o-9"]
+    assert sorted(str(n.order_id) for n in for_merchant) == ["o-1", "o-9"]
     assert {n.template for n in for_merchant} == {MERCHANT_NEW_ORDER}
 
 
