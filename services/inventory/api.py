@@ -16,12 +16,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, fi
 
 from services.inventory.domain import (
     DEFAULT_RECOMMENDATIONS,
+    MAX_ATTRIBUTES,
+    MAX_DESCRIPTION,
     MAX_PRICE_FEN,
     MAX_PRICE_TIERS,
     MAX_RECOMMENDATIONS,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
     DuplicateCodes,
+    InvalidCatalogFields,
     InvalidCodes,
     InvalidPriceTiers,
     InvalidWebhookUrl,
@@ -43,6 +46,8 @@ from services.inventory.handlers import (
     MerchantConflict,
     MerchantEdit,
     NotPermitted,
+    PaymentMethodsNotAccepted,
+    ProductInStock,
     ProductMoveRefused,
     PutProduct,
     QualityView,
@@ -59,6 +64,8 @@ from services.inventory.handlers import (
     merchants_quality,
     recommendations_for,
     register_merchant,
+    subscribe_back_in_stock,
+    unsubscribe_back_in_stock,
     upsert_merchant,
     upsert_product,
 )
@@ -335,6 +342,11 @@ _PRODUCT_EXAMPLE: dict[str, JsonValue] = {
         {"min_quantity": 3, "unit_price_fen": 15800},
         {"min_quantity": 6, "unit_price_fen": 14800},
     ],
+    "description": "Picked before Qingming on the West Lake hills; a sweet, chestnut finish.",
+    "category": "tea/green",
+    "attributes": {"origin": "Hangzhou", "weight": "250g"},
+    "payment_methods": WECHAT_AND_ALIPAY,
+    "low_stock_threshold": 10,
 }
 
 
@@ -379,8 +391,36 @@ class ProductIn(BaseModel):
         "reaches sets its unit price. Omitted on an edit: the product has none any more.",
     )
 
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
+    category: str = Field(
+        default="",
+        description="A slash path of lower-case levels (`tea/green`): substitutes for this product "
+        "when it is out of stock come from its category. Empty: from its merchant's other products.",
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_ATTRIBUTES,
+        description="Colour, size, origin...: short names to short values.",
+    )
+    payment_methods: list[PaymentMethod] = Field(
+        default_factory=list,
+        description="The methods this product may be paid with, each once, all accepted by its "
+        "merchant. Empty: every method its merchant accepts.",
+    )
+    low_stock_threshold: StockUnits | None = Field(
+        default=None,
+        description="The merchant is told (LowStock) once each time sellable stock falls to or below "
+        "it. Null: never.",
+    )
+
+    @field_validator("payment_methods")
+    @classmethod
+    def _methods_once(cls, methods: list[PaymentMethod]) -> list[PaymentMethod]:
+        return _each_once(methods)
+
     def details(self) -> ProductDetails:
-        """The details to put; InvalidPriceTiers when the tiers do not make a price list."""
+        """The details to put; InvalidPriceTiers when the tiers do not make a price list,
+        InvalidCatalogFields when the category or attributes are not fit to browse by."""
         return ProductDetails(
             name=self.name,
             merchant_id=self.merchant_id,
@@ -389,6 +429,11 @@ class ProductIn(BaseModel):
             active=self.active,
             max_per_order=self.max_per_order,
             price_tiers=tuple(tier.tier() for tier in self.price_tiers),
+            description=self.description,
+            category=self.category,
+            attributes=self.attributes,
+            payment_methods=frozenset(self.payment_methods),
+            low_stock_threshold=self.low_stock_threshold,
         )
 
 
@@ -437,6 +482,11 @@ class ProductOut(BaseModel):
     active: bool
     max_per_order: int
     price_tiers: list[PriceTier]
+    description: str
+    category: str
+    attributes: dict[str, str]
+    payment_methods: list[PaymentMethod] = Field(description="Empty: every method its merchant accepts.")
+    low_stock_threshold: int | None
 
     @classmethod
     def of(cls, product: Product) -> ProductOut:
@@ -452,6 +502,11 @@ class ProductOut(BaseModel):
             active=product.active,
             max_per_order=product.max_per_order,
             price_tiers=list(product.price_tiers),
+            description=product.description,
+            category=product.category,
+            attributes=dict(product.attributes),
+            payment_methods=[m for m in PaymentMethod if m in product.payment_methods],
+            low_stock_threshold=product.low_stock_threshold,
         )
 
 
@@ -475,6 +530,15 @@ class ProductList(BaseModel):
     )
 
     items: list[ProductOut]
+
+
+class SubscriptionOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"sku": "SKU-SOLDOUT-1", "customer_id": "cust-1"}]}
+    )
+
+    sku: str
+    customer_id: str = Field(description="The subscribed customer: the caller.")
 
 
 Sku = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -600,7 +664,7 @@ def build_router(service: Inventory) -> APIRouter:
         body) or an admin's. Moving a product to another merchant is for an admin only (409)."""
         try:
             details = body.details()
-        except InvalidPriceTiers as error:
+        except (InvalidPriceTiers, InvalidCatalogFields) as error:
             raise _invalid_fields(str(error), [error.field]) from None
         command = PutProduct(sku=sku, details=details, available=body.available or 0)
         try:
@@ -613,6 +677,8 @@ def build_router(service: Inventory) -> APIRouter:
             raise _unknown_merchant(error) from None
         except NotVirtual as error:
             raise _invalid_fields(str(error), ["available"]) from None
+        except PaymentMethodsNotAccepted as error:
+            raise _invalid_fields(str(error), ["payment_methods"]) from None
         if put.created:
             response.status_code = status.HTTP_201_CREATED
         return ProductOut.of(put.product)
@@ -670,6 +736,46 @@ def build_router(service: Inventory) -> APIRouter:
         except NotVirtual as error:
             raise Problem(409, "Not a virtual product", str(error), code="not-virtual") from None
         return CodesAddedOut(sku=sku, added=added.added, available=added.product.available)
+
+    @router.post(
+        "/products/{sku}/subscriptions",
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            200: {"model": SubscriptionOut, "description": "The customer was subscribed already"},
+            **problem_responses(401, 403, 404, 409, 422),
+        },
+    )
+    async def subscribe(sku: Sku, caller: Caller, response: Response) -> SubscriptionOut:
+        """Ask to be told once when an out-of-stock product is back (201; 200 when subscribed
+        already). The restock that makes it sellable again tells every subscriber (a customer
+        notification `customer.back_in_stock`) and ends their subscriptions.
+
+        A customer's token only, subscribing that customer. A product that can be ordered now is
+        refused (409 `product-in-stock`): order it instead."""
+        try:
+            created = await subscribe_back_in_stock(service, caller, sku)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except ProductInStock as error:
+            raise Problem(409, "Product in stock", str(error), code="product-in-stock") from None
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return SubscriptionOut(sku=sku, customer_id=caller.subject)
+
+    @router.delete(
+        "/products/{sku}/subscriptions",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=problem_responses(401, 403, 422),
+    )
+    async def unsubscribe(sku: Sku, caller: Caller) -> None:
+        """Stop waiting for the product: the customer's subscription is removed (204 whether or not
+        there was one). A customer's token only."""
+        try:
+            await unsubscribe_back_in_stock(service, caller, sku)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
 
     @router.post(
         "/merchants",

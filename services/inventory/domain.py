@@ -7,6 +7,7 @@ one after the other. The store then writes what changed with conditional updates
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -17,7 +18,9 @@ from urllib.parse import urlsplit
 from shared.contracts import (
     CURRENCY,
     MAX_UNITS_PER_ORDER,
+    BackInStock,
     Event,
+    LowStock,
     MerchantStatus,
     MerchantUpserted,
     OrderEndReason,
@@ -255,6 +258,68 @@ def check_price_tiers(tiers: Sequence[PriceTier], *, price_fen: int, max_per_ord
         previous = tier
 
 
+# --- catalog details: description, category, attributes, payment methods, low-stock threshold ---
+
+MAX_DESCRIPTION = 2000
+MAX_CATEGORY = 100
+MAX_CATEGORY_DEPTH = 5
+MAX_ATTRIBUTES = 20
+MAX_ATTRIBUTE_NAME = 40
+MAX_ATTRIBUTE_VALUE = 200
+# One level of a category path: lower-case letters, digits and inner dashes (`tea/green`).
+_CATEGORY_LEVEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+
+
+class InvalidCatalogFields(ValueError):
+    """A description, category, attributes or low-stock threshold a catalog cannot hold; `field` names
+    the offending one (`category`, `attributes.<name>`...)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_catalog_fields(
+    *, description: str, category: str, attributes: Mapping[str, str], low_stock_threshold: int | None
+) -> None:
+    """Refuse what a shopper could not browse by: a category is a slash path of lower-case levels
+    (`tea/green`), attributes are a short list of short names and values."""
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidCatalogFields(
+            f"a description has at most {MAX_DESCRIPTION} characters (got {len(description)})", "description"
+        )
+    if category:
+        levels = category.split("/")
+        if (
+            len(category) > MAX_CATEGORY
+            or len(levels) > MAX_CATEGORY_DEPTH
+            or not all(_CATEGORY_LEVEL.fullmatch(level) for level in levels)
+        ):
+            raise InvalidCatalogFields(
+                f"a category is a path of at most {MAX_CATEGORY_DEPTH} levels separated by '/', each of "
+                f"lower-case letters, digits and dashes, {MAX_CATEGORY} characters in all (e.g. tea/green)",
+                "category",
+            )
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidCatalogFields(
+            f"a product has at most {MAX_ATTRIBUTES} attributes (got {len(attributes)})", "attributes"
+        )
+    for name, value in attributes.items():
+        if not name.strip() or len(name) > MAX_ATTRIBUTE_NAME:
+            raise InvalidCatalogFields(
+                f"an attribute name has 1 to {MAX_ATTRIBUTE_NAME} characters", f"attributes.{name[:40]}"
+            )
+        if not value.strip() or len(value) > MAX_ATTRIBUTE_VALUE:
+            raise InvalidCatalogFields(
+                f"attribute {name!r} needs a value of 1 to {MAX_ATTRIBUTE_VALUE} characters",
+                f"attributes.{name}",
+            )
+    if low_stock_threshold is not None and not 0 <= low_stock_threshold <= MAX_STOCK:
+        raise InvalidCatalogFields(
+            f"a low-stock threshold is between 0 and {MAX_STOCK}", "low_stock_threshold"
+        )
+
+
 @dataclass(frozen=True)
 class ProductDetails:
     """Everything about a product a catalog edit may change: all of it but its stock. Its price
@@ -267,9 +332,27 @@ class ProductDetails:
     active: bool = True
     max_per_order: int = MAX_UNITS_PER_ORDER
     price_tiers: tuple[PriceTier, ...] = ()
+    description: str = ""
+    category: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    # Empty: whatever the merchant accepts; otherwise some of the merchant's methods only.
+    payment_methods: frozenset[PaymentMethod] = frozenset()
+    # The merchant is told (LowStock) when sellable stock falls to or below it; None: never.
+    low_stock_threshold: int | None = None
 
     def __post_init__(self) -> None:
         check_price_tiers(self.price_tiers, price_fen=self.price_fen, max_per_order=self.max_per_order)
+        check_catalog_fields(
+            description=self.description,
+            category=self.category,
+            attributes=self.attributes,
+            low_stock_threshold=self.low_stock_threshold,
+        )
+
+    def methods_beyond(self, merchant: Merchant) -> list[PaymentMethod]:
+        """The product's payment methods its merchant does not accept, in PaymentMethod order: a
+        product may narrow its merchant's methods, never widen them."""
+        return [m for m in PaymentMethod if m in self.payment_methods and m not in merchant.payment_methods]
 
 
 @dataclass
@@ -286,6 +369,14 @@ class Product:
     max_per_order: int = MAX_UNITS_PER_ORDER
     # By rising min_quantity and falling price (ProductDetails checks it); empty: one price.
     price_tiers: tuple[PriceTier, ...] = ()
+    description: str = ""
+    category: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    payment_methods: frozenset[PaymentMethod] = frozenset()
+    low_stock_threshold: int | None = None
+    # Whether the merchant has been told of the present dip to or below the threshold: set when
+    # LowStock is announced, cleared when stock rises above the threshold again.
+    low_stock_notified: bool = False
 
     @classmethod
     def create(cls, sku: str, details: ProductDetails, available: int) -> Product:
@@ -300,6 +391,11 @@ class Product:
             active=details.active,
             max_per_order=details.max_per_order,
             price_tiers=details.price_tiers,
+            description=details.description,
+            category=details.category,
+            attributes=dict(details.attributes),
+            payment_methods=details.payment_methods,
+            low_stock_threshold=details.low_stock_threshold,
         )
 
     def edited(self, details: ProductDetails) -> Product:
@@ -314,6 +410,11 @@ class Product:
             active=details.active,
             max_per_order=details.max_per_order,
             price_tiers=details.price_tiers,
+            description=details.description,
+            category=details.category,
+            attributes=dict(details.attributes),
+            payment_methods=details.payment_methods,
+            low_stock_threshold=details.low_stock_threshold,
         )
 
     def stock_change(self, add: int) -> StockDelta:
@@ -346,6 +447,24 @@ class Product:
             active=self.active and merchant_sells,
             max_per_order=self.max_per_order,
             price_tiers=list(self.price_tiers),
+            description=self.description,
+            category=self.category,
+            attributes=dict(self.attributes),
+            payment_methods=[m for m in PaymentMethod if m in self.payment_methods],
+        )
+
+    @property
+    def is_low(self) -> bool:
+        """At or below its low-stock threshold (never, without one)."""
+        return self.low_stock_threshold is not None and self.available <= self.low_stock_threshold
+
+    def low_stock(self) -> LowStock:
+        return LowStock(
+            sku=self.sku,
+            name=self.name,
+            merchant_id=self.merchant_id,
+            available=max(self.available, 0),
+            threshold=self.low_stock_threshold or 0,
         )
 
 
@@ -399,6 +518,33 @@ def hold_deadline(now: datetime, ttl: timedelta, hold_until: datetime | None, ca
     return min(wanted, now + cap)
 
 
+@dataclass(frozen=True)
+class SubstituteSearch:
+    """Where substitutes for a short product are looked for: the products of its category, whoever
+    sells them, or, for a product without a category, its merchant's other products; those closest
+    to its price first."""
+
+    category: str
+    merchant_id: str
+    price_fen: int
+
+    def matches(self, product: Product) -> bool:
+        if self.category:
+            return product.category == self.category
+        return product.merchant_id == self.merchant_id
+
+
+def rank_substitutes(searches: Sequence[SubstituteSearch], on_sale: Iterable[Product]) -> list[str]:
+    """Up to MAX_SUBSTITUTES of the products `on_sale` that some search matches, closest in unit price
+    to the short product they stand in for first; ties go to more stock, then to the sku."""
+    ranked: dict[str, tuple[int, int, str]] = {}
+    for product in on_sale:
+        gaps = [abs(product.price_fen - search.price_fen) for search in searches if search.matches(product)]
+        if gaps:
+            ranked[product.sku] = (min(gaps), -product.available, product.sku)
+    return sorted(ranked, key=ranked.__getitem__)[:MAX_SUBSTITUTES]
+
+
 def stock_lines(lines: Iterable[OrderLine]) -> list[StockLine]:
     """One line per SKU (an order may list a SKU twice), in the order they first appear."""
     totals: dict[str, int] = {}
@@ -418,8 +564,8 @@ class Ledger:
     # The merchants of the products read; a product whose merchant is missing here or not approved
     # is not sold.
     merchants: Mapping[str, Merchant] = field(default_factory=dict)
-    # Merchants with a short line, so the caller can load their other products as substitutes.
-    short_merchants: set[str] = field(default_factory=set)
+    # Where substitutes for the short lines are looked for, so the caller can load the candidates.
+    wanted_substitutes: set[SubstituteSearch] = field(default_factory=set)
     _before: dict[str, StockDelta] = field(default_factory=dict)
     _created: dict[str, Reservation] = field(default_factory=dict)
     _moved: dict[str, Reservation] = field(default_factory=dict)
@@ -466,15 +612,14 @@ class Ledger:
             if self._sellable(line.sku) < line.quantity
         ]
         if shortages:
-            merchants = {line.sku: line.merchant_id for line in lines}
-            short_merchants = [self._merchant_of(s.sku, merchants[s.sku]) for s in shortages]
-            self.short_merchants.update(short_merchants)
+            searches = self._substitute_searches(shortages, lines)
+            self.wanted_substitutes.update(searches)
             self._add(Reservation(order_id, wanted, ReservationStatus.REJECTED, correlation_id))
             return [
                 StockRejected(
                     order_id=order_id,
                     shortages=shortages,
-                    substitutes=self._substitutes(short_merchants, exclude={line.sku for line in wanted}),
+                    substitutes=self._substitutes(searches, exclude={line.sku for line in wanted}),
                 )
             ]
         for line in wanted:
@@ -600,28 +745,27 @@ class Ledger:
         merchant = self.merchants.get(merchant_id)
         return merchant is not None and merchant.sells
 
-    def _merchant_of(self, sku: str, ordered_from: str) -> str:
-        product = self.products.get(sku)
-        return product.merchant_id if product is not None else ordered_from
+    def _substitute_searches(
+        self, shortages: Sequence[Shortage], lines: Sequence[OrderLine]
+    ) -> list[SubstituteSearch]:
+        ordered = {line.sku: line for line in lines}
+        searches = []
+        for shortage in shortages:
+            product = self.products.get(shortage.sku)
+            if product is None:  # unknown here: what the order says of it is all there is
+                line = ordered[shortage.sku]
+                searches.append(SubstituteSearch("", line.merchant_id, line.unit_price_fen))
+            else:
+                searches.append(SubstituteSearch(product.category, product.merchant_id, product.price_fen))
+        return searches
 
-    def _substitutes(self, merchants: Sequence[str], exclude: set[str]) -> list[str]:
-        picked: list[str] = []
-        for merchant_id in dict.fromkeys(merchants):
-            candidates = sorted(
-                (
-                    p
-                    for p in self.products.values()
-                    if p.merchant_id == merchant_id
-                    and self._sells(merchant_id)
-                    and p.active
-                    and p.available > 0
-                    and p.sku not in exclude
-                    and p.sku not in picked
-                ),
-                key=lambda p: (-p.available, p.sku),
-            )
-            picked.extend(p.sku for p in candidates)
-        return picked[:MAX_SUBSTITUTES]
+    def _substitutes(self, searches: Sequence[SubstituteSearch], exclude: set[str]) -> list[str]:
+        on_sale = [
+            p
+            for p in self.products.values()
+            if p.sku not in exclude and p.active and p.available > 0 and self._sells(p.merchant_id)
+        ]
+        return rank_substitutes(searches, on_sale)
 
     def _held(self, order_id: str) -> Reservation | None:
         reservation = self.reservations.get(order_id)
@@ -1184,3 +1328,58 @@ class RecommendationList:
                 continue
             self.picked.append(Recommendation(sku, source, score))
             taken.add(sku)
+
+
+# --- what stock moves announce: back in stock, low stock ------------------------------------------
+
+# Customers named by one BackInStock: a restock with more subscribers announces several events.
+BACK_IN_STOCK_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A customer waiting to be told that an out-of-stock product is back; used up by the telling."""
+
+    sku: str
+    customer_id: str
+    # New for every subscription, so a customer who subscribes again after being told is told again.
+    subscription_id: str
+
+
+def back_in_stock(
+    product: Product, available_before: int, subscriptions: Sequence[Subscription]
+) -> list[tuple[BackInStock, list[Subscription]]]:
+    """The BackInStock events a stock change announces, each with the subscriptions it uses up: none
+    unless the product went from nothing sellable to some, `BACK_IN_STOCK_CHUNK` customers a time."""
+    if not subscriptions or available_before > 0 or product.available <= 0:
+        return []
+    chunks = [
+        list(subscriptions[start : start + BACK_IN_STOCK_CHUNK])
+        for start in range(0, len(subscriptions), BACK_IN_STOCK_CHUNK)
+    ]
+    return [
+        (
+            BackInStock(
+                sku=product.sku,
+                name=product.name,
+                merchant_id=product.merchant_id,
+                available=product.available,
+                customer_ids=[s.customer_id for s in chunk],
+            ),
+            chunk,
+        )
+        for chunk in chunks
+    ]
+
+
+def low_stock_moves(products: Iterable[Product]) -> list[tuple[Product, LowStock | None]]:
+    """The products whose low-stock flag must move, each with the LowStock to announce (None when the
+    flag is cleared): once per dip to or below the threshold, again only after stock has risen
+    above it. Their `low_stock_notified` is moved here, as it must be stored."""
+    moves: list[tuple[Product, LowStock | None]] = []
+    for product in products:
+        if product.is_low == product.low_stock_notified:
+            continue
+        product.low_stock_notified = product.is_low
+        moves.append((product, product.low_stock() if product.is_low else None))
+    return moves

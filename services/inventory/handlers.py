@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -27,11 +27,15 @@ from services.inventory.domain import (
     ReservationStatus,
     SkuSales,
     StatusChange,
+    StockDelta,
+    Subscription,
     already_pooled,
+    back_in_stock,
     checked_webhook_url,
     co_purchase_scores,
     committed_virtual_lines,
     last_automatic_suspension,
+    low_stock_moves,
     parse_codes,
     record_sales,
 )
@@ -41,9 +45,11 @@ from shared.clock import Clock, utc_now
 from shared.contracts import (
     AfterSalesRequested,
     AssignedCodes,
+    BackInStock,
     CodesAssigned,
     Envelope,
     Event,
+    LowStock,
     OrderCancelled,
     OrderConfirmed,
     OrderEvent,
@@ -103,6 +109,10 @@ class MerchantConflict(ValueError):
 
 class NotPermitted(PermissionError):
     """The caller acts neither for the merchant concerned nor as an admin."""
+
+
+class PaymentMethodsNotAccepted(ValueError):
+    """A product names payment methods its merchant does not accept."""
 
 
 class ProductMoveRefused(ValueError):
@@ -336,6 +346,12 @@ async def upsert_product(
             merchant = await tx.merchant(details.merchant_id)
             if merchant is None:
                 raise UnknownMerchant(f"no merchant {details.merchant_id}")
+            beyond = details.methods_beyond(merchant)
+            if beyond:
+                raise PaymentMethodsNotAccepted(
+                    f"merchant {merchant.merchant_id} does not accept {', '.join(beyond)}: a product's "
+                    f"payment methods are some of its merchant's ({', '.join(merchant.accepted_methods)})"
+                )
             stored = await tx.put_product(product)
             tx.emit([_announcement(stored.upserted(merchant_sells=merchant.sells), correlation_id)])
         return ProductPut(stored, created=existing is None)
@@ -356,8 +372,8 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
             _refuse_stock_without_codes(product.kind, sku, add)
             # The same guarded increment as a reservation's: a concurrent reservation either lands
             # first (and this decides on it after a retry) or conflicts, never lost or overwritten.
-            await tx.save(Changes(stock={sku: product.stock_change(add)}, created=[], moved_from_held=[]))
-            return (await tx.products([sku]))[sku]
+            changed = await save_stock_changes(tx, {sku: product.stock_change(add)}, correlation_id=None)
+            return changed[sku]
 
     changed = await retry_transient(write)
     # Who by role and merchant, not by subject: a subject may be a customer's phone or e-mail.
@@ -409,10 +425,10 @@ async def add_codes(service: Inventory, caller: Principal, sku: str, text: str) 
                 raise NotVirtual(f"{sku} is {product.kind}: only a virtual product has a pool of codes")
             already_pooled(codes, await tx.pooled_codes(sku, [c.code for c in codes]))
             await tx.add_codes(sku, [c.code for c in codes])
-            # Through the stock path a reservation takes: each code is a unit, added without a race.
-            stock = {sku: product.stock_change(len(codes))}
-            await tx.save(Changes(stock=stock, created=[], moved_from_held=[]))
-            return CodesAdded(len(codes), (await tx.products([sku]))[sku])
+            # Through the stock path a restock takes: each code is a unit, added without a race to
+            # a reservation, and the product's back-in-stock subscribers are told.
+            after = await save_stock_changes(tx, {sku: product.stock_change(len(codes))}, correlation_id=None)
+            return CodesAdded(len(codes), after[sku])
 
     added = await retry_transient(write)
     log.info(
@@ -453,6 +469,109 @@ async def _assign_codes(tx: StockTransaction, batch: StockBatch, deliveries: Seq
         if assigned:
             event = CodesAssigned(order_id=order_id, customer_id=confirmed.customer_id, lines=assigned)
             batch.replies.reply(cause, [event])
+
+
+# --- stock moved outside orders: back in stock, low stock ---------------------------------------
+
+
+async def save_stock_changes(
+    tx: StockTransaction, stock: Mapping[str, StockDelta], *, correlation_id: str | None
+) -> dict[str, Product]:
+    """Move stock outside any order (a restock, a correction, uploaded codes) within `tx`, and
+    announce what that causes in the same write: BackInStock to the product's subscribers when it
+    went from nothing sellable to some (their subscriptions used up, so each is told once), LowStock
+    when it fell to or below its threshold. The changed products as stored after the change.
+
+    Raises StockConflict (from `save`) when a delta would take the stock below zero."""
+    before = await tx.products(stock)
+    await tx.save(Changes(stock=stock, created=[], moved_from_held=[]))
+    after = await tx.products(stock)
+    cause = str(uuid.uuid4())
+    for sku, product in after.items():
+        announced = back_in_stock(product, before[sku].available, await tx.subscriptions(sku))
+        for event, used_up in announced:
+            await tx.end_subscriptions(used_up)
+            tx.emit([_back_in_stock_envelope(event, used_up, correlation_id)])
+        if announced:
+            log.info("back_in_stock", sku=sku, subscribers=sum(len(chunk) for _, chunk in announced))
+    await note_low_stock(tx, list(after.values()), cause, correlation_id=correlation_id)
+    return after
+
+
+async def note_low_stock(
+    tx: StockTransaction, products: Sequence[Product], cause: str, *, correlation_id: str | None = None
+) -> None:
+    """Store the low-stock flags `products`' stock moves change and announce LowStock for each product
+    that fell to or below its threshold (once per dip). `cause` makes the events' ids: the same cause
+    announces the same events."""
+    moves = low_stock_moves(products)
+    if not moves:
+        return
+    await tx.mark_low_stock({product.sku: product.low_stock_notified for product, _ in moves})
+    for product, event in moves:
+        if event is None:
+            continue
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{SERVICE}/{LowStock.TYPE}/{product.sku}/{cause}"))
+        tx.emit(
+            [
+                new_envelope(
+                    event,
+                    source=SERVICE,
+                    correlation_id=correlation_id or event_id,
+                    event_id=event_id,
+                )
+            ]
+        )
+
+
+def _back_in_stock_envelope(
+    event: BackInStock, used_up: Sequence[Subscription], correlation_id: str | None
+) -> Envelope:
+    # From the subscriptions it uses up: deciding the same restock again announces the same event,
+    # and a customer who subscribes again after being told gets a new one next time.
+    name = f"{SERVICE}/{BackInStock.TYPE}/" + ",".join(sorted(s.subscription_id for s in used_up))
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+    return new_envelope(event, source=SERVICE, correlation_id=correlation_id or event_id, event_id=event_id)
+
+
+class ProductInStock(ValueError):
+    """A back-in-stock subscription to a product that can be ordered now."""
+
+
+async def subscribe_back_in_stock(service: Inventory, caller: Principal, sku: str) -> bool:
+    """Subscribe the calling customer to be told once when the out-of-stock `sku` is back; True when
+    new, False when the customer was subscribed already.
+
+    Raises NotPermitted for anyone but a customer, UnknownProduct, and ProductInStock when the product
+    has sellable units now (it can be ordered: there is nothing to wait for)."""
+    if caller.role is not Role.CUSTOMER:
+        raise NotPermitted("only a customer subscribes to back-in-stock notices, for themselves")
+
+    async def write() -> bool:
+        async with service.store.transaction(SERVICE) as tx:
+            product = (await tx.products([sku])).get(sku)
+            if product is None:
+                raise UnknownProduct(f"no product {sku}")
+            if product.available > 0:
+                raise ProductInStock(
+                    f"{sku} is in stock ({product.available} can be ordered now): "
+                    "there is nothing to wait for"
+                )
+            return await tx.subscribe(Subscription(sku, caller.subject, str(uuid.uuid4())))
+
+    return await retry_transient(write)
+
+
+async def unsubscribe_back_in_stock(service: Inventory, caller: Principal, sku: str) -> bool:
+    """Remove the calling customer's back-in-stock subscription to `sku`; False when there was none."""
+    if caller.role is not Role.CUSTOMER:
+        raise NotPermitted("only a customer subscribes to back-in-stock notices, for themselves")
+
+    async def write() -> bool:
+        async with service.store.transaction(SERVICE) as tx:
+            return await tx.unsubscribe(sku, caller.subject)
+
+    return await retry_transient(write)
 
 
 def _announcement(event: Event, correlation_id: str | None) -> Envelope:
@@ -505,6 +624,7 @@ async def handle_batch(service: Inventory, deliveries: Sequence[Delivery]) -> No
         await tx.save(changes)
         await _assign_codes(tx, batch, fresh)
         tx.emit(batch.replies.outgoing)
+        await note_low_stock(tx, [batch.ledger.products[sku] for sku in changes.stock], fresh[0].envelope.id)
         suspensions = await count_signals(service, tx, batch.signals, batch.ledger.now)
         tx.mark_applied([d.envelope.id for d in fresh])
     for suspension in suspensions:
@@ -553,11 +673,15 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
     merchants = await tx.merchants(ordered_from | {p.merchant_id for p in products.values()})
     now = service.clock()
     batch = _dispatch(service, deliveries, products, reservations, merchants, now)
-    if batch.ledger.short_merchants:
-        # Substitutes need the short merchants' other products; reading them only when an order
-        # is short keeps the common batch at three reads. The batch is then decided again, with them.
-        candidates = await tx.substitute_candidates(batch.ledger.short_merchants, exclude=set(products))
+    if batch.ledger.wanted_substitutes:
+        # Substitutes need the short products' category (or merchant) neighbours and their merchants;
+        # reading them only when an order is short keeps the common batch at three reads. The batch
+        # is then decided again, with them.
+        candidates = await tx.substitute_candidates(batch.ledger.wanted_substitutes, exclude=set(products))
         products = {**{p.sku: p for p in candidates}, **products}
+        unread = {p.merchant_id for p in candidates} - merchants.keys()
+        if unread:
+            merchants = {**merchants, **await tx.merchants(unread)}
         batch = _dispatch(service, deliveries, products, reservations, merchants, now)
     return batch
 
@@ -593,7 +717,10 @@ async def release_expired(service: Inventory, limit: int = 200) -> int:
         products = await tx.products({line.sku for r in reservations.values() for line in r.lines})
         ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl)
         released = ledger.expire()
-        await tx.save(ledger.changes())
+        changes = ledger.changes()
+        await tx.save(changes)
+        # Released units may lift a product above its low-stock threshold again.
+        await note_low_stock(tx, [ledger.products[sku] for sku in changes.stock], f"expiry/{now.isoformat()}")
         tx.emit([_expiry_envelope(reservation, event) for reservation, event in released])
     for reservation, _ in released:
         log.info("reservation_expired", order_id=reservation.order_id)

@@ -86,6 +86,96 @@ VIRTUAL_PRODUCTS = [
         [f"DEMO-WLT-GIFT-{n:04d}" for n in range(1, 21)],
     ),
 ]
+# What a shopper browses by, per sku: description, category (substitutes for a sold-out product come
+# from its category), attributes, the payment methods the product takes (empty: its merchant's) and
+# the stock at which its merchant is warned (None: never). SKU-SOLDOUT-1 has no stock: order it to
+# see substitutes from food/sichuan, or subscribe to be told when it is back.
+DETAILS: dict[str, tuple[str, str, dict[str, str], list[PaymentMethod], int | None]] = {
+    "SKU-GIFT-TEA-100": (
+        "西湖茶庄百元礼品卡，付款后即刻发放兑换码。A 100-yuan gift card, its code delivered once paid.",
+        "gift-cards/tea",
+        {"value": "¥100", "delivery": "code, at once"},
+        [],
+        5,
+    ),
+    "SKU-TEA-LONGJING": (
+        "西湖龙井，清明前采摘，豆香清爽。Picked before Qingming on the West Lake hills.",
+        "tea/green",
+        {"origin": "杭州 Hangzhou", "weight": "250g", "harvest": "2026 spring"},
+        [],
+        20,
+    ),
+    "SKU-TEA-PUER": (
+        "云南勐海熟普洱，陈香醇厚。A ripe Pu'er cake from Menghai, Yunnan.",
+        "tea/dark",
+        {"origin": "勐海 Menghai", "weight": "357g", "year": "2019"},
+        [],
+        10,
+    ),
+    "SKU-TEA-JASMINE": (
+        "福州茉莉花茶，七窨一提。Fuzhou green tea scented seven times with jasmine.",
+        "tea/green",
+        {"origin": "福州 Fuzhou", "weight": "100g"},
+        [],
+        30,
+    ),
+    "SKU-CUP-CELADON": (
+        "龙泉青瓷品茗杯。A Longquan celadon tasting cup.",
+        "ware/cups",
+        {"capacity": "60ml", "glaze": "celadon"},
+        [],
+        10,
+    ),
+    "SKU-POT-BLUEWHITE": (
+        "手绘青花瓷茶壶，每件独一无二。A hand-painted blue-and-white teapot, each one unique.",
+        "ware/teapots",
+        {"capacity": "300ml", "painted": "by hand"},
+        [PaymentMethod.ALIPAY],
+        3,
+    ),
+    "SKU-BOWL-RICE": (
+        "手绘釉下彩饭碗。A hand-painted rice bowl, underglaze colours.",
+        "ware/bowls",
+        {"diameter": "11.5cm"},
+        [],
+        20,
+    ),
+    "SKU-SAUCE-DOUBAN": (
+        "郫县豆瓣，三年发酵。Pixian broad-bean chili paste, fermented for three years.",
+        "food/sichuan",
+        {"weight": "500g", "spice": "hot"},
+        [],
+        30,
+    ),
+    "SKU-PEPPER-HUAJIAO": (
+        "汉源贡椒，麻香浓郁。Hanyuan red Sichuan peppercorns.",
+        "food/sichuan",
+        {"weight": "100g", "spice": "numbing"},
+        [],
+        15,
+    ),
+    "SKU-SOLDOUT-1": (
+        "限量手工腊肉礼盒，售完即止。A limited gift box of hand-cured Sichuan pork.",
+        "food/sichuan",
+        {"weight": "1kg"},
+        [],
+        None,
+    ),
+    "SKU-SILK-SCARF": (
+        "苏州桑蚕丝围巾。A mulberry silk scarf woven in Suzhou.",
+        "fashion/scarves",
+        {"material": "100% mulberry silk", "size": "180 x 55cm"},
+        [],
+        5,
+    ),
+    "SKU-COFFEE-PUER": (
+        "普洱小粒咖啡，中度烘焙。Arabica beans from Pu'er, Yunnan, medium roast.",
+        "coffee/beans",
+        {"origin": "普洱 Pu'er", "weight": "500g", "roast": "medium"},
+        [],
+        10,
+    ),
+}
 # The pending merchant has no products: the gateway lists only approved merchants' products, and
 # the stack's start-up waits for the gateway to list every product the seed made.
 
@@ -136,6 +226,7 @@ def seed(client: httpx.Client, out: TextIO) -> None:
                     "kind": "physical",
                     "available": available,
                     "max_per_order": max_per_order,
+                    **_details(sku),
                 },
             )
         )
@@ -156,6 +247,7 @@ def seed(client: httpx.Client, out: TextIO) -> None:
                     "price_fen": price_fen,
                     "kind": "virtual",
                     "max_per_order": max_per_order,
+                    **_details(sku),
                 },
             )
         )
@@ -176,6 +268,19 @@ def seed(client: httpx.Client, out: TextIO) -> None:
             f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
             f"{product['merchant_id']:<18} {product['name']}\n"
         )
+
+
+def _details(sku: str) -> dict[str, object]:
+    if sku not in DETAILS:
+        return {}
+    description, category, attributes, methods, threshold = DETAILS[sku]
+    return {
+        "description": description,
+        "category": category,
+        "attributes": attributes,
+        "payment_methods": [method.value for method in methods],
+        "low_stock_threshold": threshold,
+    }
 
 
 def _checked(response: httpx.Response) -> httpx.Response:

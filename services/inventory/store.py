@@ -5,7 +5,7 @@ The in-memory twin for unit tests is tests/twins/inventory.py; tests/contract ho
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -29,6 +29,8 @@ from services.inventory.domain import (
     ReservationStatus,
     SkuSales,
     StatusChange,
+    Subscription,
+    SubstituteSearch,
 )
 from shared.contracts import (
     MAX_UNITS_PER_ORDER,
@@ -48,7 +50,10 @@ MERCHANTS = "merchants"
 PRODUCTS = "products"
 RESERVATIONS = "reservations"
 CODES = "codes"
-CANDIDATES_PER_MERCHANT = 10
+SUBSCRIPTIONS = "back_in_stock_subscriptions"
+# Substitute candidates read per search on either side of its price: enough to fill the substitutes
+# when some candidates turn out not to be on sale (a merchant not approved) or sold out in the batch.
+CANDIDATES_PER_SIDE = 10
 
 
 # --- merchant quality and co-purchases -----------------------------------------------------------
@@ -366,10 +371,34 @@ class StockTransaction(UnitOfWork, SignalsTransaction, Protocol):
     async def products(self, skus: Collection[str]) -> dict[str, Product]: ...
 
     async def substitute_candidates(
-        self, merchant_ids: Collection[str], exclude: Collection[str]
+        self, searches: Collection[SubstituteSearch], exclude: Collection[str]
     ) -> list[Product]:
-        """The merchants' active products in stock, outside `exclude`: most stock first, then by sku;
-        at most CANDIDATES_PER_MERCHANT per merchant asked about."""
+        """Active products in stock outside `exclude` that a search matches (its category, or its
+        merchant for a search without one): for each search the CANDIDATES_PER_SIDE nearest its price
+        from above (price at least its own) and as many from below, nearest first, ties to more stock
+        then to the sku. Each product once, by sku."""
+        ...
+
+    async def subscriptions(self, sku: str) -> list[Subscription]:
+        """The customers waiting for `sku` to be back in stock, by customer id."""
+        ...
+
+    async def subscribe(self, subscription: Subscription) -> bool:
+        """Record the subscription unless its customer has one to that product already (False).
+        Touches the product, so a restock deciding on the subscriptions concurrently conflicts
+        and is decided again with this one."""
+        ...
+
+    async def unsubscribe(self, sku: str, customer_id: str) -> bool:
+        """Remove the customer's subscription to `sku`; False when there was none."""
+        ...
+
+    async def end_subscriptions(self, subscriptions: Collection[Subscription]) -> None:
+        """Remove these subscriptions (used up by the BackInStock that names them), if still there."""
+        ...
+
+    async def mark_low_stock(self, notified: Mapping[str, bool]) -> None:
+        """Set each product's `low_stock_notified`."""
         ...
 
     async def reservations(self, order_ids: Collection[str]) -> dict[str, Reservation]: ...
@@ -449,9 +478,14 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"], _MongoSignalsReads)
         self._products = store.db[PRODUCTS]
         self._reservations = store.db[RESERVATIONS]
         self._codes = store.db[CODES]
+        self._subscriptions = store.db[SUBSCRIPTIONS]
 
     async def ensure_indexes(self) -> None:
         await self._products.create_index([("merchant_id", ASCENDING), ("available", DESCENDING)])
+        # Substitutes: a category's (or a merchant's) products nearest a price.
+        await self._products.create_index([("category", ASCENDING), ("price_fen", ASCENDING)])
+        await self._products.create_index([("merchant_id", ASCENDING), ("price_fen", ASCENDING)])
+        await self._subscriptions.create_index([("sku", ASCENDING), ("customer_id", ASCENDING)], unique=True)
         await self._reservations.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
         await self._merchants.create_index([("status", ASCENDING), ("_id", ASCENDING)])
         # A code is in a product's pool once: its blind index is unique per product. Per product,
@@ -494,23 +528,76 @@ class _MongoTransaction(TransactionView, _MongoSignalsTransaction):
         return {doc["_id"]: _product(doc) async for doc in cursor}
 
     async def substitute_candidates(
-        self, merchant_ids: Collection[str], exclude: Collection[str]
+        self, searches: Collection[SubstituteSearch], exclude: Collection[str]
     ) -> list[Product]:
+        found: dict[str, Product] = {}
+        for search in searches:
+            shelf: Document = (
+                {"category": search.category} if search.category else {"merchant_id": search.merchant_id}
+            )
+            on_sale: Document = {
+                **shelf,
+                "active": True,
+                "available": {"$gt": 0},
+                "_id": {"$nin": list(exclude)},
+            }
+            for price, order in (
+                ({"$gte": search.price_fen}, ASCENDING),
+                ({"$lt": search.price_fen}, DESCENDING),
+            ):
+                cursor = (
+                    self.tx.db[PRODUCTS]
+                    .find({**on_sale, "price_fen": price}, session=self.tx.session)
+                    .sort([("price_fen", order), ("available", DESCENDING), ("_id", ASCENDING)])
+                    .limit(CANDIDATES_PER_SIDE)
+                )
+                found.update({doc["_id"]: _product(doc) async for doc in cursor})
+        return [found[sku] for sku in sorted(found)]
+
+    async def subscriptions(self, sku: str) -> list[Subscription]:
         cursor = (
-            self.tx.db[PRODUCTS]
-            .find(
-                {
-                    "merchant_id": {"$in": list(merchant_ids)},
-                    "active": True,
-                    "available": {"$gt": 0},
-                    "_id": {"$nin": list(exclude)},
-                },
+            self.tx.db[SUBSCRIPTIONS]
+            .find({"sku": sku}, session=self.tx.session)
+            .sort("customer_id", ASCENDING)
+        )
+        return [Subscription(doc["sku"], doc["customer_id"], doc["_id"]) async for doc in cursor]
+
+    async def subscribe(self, subscription: Subscription) -> bool:
+        now = datetime.now(UTC)
+        session = self.tx.session
+        await self.tx.db[PRODUCTS].update_one(
+            {"_id": subscription.sku}, {"$set": {"subscriptions_changed_at": now}}, session=session
+        )
+        result = await self.tx.db[SUBSCRIPTIONS].update_one(
+            {"sku": subscription.sku, "customer_id": subscription.customer_id},
+            {"$setOnInsert": {"_id": subscription.subscription_id, "created_at": now}},
+            upsert=True,
+            session=session,
+        )
+        return result.upserted_id is not None
+
+    async def unsubscribe(self, sku: str, customer_id: str) -> bool:
+        result = await self.tx.db[SUBSCRIPTIONS].delete_one(
+            {"sku": sku, "customer_id": customer_id}, session=self.tx.session
+        )
+        return result.deleted_count > 0
+
+    async def end_subscriptions(self, subscriptions: Collection[Subscription]) -> None:
+        if subscriptions:
+            await self.tx.db[SUBSCRIPTIONS].delete_many(
+                {"_id": {"$in": [s.subscription_id for s in subscriptions]}}, session=self.tx.session
+            )
+
+    async def mark_low_stock(self, notified: Mapping[str, bool]) -> None:
+        if notified:
+            await self.tx.db[PRODUCTS].bulk_write(
+                [
+                    UpdateOne({"_id": sku}, {"$set": {"low_stock_notified": flag}})
+                    for sku, flag in notified.items()
+                ],
+                ordered=False,
                 session=self.tx.session,
             )
-            .sort([("available", DESCENDING), ("_id", ASCENDING)])
-            .limit(CANDIDATES_PER_MERCHANT * len(merchant_ids))
-        )
-        return [_product(doc) async for doc in cursor]
 
     async def reservations(self, order_ids: Collection[str]) -> dict[str, Reservation]:
         cursor = self.tx.db[RESERVATIONS].find({"_id": {"$in": list(order_ids)}}, session=self.tx.session)
@@ -618,11 +705,21 @@ class _MongoTransaction(TransactionView, _MongoSignalsTransaction):
                     "active": product.active,
                     "max_per_order": product.max_per_order,
                     "price_tiers": [tier.model_dump() for tier in product.price_tiers],
+                    "description": product.description,
+                    "category": product.category,
+                    "attributes": dict(product.attributes),
+                    "payment_methods": [m.value for m in PaymentMethod if m in product.payment_methods],
+                    "low_stock_threshold": product.low_stock_threshold,
                     "updated_at": now,
                 },
                 # Stock is set once, at creation; after that only `save`'s guarded increments move
                 # it, so an edit cannot overwrite what the order consumer reserved meanwhile.
-                "$setOnInsert": {"available": product.available, "reserved": 0, "created_at": now},
+                "$setOnInsert": {
+                    "available": product.available,
+                    "reserved": 0,
+                    "low_stock_notified": False,
+                    "created_at": now,
+                },
             },
             upsert=True,
             return_document=True,
@@ -731,6 +828,13 @@ def _product(doc: Document) -> Product:
         max_per_order=int(doc.get("max_per_order", MAX_UNITS_PER_ORDER)),
         # Products stored before tiers existed have a single price.
         price_tiers=tuple(PriceTier.model_validate(tier) for tier in doc.get("price_tiers", [])),
+        # Products stored before these details existed have none: every method their merchant takes.
+        description=doc.get("description", ""),
+        category=doc.get("category", ""),
+        attributes=dict(doc.get("attributes") or {}),
+        payment_methods=frozenset(PaymentMethod(m) for m in doc.get("payment_methods") or ()),
+        low_stock_threshold=doc.get("low_stock_threshold"),
+        low_stock_notified=bool(doc.get("low_stock_notified", False)),
     )
 
 

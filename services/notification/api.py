@@ -44,7 +44,7 @@ class NotificationOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_NOTIFICATION]})
 
     notification_id: str
-    order_id: str
+    order_id: str | None = Field(description="The order it is about; null for a notice about a product.")
     recipient: str = Field(description="The customer id or merchant id the notification is addressed to.")
     role: str = Field(description="customer or merchant: which kind of id `recipient` is.")
     channel: str
@@ -116,7 +116,7 @@ class Audience:
     def admits(self, notification: Notification) -> bool:
         return (
             _compatible(notification.recipient, self.recipient)
-            and _compatible(notification.order_id, self.order_id)
+            and (self.order_id is None or notification.order_id == self.order_id)
             and (self.role is None or notification.role is self.role)
         )
 

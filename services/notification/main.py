@@ -15,7 +15,8 @@ from shared.settings import SharedSettings, load_settings
 DESCRIPTION = (
     "The notification log: every message the platform sends about an order (a merchant's new-order "
     "notice, a customer's confirmation, rejection or cancellation, a refund completed, a payment that "
-    "arrived after its order ended and was given back, the codes of a paid virtual product), with its "
+    "arrived after its order ended and was given back, the codes of a paid virtual product), and "
+    "about products (a customer's back-in-stock notice, a merchant's low-stock warning), with its "
     "delivery outcome; codes are shown to their recipient only. "
     "A customer, merchant or guest token lists the notifications addressed to it; admin lists anyone's. "
     "Errors are RFC 9457 problem+json."

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -263,6 +263,16 @@ class DeliveredCodesOut(BaseModel):
     )
 
 
+class SubstituteOut(BaseModel):
+    """A product on sale that inventory offered instead of what was out of stock."""
+
+    sku: str
+    name: str
+    merchant_id: str
+    price_fen: int
+    category: str
+
+
 class OrderOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -332,6 +342,11 @@ class OrderOut(BaseModel):
         default_factory=list,
         description="What the order's virtual lines were given once it was paid; empty until then.",
     )
+    substitutes: list[SubstituteOut] = Field(
+        default_factory=list,
+        description="For an order rejected out of stock: up to three products on sale from the "
+        "missing products' categories, closest in price first, to order instead.",
+    )
 
 
 class OrderPageOut(BaseModel):
@@ -366,6 +381,12 @@ class ProductOut(BaseModel):
     price_tiers: list[PriceTier] = Field(
         description="Wholesale prices by rising min_quantity: the highest tier a line's quantity "
         "reaches sets its unit price."
+    )
+    description: str
+    category: str = Field(description="A slash path such as tea/green.")
+    attributes: dict[str, str]
+    payment_methods: list[PaymentMethod] = Field(
+        description="The methods it may be paid with; empty: every method its merchant accepts."
     )
 
 
@@ -411,11 +432,28 @@ def codes_out(order: Order, principal: Principal, personal: PersonalData | None)
     ]
 
 
-def order_out(order: Order, principal: Principal, personal: PersonalData | None = None) -> OrderOut:
-    """The order as `principal` may see it; its codes opened for the buyer only when `personal` is
-    given (single-order reads), counted otherwise."""
+def order_out(
+    order: Order,
+    principal: Principal,
+    catalog: Mapping[str, CatalogItem] | None = None,
+    personal: PersonalData | None = None,
+) -> OrderOut:
+    """The order as `principal` may see it: its substitutes as `catalog` (the replica's items of
+    them) lists them, leaving out those it does not know or no longer lists; its codes opened for the
+    buyer only when `personal` is given (single-order reads), counted otherwise."""
     internal = principal.is_admin
+    listed = [item for sku in order.substitutes if (item := (catalog or {}).get(sku)) and item.active]
     return OrderOut(
+        substitutes=[
+            SubstituteOut(
+                sku=item.sku,
+                name=item.name,
+                merchant_id=item.merchant_id,
+                price_fen=item.price_fen,
+                category=item.category,
+            )
+            for item in listed
+        ],
         order_id=order.order_id,
         order_no=order.order_no,
         customer_id=order.customer_id,
@@ -466,6 +504,10 @@ def product_out(item: CatalogItem) -> ProductOut:
         price_fen=item.price_fen,
         max_per_order=item.max_per_order,
         price_tiers=list(item.price_tiers),
+        description=item.description,
+        category=item.category,
+        attributes=dict(item.attributes),
+        payment_methods=[m for m in PaymentMethod if m in item.payment_methods],
     )
 
 
@@ -563,6 +605,11 @@ def build_router(
         if order is None or not can_read(principal, order):
             raise _not_found(order_id)
         return order
+
+    async def substitutes_of(orders: Sequence[Order]) -> Mapping[str, CatalogItem]:
+        """The replica's items of the orders' substitutes (one read, none when there are none)."""
+        skus = {sku for order in orders for sku in order.substitutes}
+        return await service.store.catalog_items(skus) if skus else {}
 
     def guest_token(order: Order) -> str:
         return issuer.access_token(guest_of(order), ttl=limits.guest_token_ttl)
@@ -698,8 +745,10 @@ def build_router(
             page = await service.store.page(query)
         except InvalidCursor as error:
             raise Problem(422, "Invalid cursor", str(error), code="invalid-cursor") from None
+        catalog = await substitutes_of(page.orders)
         return OrderPageOut(
-            items=[order_out(order, principal) for order in page.orders], next_cursor=page.next_cursor
+            items=[order_out(order, principal, catalog) for order in page.orders],
+            next_cursor=page.next_cursor,
         )
 
     @router.post(
@@ -722,7 +771,10 @@ def build_router(
                 "no order with this number and contact",
                 code="order-not-found",
             )
-        return LookupOut(order=order_out(order, guest_of(order)), access_token=guest_token(order))
+        return LookupOut(
+            order=order_out(order, guest_of(order), await substitutes_of([order])),
+            access_token=guest_token(order),
+        )
 
     @router.get(
         "/orders/by-number/{order_no}",
@@ -737,7 +789,7 @@ def build_router(
         order = await service.store.by_number(order_no)
         if order is None or not can_read(principal, order):
             raise Problem(404, "Order not found", f"no order {order_no}", code="order-not-found")
-        return order_out(order, principal)
+        return order_out(order, principal, await substitutes_of([order]))
 
     @router.get(
         "/orders/{order_id}",
@@ -772,7 +824,7 @@ def build_router(
                     break
                 await service.watch.next_change(order_id, min(remaining, REREAD_INTERVAL_S))
                 order = await readable(order_id, principal)
-        return order_out(order, principal, personal)
+        return order_out(order, principal, await substitutes_of([order]), personal)
 
     @router.get(
         "/orders/{order_id}/events",

@@ -156,6 +156,15 @@ class CatalogItem:
     max_per_order: int = MAX_QUANTITY
     # By rising min_quantity and falling price, as inventory checks them before announcing.
     price_tiers: tuple[PriceTier, ...] = ()
+    description: str = ""
+    category: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    # The methods it may be paid with; empty: whatever its merchant accepts.
+    payment_methods: frozenset[PaymentMethod] = frozenset()
+
+    def accepts(self, method: PaymentMethod) -> bool:
+        """Whether the product itself may be paid with `method` (its merchant must accept it too)."""
+        return not self.payment_methods or method in self.payment_methods
 
     def unit_price_fen(self, quantity: int) -> int:
         """The price of each unit when one order holds `quantity` of this product: that of the
@@ -241,6 +250,14 @@ def review_items(
             )
         if payment_method is not None and terms is not None and payment_method not in terms.payment_methods:
             refusing.add(product.merchant_id)
+        elif payment_method is not None and not product.accepts(payment_method):
+            accepted = ", ".join(m for m in PaymentMethod if m in product.payment_methods)
+            issues.append(
+                FieldIssue(
+                    "payment.method",
+                    f"{payment_method} is not accepted for {item.sku}: it may be paid with {accepted} only",
+                )
+            )
     if refusing and payment_method is not None:
         issues.append(
             FieldIssue(
@@ -331,6 +348,8 @@ class Order:
     # A virtual product's codes, by line, sealed as inventory assigned them: only the buyer sees them.
     codes: list[AssignedCodes] = field(default_factory=list)
     version: int = 0
+    # What inventory offered instead when the order was rejected out of stock: SKUs on sale now.
+    substitutes: list[str] = field(default_factory=list)
 
     @property
     def total_fen(self) -> int:
@@ -401,10 +420,13 @@ class Order:
         self._record(now, "inventory.stock_reserved", "Your items are set aside for you.")
         return self._advance(now, deadlines)
 
-    def stock_rejected(self, now: datetime, skus: Sequence[str], detail: str) -> list[Event]:
+    def stock_rejected(
+        self, now: datetime, skus: Sequence[str], detail: str, substitutes: Sequence[str] = ()
+    ) -> list[Event]:
         if self.is_final or self.stock is not Check.PENDING:
             return []
         self.stock = Check.FAILED
+        self.substitutes = list(substitutes)
         names = {line.sku: line.name for line in self.lines}
         short = ", ".join(names.get(sku, sku) for sku in skus) or "some items"
         return self._reject(

@@ -378,7 +378,11 @@ def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> No
     if event.reason is StockRejectReason.RESERVATION_LOST:
         batch.apply(event.order_id, cause, lambda order: order.reservation_lost(batch.now, skus, detail))
     else:
-        batch.apply(event.order_id, cause, lambda order: order.stock_rejected(batch.now, skus, detail))
+        batch.apply(
+            event.order_id,
+            cause,
+            lambda order: order.stock_rejected(batch.now, skus, detail, event.substitutes),
+        )
 
 
 def on_fraud_scored(batch: Batch, event: FraudScored, cause: Envelope) -> None:
@@ -459,6 +463,10 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
         active=event.active,
         max_per_order=event.max_per_order,
         price_tiers=tuple(event.price_tiers),
+        description=event.description,
+        category=event.category,
+        attributes=dict(event.attributes),
+        payment_methods=frozenset(event.payment_methods),
     )
 
 

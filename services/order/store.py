@@ -669,6 +669,7 @@ class OrderDocuments:
             # Sealed by inventory with the shared key ring, and stored as they came.
             "codes": [line.model_dump(mode="json") for line in order.codes],
             "version": order.version,
+            "substitutes": order.substitutes,
         }
 
     def from_doc(self, doc: Mapping[str, Any]) -> Order:
@@ -721,6 +722,7 @@ class OrderDocuments:
             timeline=timeline,
             codes=[AssignedCodes.model_validate(line) for line in doc.get("codes", [])],
             version=doc["version"],
+            substitutes=list(doc.get("substitutes", [])),
         )
 
     def _sealed_token(self, doc: Mapping[str, Any]) -> str | None:
@@ -742,6 +744,10 @@ def catalog_to_doc(item: CatalogItem) -> Document:
         "active": item.active,
         "max_per_order": item.max_per_order,
         "price_tiers": [tier.model_dump() for tier in item.price_tiers],
+        "description": item.description,
+        "category": item.category,
+        "attributes": dict(item.attributes),
+        "payment_methods": [m.value for m in PaymentMethod if m in item.payment_methods],
     }
 
 
@@ -756,6 +762,11 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
         max_per_order=doc.get("max_per_order", MAX_QUANTITY),
         # Replicated before tiers existed: one price.
         price_tiers=tuple(PriceTier.model_validate(tier) for tier in doc.get("price_tiers", [])),
+        # Replicated before these details existed: none, and every method its merchant accepts.
+        description=doc.get("description", ""),
+        category=doc.get("category", ""),
+        attributes=dict(doc.get("attributes") or {}),
+        payment_methods=frozenset(PaymentMethod(m) for m in doc.get("payment_methods") or ()),
     )
 
 

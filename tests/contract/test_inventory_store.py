@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 
@@ -20,10 +21,12 @@ from services.inventory.domain import (
     ReservationStatus,
     StatusChange,
     StockDelta,
+    Subscription,
+    SubstituteSearch,
 )
 from services.inventory.handlers import Inventory, add_stock, handle_batch
 from services.inventory.store import (
-    CANDIDATES_PER_MERCHANT,
+    CANDIDATES_PER_SIDE,
     MERCHANTS,
     PRODUCTS,
     InventoryStore,
@@ -58,8 +61,24 @@ TTL = timedelta(minutes=15)
 ReadOutbox = Callable[[], Awaitable[list[Envelope]]]
 
 
-def product(sku: str, *, merchant_id: str = "m-1", available: int = 10, active: bool = True) -> Product:
-    return Product(sku, f"name of {sku}", merchant_id, price_fen=1000, available=available, active=active)
+def product(
+    sku: str,
+    *,
+    merchant_id: str = "m-1",
+    available: int = 10,
+    active: bool = True,
+    price_fen: int = 1000,
+    category: str = "",
+) -> Product:
+    return Product(
+        sku,
+        f"name of {sku}",
+        merchant_id,
+        price_fen=price_fen,
+        available=available,
+        active=active,
+        category=category,
+    )
 
 
 def reservation(
@@ -359,37 +378,136 @@ class InventoryStoreContract:
 
     # --- substitutes -------------------------------------------------------------------------------
 
-    async def test_substitute_candidates_are_the_merchants_sellable_products_most_stock_first(
+    async def test_substitute_candidates_are_a_categorys_sellable_products_across_merchants(
         self, store: InventoryStore
     ) -> None:
         await put(
             store,
-            product("POT", available=9),
-            product("BOWL", available=3),
-            product("CUP", available=9),
-            product("TEA", available=20),
-            product("JAR", available=30, active=False),
-            product("SPOON", available=0),
-            product("SAUCE", merchant_id="m-2", available=4),
-            product("RICE", merchant_id="m-3", available=50),
+            product("LONGJING", category="tea/green", price_fen=16800),
+            product("BILUO", category="tea/green", merchant_id="m-2", price_fen=12000),
+            product("JASMINE", category="tea/green", merchant_id="m-3", price_fen=4500, available=3),
+            product("SENCHA", category="tea/green", price_fen=9000, active=False),
+            product("MAOFENG", category="tea/green", price_fen=9000, available=0),
+            product("PUER", category="tea/dark", price_fen=9800),
+            product("CUP", price_fen=9800),
         )
 
         async with store.transaction(CONSUMER) as tx:
-            candidates = await tx.substitute_candidates({"m-1", "m-2"}, exclude={"TEA"})
+            candidates = await tx.substitute_candidates(
+                [SubstituteSearch("tea/green", "m-1", 10000)], exclude={"LONGJING"}
+            )
 
-        assert [p.sku for p in candidates] == ["CUP", "POT", "SAUCE", "BOWL"]
-        assert candidates[0] == product("CUP", available=9)
+        assert [p.sku for p in candidates] == ["BILUO", "JASMINE"]
+        assert candidates[1] == product(
+            "JASMINE", category="tea/green", merchant_id="m-3", price_fen=4500, available=3
+        )
 
-    async def test_substitute_candidates_are_bounded_per_merchant_asked_about(
+    async def test_a_search_without_a_category_finds_the_merchants_other_products(
         self, store: InventoryStore
     ) -> None:
-        skus = [f"SKU-{n:02d}" for n in range(CANDIDATES_PER_MERCHANT + 2)]
-        await put(store, *(product(sku, available=n + 1) for n, sku in enumerate(skus)))
+        await put(
+            store,
+            product("CUP", price_fen=3900),
+            product("POT", price_fen=25800, category="ware/pots"),
+            product("SAUCE", merchant_id="m-2", price_fen=1590),
+        )
 
         async with store.transaction(CONSUMER) as tx:
-            candidates = await tx.substitute_candidates({"m-1"}, exclude=set())
+            candidates = await tx.substitute_candidates([SubstituteSearch("", "m-1", 2000)], exclude=set())
 
-        assert [p.sku for p in candidates] == skus[::-1][:CANDIDATES_PER_MERCHANT]
+        assert [p.sku for p in candidates] == ["CUP", "POT"]
+
+    async def test_substitute_candidates_are_the_nearest_in_price_on_either_side(
+        self, store: InventoryStore
+    ) -> None:
+        # Prices 100, 200, ... 3000 around a search at 1550: the nearest CANDIDATES_PER_SIDE above
+        # and below it, whatever their stock.
+        await put(
+            store,
+            *(
+                product(f"SKU-{n:02d}", price_fen=n * 100, available=100 - n, category="tea/green")
+                for n in range(1, 31)
+            ),
+        )
+
+        async with store.transaction(CONSUMER) as tx:
+            candidates = await tx.substitute_candidates(
+                [SubstituteSearch("tea/green", "m-1", 1550)], exclude=set()
+            )
+
+        below = [f"SKU-{n:02d}" for n in range(16 - CANDIDATES_PER_SIDE, 16)]
+        above = [f"SKU-{n:02d}" for n in range(16, 16 + CANDIDATES_PER_SIDE)]
+        assert [p.sku for p in candidates] == sorted(below + above)
+
+    # --- back-in-stock subscriptions and low-stock flags ---------------------------------------------
+
+    async def test_a_subscription_is_recorded_once_per_customer_and_product(
+        self, store: InventoryStore
+    ) -> None:
+        await put(store, product("TEA", available=0), product("CUP", available=0))
+        async with store.transaction(CONSUMER) as tx:
+            first = await tx.subscribe(Subscription("TEA", "cust-2", "sub-1"))
+            again = await tx.subscribe(Subscription("TEA", "cust-2", "sub-2"))
+            await tx.subscribe(Subscription("TEA", "cust-1", "sub-3"))
+            await tx.subscribe(Subscription("CUP", "cust-1", "sub-4"))
+
+        async with store.transaction(CONSUMER) as tx:
+            found = await tx.subscriptions("TEA")
+
+        assert (first, again) == (True, False)
+        assert found == [Subscription("TEA", "cust-1", "sub-3"), Subscription("TEA", "cust-2", "sub-1")]
+
+    async def test_unsubscribing_and_ending_subscriptions_remove_them(self, store: InventoryStore) -> None:
+        await put(store, product("TEA", available=0))
+        async with store.transaction(CONSUMER) as tx:
+            for n in range(1, 4):
+                await tx.subscribe(Subscription("TEA", f"cust-{n}", f"sub-{n}"))
+
+        async with store.transaction(CONSUMER) as tx:
+            removed = await tx.unsubscribe("TEA", "cust-1")
+            removed_again = await tx.unsubscribe("TEA", "cust-1")
+            await tx.end_subscriptions([Subscription("TEA", "cust-2", "sub-2")])
+        async with store.transaction(CONSUMER) as tx:
+            left = await tx.subscriptions("TEA")
+
+        assert (removed, removed_again) == (True, False)
+        assert left == [Subscription("TEA", "cust-3", "sub-3")]
+
+    async def test_a_subscription_written_in_a_failed_transaction_is_not_there(
+        self, store: InventoryStore
+    ) -> None:
+        await put(store, product("TEA", available=0))
+        with pytest.raises(RuntimeError):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.subscribe(Subscription("TEA", "cust-1", "sub-1"))
+                raise RuntimeError("boom")
+
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.subscriptions("TEA") == []
+
+    async def test_the_low_stock_flag_is_stored_and_kept_by_an_edit(self, store: InventoryStore) -> None:
+        await put(store, replace(product("TEA", available=2), low_stock_threshold=3))
+        async with store.transaction(CONSUMER) as tx:
+            await tx.mark_low_stock({"TEA": True})
+        await put(
+            store, replace(product("TEA", available=50), low_stock_threshold=5, low_stock_notified=False)
+        )
+
+        stored = await store.get_product("TEA")
+        assert stored is not None
+        assert (stored.available, stored.low_stock_threshold, stored.low_stock_notified) == (2, 5, True)
+
+    async def test_catalog_details_read_back_as_put(self, store: InventoryStore) -> None:
+        tea = replace(
+            product("TEA", category="tea/green"),
+            description="Picked before Qingming",
+            attributes={"origin": "Hangzhou", "weight": "250g"},
+            payment_methods=frozenset({PaymentMethod.ALIPAY}),
+            low_stock_threshold=4,
+        )
+        await put(store, tea)
+
+        assert await store.get_product("TEA") == tea
 
     # --- merchants ---------------------------------------------------------------------------------
 
@@ -603,6 +721,10 @@ class TestMongoInventoryStore(InventoryStoreContract):
         assert await store.get_product("TEA") == Product(
             "TEA", "Longjing", "m-1", 8800, available=4, max_per_order=MAX_UNITS_PER_ORDER, price_tiers=()
         )
+        stored = await store.get_product("TEA")
+        assert stored is not None
+        assert (stored.category, stored.attributes, stored.payment_methods) == ("", {}, frozenset())
+        assert (stored.low_stock_threshold, stored.low_stock_notified) == (None, False)
 
     async def test_a_merchants_contact_is_sealed_at_rest(
         self, store: InventoryStore, mongo_store: MongoStore

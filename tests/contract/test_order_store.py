@@ -594,6 +594,30 @@ class OrderStoreContract:
         assert kept == {"TEA": tiered}
         assert await store.catalog_page(10) == [product("TEA")]
 
+    async def test_a_rejected_orders_substitutes_read_back_in_their_order(self, store: OrderStore) -> None:
+        order = placed("o-1")
+        await insert(store, order)
+        order.stock_rejected(T0, ["TEA-0"], "none left", ["CUP", "BOWL"])
+        await save(store, order)
+
+        stored = await store.get("o-1")
+        assert stored is not None and stored.substitutes == ["CUP", "BOWL"]
+
+    async def test_the_catalog_replica_keeps_a_products_details_and_payment_methods(
+        self, store: OrderStore
+    ) -> None:
+        detailed = replace(
+            product("TEA"),
+            description="Picked before Qingming",
+            category="tea/green",
+            attributes={"origin": "Hangzhou"},
+            payment_methods=frozenset({PaymentMethod.ALIPAY, PaymentMethod.WECHAT_PAY}),
+        )
+        async with store.transaction("order") as tx:
+            await tx.upsert_catalog([detailed])
+
+        assert await store.catalog_items(["TEA"]) == {"TEA": detailed}
+
     async def test_a_sealed_token_is_kept_until_payment_is_requested_and_then_saved_as_none(
         self, store: OrderStore
     ) -> None:
@@ -841,6 +865,8 @@ class TestMongoOrderStore(OrderStoreContract):
         assert stored.timeline[-1].note == order.timeline[-1].note
         assert (await store.catalog_items(["TEA"]))["TEA"].max_per_order == MAX_QUANTITY
         assert (await store.catalog_items(["TEA"]))["TEA"].price_tiers == ()
+        assert (await store.catalog_items(["TEA"]))["TEA"].payment_methods == frozenset()
+        assert stored.substitutes == []
 
     async def test_orders_stored_before_the_lookups_existed_get_them_and_lose_the_old_indexes(
         self, mongo_store: MongoStore

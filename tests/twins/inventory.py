@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,9 +22,11 @@ from services.inventory.domain import (
     Reservation,
     ReservationStatus,
     SkuSales,
+    Subscription,
+    SubstituteSearch,
 )
 from services.inventory.store import (
-    CANDIDATES_PER_MERCHANT,
+    CANDIDATES_PER_SIDE,
     PURCHASES_READ,
     CodeConflict,
     Purchase,
@@ -163,6 +165,8 @@ class _State:
     # In the order they were added, which is the order they are assigned in.
     codes: list[PooledCode] = field(default_factory=list)
     signals: _SignalsState = field(default_factory=_SignalsState)
+    # By (sku, customer id).
+    subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
 
 
 class InMemoryInventoryStore(LedgerTwin, _SignalsReads):
@@ -208,16 +212,51 @@ class _MemoryTransaction(PendingWrites, _SignalsTransaction):
         return {sku: copy.copy(p) for sku in skus if (p := self.state.products.get(sku)) is not None}
 
     async def substitute_candidates(
-        self, merchant_ids: Collection[str], exclude: Collection[str]
+        self, searches: Collection[SubstituteSearch], exclude: Collection[str]
     ) -> list[Product]:
-        found = [
-            copy.copy(p)
-            for p in self.state.products.values()
-            if p.merchant_id in merchant_ids and p.active and p.available > 0 and p.sku not in exclude
+        on_sale = [
+            p for p in self.state.products.values() if p.active and p.available > 0 and p.sku not in exclude
         ]
-        return sorted(found, key=lambda p: (-p.available, p.sku))[
-            : CANDIDATES_PER_MERCHANT * len(merchant_ids)
-        ]
+        found: dict[str, Product] = {}
+        for search in searches:
+            shelf = [p for p in on_sale if search.matches(p)]
+            above = sorted(
+                (p for p in shelf if p.price_fen >= search.price_fen),
+                key=lambda p: (p.price_fen, -p.available, p.sku),
+            )
+            below = sorted(
+                (p for p in shelf if p.price_fen < search.price_fen),
+                key=lambda p: (-p.price_fen, -p.available, p.sku),
+            )
+            found.update(
+                {p.sku: copy.copy(p) for p in [*above[:CANDIDATES_PER_SIDE], *below[:CANDIDATES_PER_SIDE]]}
+            )
+        return [found[sku] for sku in sorted(found)]
+
+    async def subscriptions(self, sku: str) -> list[Subscription]:
+        found = [s for (of, _), s in self.state.subscriptions.items() if of == sku]
+        return sorted(found, key=lambda s: s.customer_id)
+
+    async def subscribe(self, subscription: Subscription) -> bool:
+        key = (subscription.sku, subscription.customer_id)
+        if key in self.state.subscriptions:
+            return False
+        self.state.subscriptions[key] = subscription
+        return True
+
+    async def unsubscribe(self, sku: str, customer_id: str) -> bool:
+        return self.state.subscriptions.pop((sku, customer_id), None) is not None
+
+    async def end_subscriptions(self, subscriptions: Collection[Subscription]) -> None:
+        ending = {s.subscription_id for s in subscriptions}
+        for key, stored in list(self.state.subscriptions.items()):
+            if stored.subscription_id in ending:
+                del self.state.subscriptions[key]
+
+    async def mark_low_stock(self, notified: Mapping[str, bool]) -> None:
+        for sku, flag in notified.items():
+            if sku in self.state.products:
+                self.state.products[sku].low_stock_notified = flag
 
     async def reservations(self, order_ids: Collection[str]) -> dict[str, Reservation]:
         return {
@@ -275,9 +314,10 @@ class _MemoryTransaction(PendingWrites, _SignalsTransaction):
         existing = self.state.products.get(product.sku)
         stored = copy.copy(product)
         if existing is None:
-            stored.reserved = 0
+            stored.reserved, stored.low_stock_notified = 0, False
         else:
             stored.available, stored.reserved = existing.available, existing.reserved
+            stored.low_stock_notified = existing.low_stock_notified
         self.state.products[product.sku] = stored
         return copy.copy(stored)
 

@@ -310,6 +310,11 @@ async def test_put_creates_a_product_lists_it_and_announces_it(
         "active": True,
         "max_per_order": 5,
         "price_tiers": [],
+        "description": "",
+        "category": "",
+        "attributes": {},
+        "payment_methods": [],
+        "low_stock_threshold": None,
     }
     assert (await product(client)) == put.json()
     assert (await client.get("/v1/products")).json() == {"items": [put.json()]}
@@ -657,6 +662,8 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         ("PUT", "/v1/products/{sku}"),
         ("POST", "/v1/products/{sku}/stock"),
         ("POST", "/v1/products/{sku}/codes"),
+        ("POST", "/v1/products/{sku}/subscriptions"),
+        ("DELETE", "/v1/products/{sku}/subscriptions"),
         ("GET", "/v1/merchants"),
         ("POST", "/v1/merchants"),
         ("GET", "/v1/merchants/{merchant_id}"),

@@ -55,6 +55,10 @@ def test_the_seed_creates_the_demo_catalog_with_payment_methods_and_limits(
     assert methods["m-westlake-tea"] == list(PaymentMethod)
     gift_box = admin_client.get("/v1/products/SKU-SOLDOUT-1").json()
     assert (gift_box["available"], gift_box["max_per_order"]) == (0, 2)
+    assert gift_box["category"] == "food/sichuan"
+    on_sale = [p for p in admin_client.get("/v1/products").json()["items"] if p["available"] > 0]
+    assert any(p["category"] == "food/sichuan" for p in on_sale), "the sold-out product has substitutes"
+    assert all(p["description"] and p["category"] for p in admin_client.get("/v1/products").json()["items"])
     announced = [decode_data(e) for e in store.outbox]
     assert {e.merchant_id for e in announced if isinstance(e, MerchantUpserted)} == {
         merchant_id for merchant_id, *_ in [*MERCHANTS, *REGISTRATIONS]
