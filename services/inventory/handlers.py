@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -13,11 +13,17 @@ from services.inventory.domain import (
     Ledger,
     Merchant,
     MerchantAction,
+    NotAService,
     Product,
     ProductDetails,
     Reservation,
     ReservationStatus,
+    Slot,
+    SlotKey,
+    SlotPlan,
+    check_room_for_a_slot,
     checked_webhook_url,
+    upcoming,
 )
 from services.inventory.store import InventoryStore, StockTransaction
 from shared.auth import Principal
@@ -28,10 +34,13 @@ from shared.contracts import (
     OrderCancelled,
     OrderConfirmed,
     OrderEvent,
+    OrderLine,
     OrderPlaced,
     OrderRejected,
     PaymentMethod,
+    ProductKind,
     ReservationEndReason,
+    StockLine,
     StockRejectReason,
 )
 from shared.errors import retry_transient
@@ -83,6 +92,19 @@ class NotPermitted(PermissionError):
 
 class ProductMoveRefused(ValueError):
     """A merchant tried to hand one of its products to another merchant; only an admin may."""
+
+
+class KindChangeRefused(ValueError):
+    """A product cannot become or stop being a service while it holds stock of the other kind: a
+    service's stock is its slots' seats, any other product's its units."""
+
+
+class StockIsInSlots(ValueError):
+    """Units were added to or taken from a service product, whose stock is its slots' seats."""
+
+
+class UnknownSlot(LookupError):
+    """The service product has no slot with this id."""
 
 
 @dataclass(frozen=True)
@@ -265,7 +287,7 @@ async def decide_merchant(
             if merchant.sells != existing.sells:
                 # Products the merchant deactivated itself were never listed and stay as they are.
                 products = [p for p in await tx.products_of(merchant_id) if p.active]
-                events += [p.upserted(merchant_sells=merchant.sells) for p in products]
+                events += await _product_announcements(tx, products, merchant.sells, service.clock())
             tx.emit([_announcement(event, correlation_id) for event in events])
         return merchant
 
@@ -300,12 +322,14 @@ async def upsert_product(
                         f"{command.sku} belongs to merchant {existing.merchant_id} and cannot move to "
                         f"merchant {details.merchant_id}; only an admin may move a product"
                     )
+                await _check_kind_change(tx, existing, details.kind)
                 product = existing.edited(details)
             merchant = await tx.merchant(details.merchant_id)
             if merchant is None:
                 raise UnknownMerchant(f"no merchant {details.merchant_id}")
             stored = await tx.put_product(product)
-            tx.emit([_announcement(stored.upserted(merchant_sells=merchant.sells), correlation_id)])
+            [announced] = await _product_announcements(tx, [stored], merchant.sells, service.clock())
+            tx.emit([_announcement(announced, correlation_id)])
         return ProductPut(stored, created=existing is None)
 
     # The product document is also written by the order consumer's reservations.
@@ -321,6 +345,11 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
             if product is None:
                 raise UnknownProduct(f"no product {sku}")
             _authorize(caller, product.merchant_id, f"change the stock of {sku}")
+            if product.kind is ProductKind.SERVICE:
+                raise StockIsInSlots(
+                    f"{sku} is a service: its stock is its slots' capacity; change a slot with "
+                    f"PUT /v1/products/{sku}/slots/{{slot_id}}"
+                )
             # The same guarded increment as a reservation's: a concurrent reservation either lands
             # first (and this decides on it after a retry) or conflicts, never lost or overwritten.
             await tx.save(Changes(stock={sku: product.stock_change(add)}, created=[], moved_from_held=[]))
@@ -337,6 +366,120 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
         by_merchant=caller.merchant_id,
     )
     return changed
+
+
+# --- service slots -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotPut:
+    slot: Slot
+    created: bool
+
+
+async def put_slot(
+    service: Inventory, caller: Principal, sku: str, plan: SlotPlan, correlation_id: str | None
+) -> SlotPut:
+    """Offer a new slot of a service product, or change one's times and capacity; announce the
+    product with its upcoming slots (ProductUpserted).
+
+    Raises UnknownProduct, NotPermitted, NotAService, InvalidSlot (bad times or capacity) and
+    SlotConflict (a started slot, a slot with bookings moved or cut below them, too many slots);
+    nothing changes then."""
+
+    async def write() -> SlotPut:
+        async with service.store.transaction(SERVICE) as tx:
+            product = await _service_product(tx, caller, sku, f"change the slots of {sku}")
+            now = service.clock()
+            slots = await tx.slots_of([sku])
+            existing = next((s for s in slots if s.slot_id == plan.slot_id), None)
+            if existing is None:
+                check_room_for_a_slot(slots, now)
+                slot = Slot.offered(sku, plan, now)
+            else:
+                slot = existing.replanned(plan, now)
+            await tx.put_slot(slot, existing)
+            others = [s for s in slots if s.slot_id != plan.slot_id]
+            await _announce_slots(tx, product, [*others, slot], now, correlation_id)
+        return SlotPut(slot, created=existing is None)
+
+    # The slot's seats are also moved by the order consumer's reservations.
+    put = await retry_transient(write)
+    log.info("slot_put", sku=sku, slot_id=plan.slot_id, capacity=plan.capacity, created=put.created)
+    return put
+
+
+async def remove_slot(
+    service: Inventory, caller: Principal, sku: str, slot_id: str, correlation_id: str | None
+) -> None:
+    """Withdraw a slot nobody booked and announce the product without it. Raises UnknownProduct,
+    NotPermitted, NotAService, UnknownSlot, and SlotConflict when seats are taken (the slot is
+    closed by setting its capacity to them instead, which keeps the bookings)."""
+
+    async def write() -> None:
+        async with service.store.transaction(SERVICE) as tx:
+            product = await _service_product(tx, caller, sku, f"change the slots of {sku}")
+            slots = await tx.slots_of([sku])
+            slot = next((s for s in slots if s.slot_id == slot_id), None)
+            if slot is None:
+                raise UnknownSlot(f"{sku} has no slot {slot_id}")
+            slot.check_removable()
+            await tx.remove_slot(slot)
+            others = [s for s in slots if s.slot_id != slot_id]
+            await _announce_slots(tx, product, others, service.clock(), correlation_id)
+
+    await retry_transient(write)
+    log.info("slot_removed", sku=sku, slot_id=slot_id)
+
+
+async def _service_product(tx: StockTransaction, caller: Principal, sku: str, action: str) -> Product:
+    product = (await tx.products([sku])).get(sku)
+    if product is None:
+        raise UnknownProduct(f"no product {sku}")
+    _authorize(caller, product.merchant_id, action)
+    if product.kind is not ProductKind.SERVICE:
+        raise NotAService(f"{sku} is a {product.kind} product: only a service product has slots")
+    return product
+
+
+async def _announce_slots(
+    tx: StockTransaction, product: Product, slots: Sequence[Slot], now: datetime, correlation_id: str | None
+) -> None:
+    merchant = await tx.merchant(product.merchant_id)
+    sells = merchant is not None and merchant.sells
+    announced = product.upserted(merchant_sells=sells, slots=upcoming(slots, now))
+    tx.emit([_announcement(announced, correlation_id)])
+
+
+async def _product_announcements(
+    tx: StockTransaction, products: Sequence[Product], merchant_sells: bool, now: datetime
+) -> list[Event]:
+    """The products as announced, each service product with its upcoming slots: an announcement
+    without them would empty the gateway's slots of it."""
+    services = [p.sku for p in products if p.kind is ProductKind.SERVICE]
+    slots = await tx.slots_of(services) if services else []
+    return [
+        p.upserted(merchant_sells=merchant_sells, slots=upcoming([s for s in slots if s.sku == p.sku], now))
+        for p in products
+    ]
+
+
+async def _check_kind_change(tx: StockTransaction, product: Product, kind: ProductKind) -> None:
+    if kind is product.kind:
+        return
+    if product.kind is ProductKind.SERVICE and await tx.slots_of([product.sku]):
+        raise KindChangeRefused(
+            f"{product.sku} is a service with slots: remove them before it becomes a {kind} product"
+        )
+    if kind is ProductKind.SERVICE and (product.available or product.reserved):
+        raise KindChangeRefused(
+            f"{product.sku} holds {product.available + product.reserved} unit(s) of stock: a service's "
+            "stock is its slots' seats, so take its units away before it becomes a service"
+        )
+
+
+def _slot_keys(lines: Iterable[OrderLine | StockLine]) -> set[SlotKey]:
+    return {(line.sku, line.slot_id) for line in lines if line.slot_id is not None}
 
 
 def _announcement(event: Event, correlation_id: str | None) -> Envelope:
@@ -417,19 +560,30 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
         line.sku for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
     }
     products = await tx.products(skus)
+    slots = await tx.slots(
+        _slot_keys(
+            line
+            for d in deliveries
+            if isinstance(d.event, OrderPlaced | OrderConfirmed)
+            for line in d.event.lines
+        )
+        | _slot_keys(
+            line for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
+        )
+    )
     # Only an approved merchant's products are reserved: the merchants are read with the stock.
     ordered_from = {
         line.merchant_id for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines
     }
     merchants = await tx.merchants(ordered_from | {p.merchant_id for p in products.values()})
     now = service.clock()
-    batch = _dispatch(service, deliveries, products, reservations, merchants, now)
+    batch = _dispatch(service, deliveries, products, reservations, merchants, now, slots)
     if batch.ledger.short_merchants:
         # Substitutes need the short merchants' other products; reading them only when an order
         # is short keeps the common batch at three reads. The batch is then decided again, with them.
         candidates = await tx.substitute_candidates(batch.ledger.short_merchants, exclude=set(products))
         products = {**{p.sku: p for p in candidates}, **products}
-        batch = _dispatch(service, deliveries, products, reservations, merchants, now)
+        batch = _dispatch(service, deliveries, products, reservations, merchants, now, slots)
     return batch
 
 
@@ -440,6 +594,7 @@ def _dispatch(
     reservations: dict[str, Reservation],
     merchants: dict[str, Merchant],
     now: datetime,
+    slots: dict[SlotKey, Slot],
 ) -> StockBatch:
     ledger = Ledger.open(
         products,
@@ -448,6 +603,7 @@ def _dispatch(
         ttl=service.reservation_ttl,
         max_hold=service.max_hold,
         merchants=merchants,
+        slots=slots,
     )
     batch = StockBatch(ledger, Replies(source=SERVICE))
     HANDLERS.dispatch(batch, deliveries)
@@ -462,7 +618,8 @@ async def release_expired(service: Inventory, limit: int = 200) -> int:
         if not reservations:
             return 0
         products = await tx.products({line.sku for r in reservations.values() for line in r.lines})
-        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl)
+        slots = await tx.slots(_slot_keys(line for r in reservations.values() for line in r.lines))
+        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl, slots=slots)
         released = ledger.expire()
         await tx.save(ledger.changes())
         tx.emit([_expiry_envelope(reservation, event) for reservation, event in released])

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.inventory.domain import (
     Changes,
@@ -20,6 +20,8 @@ from services.inventory.domain import (
     Product,
     Reservation,
     ReservationStatus,
+    Slot,
+    SlotKey,
     StatusChange,
 )
 from shared.contracts import (
@@ -39,6 +41,7 @@ from shared.store import EventStore, UnitOfWork
 MERCHANTS = "merchants"
 PRODUCTS = "products"
 RESERVATIONS = "reservations"
+SLOTS = "slots"
 CANDIDATES_PER_MERCHANT = 10
 
 
@@ -91,6 +94,25 @@ class StockTransaction(UnitOfWork, Protocol):
         and keep its stored stock, whatever `product` says: only `save` moves stock. Returns it as stored."""
         ...
 
+    async def slots(self, keys: Collection[SlotKey]) -> dict[SlotKey, Slot]:
+        """The slots found among `keys`, by key."""
+        ...
+
+    async def slots_of(self, skus: Collection[str]) -> list[Slot]:
+        """Every slot of the products, past ones too: by sku, then start, then slot id."""
+        ...
+
+    async def put_slot(self, slot: Slot, expected: Slot | None) -> None:
+        """Create `slot` (`expected` None) or replace the slot as `expected` read it, seats included.
+
+        Raises StockConflict when the slot exists already, or no longer is as `expected` read it (a
+        booking came meanwhile): the change was decided on a stale read."""
+        ...
+
+    async def remove_slot(self, expected: Slot) -> None:
+        """Delete the slot if it still is as `expected` read it; StockConflict otherwise."""
+        ...
+
 
 class InventoryStore(EventStore[StockTransaction], Protocol):
     async def list_products(self, merchant_id: str | None = None) -> list[Product]: ...
@@ -101,6 +123,10 @@ class InventoryStore(EventStore[StockTransaction], Protocol):
 
     async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
         """Every merchant by id, or those with `status`."""
+        ...
+
+    async def list_slots(self, skus: Collection[str]) -> list[Slot]:
+        """Every slot of the products, past ones too: by sku, then start, then slot id."""
         ...
 
 
@@ -116,11 +142,13 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
         self._merchants = store.db[MERCHANTS]
         self._products = store.db[PRODUCTS]
         self._reservations = store.db[RESERVATIONS]
+        self._slots = store.db[SLOTS]
 
     async def ensure_indexes(self) -> None:
         await self._products.create_index([("merchant_id", ASCENDING), ("available", DESCENDING)])
         await self._reservations.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
         await self._merchants.create_index([("status", ASCENDING), ("_id", ASCENDING)])
+        await self._slots.create_index(SLOT_ORDER)
 
     async def list_products(self, merchant_id: str | None = None) -> list[Product]:
         query = {} if merchant_id is None else {"merchant_id": merchant_id}
@@ -143,6 +171,10 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"]):
             query = {"status": status.value}
         cursor = self._merchants.find(query).sort("_id", ASCENDING)
         return [self._documents.merchant(doc) async for doc in cursor]
+
+    async def list_slots(self, skus: Collection[str]) -> list[Slot]:
+        cursor = self._slots.find({"sku": {"$in": list(skus)}}).sort(SLOT_ORDER)
+        return [_slot(doc) async for doc in cursor]
 
 
 @dataclass
@@ -226,6 +258,14 @@ class _MongoTransaction(TransactionView):
             result = await self.tx.db[PRODUCTS].bulk_write(stock_ops, ordered=False, session=session)
             if result.matched_count != len(stock_ops):
                 raise StockConflict(f"{len(stock_ops) - result.matched_count} stock update(s) lost a race")
+        seat_ops = [
+            _stock_update(_slot_id(key), delta.available, delta.reserved, now)
+            for key, delta in changes.slots.items()
+        ]
+        if seat_ops:
+            result = await self.tx.db[SLOTS].bulk_write(seat_ops, ordered=False, session=session)
+            if result.matched_count != len(seat_ops):
+                raise StockConflict(f"{len(seat_ops) - result.matched_count} slot update(s) lost a race")
         reservation_ops: list[InsertOne[Document] | UpdateOne] = [
             InsertOne(_reservation_document(r, now)) for r in changes.created
         ]
@@ -292,6 +332,49 @@ class _MongoTransaction(TransactionView):
             raise StockConflict(f"product {product.sku} vanished while being written")
         return _product(doc)
 
+    async def slots(self, keys: Collection[SlotKey]) -> dict[SlotKey, Slot]:
+        cursor = self.tx.db[SLOTS].find(
+            {"_id": {"$in": [_slot_id(k) for k in keys]}}, session=self.tx.session
+        )
+        return {(doc["sku"], doc["slot_id"]): _slot(doc) async for doc in cursor}
+
+    async def slots_of(self, skus: Collection[str]) -> list[Slot]:
+        cursor = (
+            self.tx.db[SLOTS].find({"sku": {"$in": list(skus)}}, session=self.tx.session).sort(SLOT_ORDER)
+        )
+        return [_slot(doc) async for doc in cursor]
+
+    async def put_slot(self, slot: Slot, expected: Slot | None) -> None:
+        now = datetime.now(UTC)
+        slots = self.tx.db[SLOTS]
+        fields = {
+            "sku": slot.sku,
+            "slot_id": slot.slot_id,
+            "starts_at": slot.starts_at,
+            "ends_at": slot.ends_at,
+            "capacity": slot.capacity,
+            "available": slot.available,
+            "reserved": slot.reserved,
+            "updated_at": now,
+        }
+        if expected is None:
+            try:
+                await slots.insert_one(
+                    {"_id": _slot_id(slot.key), **fields, "created_at": now}, session=self.tx.session
+                )
+            except DuplicateKeyError as error:
+                raise StockConflict(f"slot {slot.slot_id} of {slot.sku} was created concurrently") from error
+            return
+        # Compare-and-set on the seats read: a booking that landed since makes this decide again.
+        result = await slots.update_one(_as_read(expected), {"$set": fields}, session=self.tx.session)
+        if result.matched_count != 1:
+            raise StockConflict(f"slot {slot.slot_id} of {slot.sku} changed while being written")
+
+    async def remove_slot(self, expected: Slot) -> None:
+        result = await self.tx.db[SLOTS].delete_one(_as_read(expected), session=self.tx.session)
+        if result.deleted_count != 1:
+            raise StockConflict(f"slot {expected.slot_id} of {expected.sku} changed while being removed")
+
 
 def _stock_update(sku: str, available: int, reserved: int, now: datetime) -> UpdateOne:
     # The guards make a decision taken on stale stock fail loudly instead of overselling.
@@ -302,6 +385,36 @@ def _stock_update(sku: str, available: int, reserved: int, now: datetime) -> Upd
         query["reserved"] = {"$gte": -reserved}
     return UpdateOne(
         query, {"$inc": {"available": available, "reserved": reserved}, "$set": {"updated_at": now}}
+    )
+
+
+SLOT_ORDER = [("sku", ASCENDING), ("starts_at", ASCENDING), ("slot_id", ASCENDING)]
+
+
+def _slot_id(key: SlotKey) -> str:
+    # Skus and slot ids never hold a "/" (the API's identifiers), so the pair names one document.
+    sku, slot_id = key
+    return f"{sku}/{slot_id}"
+
+
+def _as_read(slot: Slot) -> Document:
+    return {
+        "_id": _slot_id(slot.key),
+        "capacity": slot.capacity,
+        "available": slot.available,
+        "reserved": slot.reserved,
+    }
+
+
+def _slot(doc: Document) -> Slot:
+    return Slot(
+        sku=doc["sku"],
+        slot_id=doc["slot_id"],
+        starts_at=doc["starts_at"],
+        ends_at=doc["ends_at"],
+        capacity=int(doc["capacity"]),
+        available=int(doc["available"]),
+        reserved=int(doc["reserved"]),
     )
 
 
@@ -381,7 +494,10 @@ class MerchantDocuments:
 def _reservation(doc: Document) -> Reservation:
     return Reservation(
         order_id=doc["_id"],
-        lines=[StockLine(sku=line["sku"], quantity=line["quantity"]) for line in doc["lines"]],
+        lines=[
+            StockLine(sku=line["sku"], quantity=line["quantity"], slot_id=line.get("slot_id"))
+            for line in doc["lines"]
+        ],
         status=ReservationStatus(doc["status"]),
         correlation_id=str(doc.get("correlation_id") or doc["_id"]),
         expires_at=doc.get("expires_at"),

@@ -8,7 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.inventory.domain import Changes, Merchant, Product, Reservation, ReservationStatus
+from services.inventory.domain import (
+    Changes,
+    Merchant,
+    Product,
+    Reservation,
+    ReservationStatus,
+    Slot,
+    SlotKey,
+)
 from services.inventory.store import CANDIDATES_PER_MERCHANT, StockConflict
 from shared.contracts import MerchantStatus
 from shared.store import PendingWrites
@@ -20,6 +28,7 @@ class _State:
     merchants: dict[str, Merchant] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    slots: dict[SlotKey, Slot] = field(default_factory=dict)
 
 
 class InMemoryInventoryStore(LedgerTwin):
@@ -53,6 +62,9 @@ class InMemoryInventoryStore(LedgerTwin):
     async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
         merchants = sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
         return [m for m in merchants if status in (None, m.status)]
+
+    async def list_slots(self, skus: Collection[str]) -> list[Slot]:
+        return _slots_of(self.state, skus)
 
 
 @dataclass(kw_only=True)
@@ -111,6 +123,12 @@ class _MemoryTransaction(PendingWrites):
                 raise StockConflict(f"stock update for {sku} lost a race")
             product.available += delta.available
             product.reserved += delta.reserved
+        for key, delta in changes.slots.items():
+            slot = self.state.slots.get(key)
+            if slot is None or slot.available + delta.available < 0 or slot.reserved + delta.reserved < 0:
+                raise StockConflict(f"seat update for slot {key} lost a race")
+            slot.available += delta.available
+            slot.reserved += delta.reserved
         for reservation in changes.created:
             if reservation.order_id in self.state.reservations:
                 raise StockConflict(f"reservation {reservation.order_id} written concurrently")
@@ -135,6 +153,39 @@ class _MemoryTransaction(PendingWrites):
             stored.available, stored.reserved = existing.available, existing.reserved
         self.state.products[product.sku] = stored
         return copy.copy(stored)
+
+    async def slots(self, keys: Collection[SlotKey]) -> dict[SlotKey, Slot]:
+        return {key: copy.copy(s) for key in keys if (s := self.state.slots.get(key)) is not None}
+
+    async def slots_of(self, skus: Collection[str]) -> list[Slot]:
+        return _slots_of(self.state, skus)
+
+    async def put_slot(self, slot: Slot, expected: Slot | None) -> None:
+        stored = self.state.slots.get(slot.key)
+        if expected is None and stored is not None:
+            raise StockConflict(f"slot {slot.key} was created concurrently")
+        if expected is not None and not _as_read(stored, expected):
+            raise StockConflict(f"slot {slot.key} changed while being written")
+        self.state.slots[slot.key] = copy.copy(slot)
+
+    async def remove_slot(self, expected: Slot) -> None:
+        if not _as_read(self.state.slots.get(expected.key), expected):
+            raise StockConflict(f"slot {expected.key} changed while being removed")
+        del self.state.slots[expected.key]
+
+
+def _slots_of(state: _State, skus: Collection[str]) -> list[Slot]:
+    found = [copy.copy(s) for s in state.slots.values() if s.sku in skus]
+    return sorted(found, key=lambda s: (s.sku, s.starts_at, s.slot_id))
+
+
+def _as_read(stored: Slot | None, expected: Slot) -> bool:
+    # The Mongo store's compare-and-set looks at the seats only.
+    return stored is not None and (stored.capacity, stored.available, stored.reserved) == (
+        expected.capacity,
+        expected.available,
+        expected.reserved,
+    )
 
 
 def _by_expiry(reservations: Iterable[Reservation]) -> list[Reservation]:
