@@ -24,6 +24,7 @@ from services.order.domain import (
     RequestedItem,
     price_lines,
     review_items,
+    review_slots,
     same_contact,
 )
 from services.order.numbers import OrderNumbers, parse_order_no
@@ -175,7 +176,11 @@ class PlaceOrder:
         """What makes two requests "the same" for an Idempotency-Key replay."""
         body = {
             "customer_id": self.customer_id,
-            "items": [(item.sku, item.quantity) for item in self.items],
+            # An item's slot only when it has one: keys used before slots existed still match.
+            "items": [
+                (item.sku, item.quantity) if item.slot_id is None else (item.sku, item.quantity, item.slot_id)
+                for item in self.items
+            ],
             "address": self.address_reference or self.shipping_address.model_dump(),
             "payment": [self.payment_method.value, self.payment_token],
             "contact": self.contact,
@@ -218,7 +223,8 @@ async def _reviewed(
 ) -> tuple[dict[str, CatalogItem], list[FieldIssue]]:
     catalog = await service.store.catalog_items(item.sku for item in items if item is not None)
     merchants = await service.store.merchant_terms({product.merchant_id for product in catalog.values()})
-    return catalog, review_items(items, catalog, merchants, method)
+    issues = review_items(items, catalog, merchants, method) + review_slots(items, catalog, service.clock())
+    return catalog, issues
 
 
 async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
@@ -453,6 +459,7 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
         active=event.active,
         max_per_order=event.max_per_order,
         price_tiers=tuple(event.price_tiers),
+        slots=tuple(event.slots),
     )
 
 

@@ -37,6 +37,7 @@ from shared.contracts import (
     PaymentMethod,
     PriceTier,
     ProductKind,
+    ServiceSlot,
     ShippingAddress,
 )
 from shared.crypto import PersonalData, TokenSealer
@@ -738,6 +739,7 @@ def catalog_to_doc(item: CatalogItem) -> Document:
         "active": item.active,
         "max_per_order": item.max_per_order,
         "price_tiers": [tier.model_dump() for tier in item.price_tiers],
+        "slots": [slot.model_dump() for slot in item.slots],
     }
 
 
@@ -752,6 +754,8 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
         max_per_order=doc.get("max_per_order", MAX_QUANTITY),
         # Replicated before tiers existed: one price.
         price_tiers=tuple(PriceTier.model_validate(tier) for tier in doc.get("price_tiers", [])),
+        # Replicated before service products existed: none.
+        slots=tuple(ServiceSlot.model_validate(slot) for slot in doc.get("slots", [])),
     )
 
 
