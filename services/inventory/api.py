@@ -364,7 +364,9 @@ class ProductIn(BaseModel):
     available: StockUnits | None = Field(
         default=None,
         description="Sellable units a new product starts with (default 0). Ignored when the product "
-        "exists: an edit never changes stock; use POST /v1/products/{sku}/stock.",
+        "exists: an edit never changes stock; use POST /v1/products/{sku}/stock. A new service product "
+        "takes none (422): its stock is its slots' capacity, set with "
+        "PUT /v1/products/{sku}/slots/{slot_id}.",
     )
     active: bool = True
     max_per_order: MaxPerOrder = MAX_UNITS_PER_ORDER
@@ -644,12 +646,6 @@ def build_router(service: Inventory) -> APIRouter:
             details = body.details()
         except InvalidPriceTiers as error:
             raise _invalid_fields(str(error), [error.field]) from None
-        if body.kind is ProductKind.SERVICE and body.available:
-            raise _invalid_fields(
-                "a service product has no units of stock: its stock is its slots' capacity "
-                f"(PUT /v1/products/{sku}/slots/{{slot_id}})",
-                ["available"],
-            )
         command = PutProduct(sku=sku, details=details, available=body.available or 0)
         try:
             put = await upsert_product(service, caller, command, x_correlation_id)
@@ -659,6 +655,8 @@ def build_router(service: Inventory) -> APIRouter:
             raise Problem(409, "Product move refused", str(error), code="product-move-refused") from None
         except KindChangeRefused as error:
             raise Problem(409, "Kind change refused", str(error), code="kind-change-refused") from None
+        except StockIsInSlots as error:
+            raise _invalid_fields(str(error), ["available"]) from None
         except UnknownMerchant as error:
             raise _unknown_merchant(error) from None
         if put.created:

@@ -314,6 +314,11 @@ async def upsert_product(
             existing = (await tx.products([command.sku])).get(command.sku)
             if existing is None:
                 _authorize(caller, details.merchant_id, f"add products for merchant {details.merchant_id}")
+                if details.kind is ProductKind.SERVICE and command.available:
+                    raise StockIsInSlots(
+                        f"{command.sku} is a service: it has no units of stock, its stock is its slots' "
+                        f"capacity (PUT /v1/products/{command.sku}/slots/{{slot_id}})"
+                    )
                 product = Product.create(command.sku, details, command.available)
             else:
                 _authorize(caller, existing.merchant_id, f"change {command.sku}")
