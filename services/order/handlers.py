@@ -377,7 +377,10 @@ def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> No
 
 
 def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
-    short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
+    short = ", ".join(
+        f"{s.sku}{'' if s.slot_id is None else f' slot {s.slot_id}'} (asked {s.quantity}, {s.available} left)"
+        for s in event.shortages
+    )
     skus = [shortage.sku for shortage in event.shortages]
     detail = short or event.reason
     if event.reason is StockRejectReason.RESERVATION_LOST:
