@@ -7,12 +7,13 @@ and its vetting are seen by that merchant and admins only; only an admin decides
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from fractions import Fraction
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from services.inventory.domain import (
     DEFAULT_RECOMMENDATIONS,
@@ -21,16 +22,19 @@ from services.inventory.domain import (
     MAX_PRICE_FEN,
     MAX_PRICE_TIERS,
     MAX_RECOMMENDATIONS,
+    MAX_SLOT_CAPACITY,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
     DuplicateCodes,
     InvalidCatalogFields,
     InvalidCodes,
     InvalidPriceTiers,
+    InvalidSlot,
     InvalidWebhookUrl,
     Merchant,
     MerchantAction,
     MerchantStatusConflict,
+    NotAService,
     NotVirtual,
     Product,
     ProductDetails,
@@ -38,11 +42,16 @@ from services.inventory.domain import (
     QualityRules,
     ReasonRequired,
     RecommendationSource,
+    Slot,
+    SlotConflict,
+    SlotPlan,
     StatusChange,
     StockOutOfRange,
+    upcoming,
 )
 from services.inventory.handlers import (
     Inventory,
+    KindChangeRefused,
     MerchantConflict,
     MerchantEdit,
     NotPermitted,
@@ -54,16 +63,20 @@ from services.inventory.handlers import (
     Recommended,
     Registration,
     RegistrationIncomplete,
+    StockIsInSlots,
     UnknownMerchant,
     UnknownProduct,
+    UnknownSlot,
     add_codes,
     add_stock,
     also_bought,
     decide_merchant,
     merchant_quality,
     merchants_quality,
+    put_slot,
     recommendations_for,
     register_merchant,
+    remove_slot,
     subscribe_back_in_stock,
     unsubscribe_back_in_stock,
     upsert_merchant,
@@ -379,7 +392,9 @@ class ProductIn(BaseModel):
     available: StockUnits | None = Field(
         default=None,
         description="Sellable units a new product starts with (default 0). Ignored when the product "
-        "exists: an edit never changes stock; use POST /v1/products/{sku}/stock.",
+        "exists: an edit never changes stock; use POST /v1/products/{sku}/stock. A new service product "
+        "takes none (422): its stock is its slots' capacity, set with "
+        "PUT /v1/products/{sku}/slots/{slot_id}.",
     )
     active: bool = True
     max_per_order: MaxPerOrder = MAX_UNITS_PER_ORDER
@@ -475,8 +490,13 @@ class ProductOut(BaseModel):
     name: str
     price_fen: int
     currency: str
-    available: int = Field(description="Units that can still be ordered (those held by orders excluded).")
-    reserved: int = Field(description="Units held by orders that are not settled yet.")
+    available: int = Field(
+        description="Units that can still be ordered (those held by orders excluded); for a service, "
+        "the free seats of its upcoming slots together."
+    )
+    reserved: int = Field(
+        description="Units held by orders that are not settled yet; for a service, in its upcoming slots."
+    )
     merchant_id: str
     kind: ProductKind
     active: bool
@@ -489,14 +509,20 @@ class ProductOut(BaseModel):
     low_stock_threshold: int | None
 
     @classmethod
-    def of(cls, product: Product) -> ProductOut:
+    def of(cls, product: Product, upcoming_slots: Sequence[Slot] = ()) -> ProductOut:
+        """A service product's stock is its upcoming slots' seats, summed here on every read so
+        that the slots stay its one record of them."""
+        available, reserved = product.available, product.reserved
+        if product.kind is ProductKind.SERVICE:
+            available = sum(max(slot.available, 0) for slot in upcoming_slots)
+            reserved = sum(slot.reserved for slot in upcoming_slots)
         return cls(
             sku=product.sku,
             name=product.name,
             price_fen=product.price_fen,
             currency=product.currency,
-            available=product.available,
-            reserved=product.reserved,
+            available=available,
+            reserved=reserved,
             merchant_id=product.merchant_id,
             kind=product.kind,
             active=product.active,
@@ -541,7 +567,70 @@ class SubscriptionOut(BaseModel):
     customer_id: str = Field(description="The subscribed customer: the caller.")
 
 
+_SLOT_EXAMPLE: dict[str, JsonValue] = {
+    "starts_at": "2026-12-05T10:00:00+08:00",
+    "ends_at": "2026-12-05T11:00:00+08:00",
+    "capacity": 3,
+}
+
+
+class SlotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_SLOT_EXAMPLE]})
+
+    starts_at: AwareDatetime = Field(description="When it starts, with a time zone; in the future.")
+    ends_at: AwareDatetime = Field(description="When it ends: after it starts, at most 7 days later.")
+    capacity: int = Field(
+        strict=True,
+        ge=0,
+        le=MAX_SLOT_CAPACITY,
+        description="How many bookings it takes. Never below the seats taken; 0 (or the seats taken) "
+        "closes it to new bookings.",
+    )
+
+    def plan(self, slot_id: str) -> SlotPlan:
+        return SlotPlan(slot_id, self.starts_at, self.ends_at, self.capacity)
+
+
+class SlotOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_SLOT_EXAMPLE, "slot_id": "2026-12-05-1000", "available": 1, "reserved": 1}]
+        }
+    )
+
+    slot_id: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+    available: int = Field(description="Seats that can still be booked.")
+    reserved: int = Field(description="Seats held by orders not paid yet.")
+
+    @classmethod
+    def of(cls, slot: Slot) -> SlotOut:
+        return cls(
+            slot_id=slot.slot_id,
+            starts_at=slot.starts_at,
+            ends_at=slot.ends_at,
+            capacity=slot.capacity,
+            available=max(slot.available, 0),
+            reserved=slot.reserved,
+        )
+
+
+class SlotList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": [{**_SLOT_EXAMPLE, "slot_id": "2026-12-05-1000", "available": 1, "reserved": 1}]}
+            ]
+        }
+    )
+
+    items: list[SlotOut] = Field(description="The slots still to start, earliest first.")
+
+
 Sku = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+SlotId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 MerchantId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
@@ -620,6 +709,10 @@ def _invalid_codes(error: InvalidCodes) -> Problem:
     )
 
 
+def _not_a_service(error: NotAService) -> Problem:
+    return Problem(409, "Not a service", str(error), code="not-a-service")
+
+
 def build_router(service: Inventory) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inventory"])
 
@@ -629,7 +722,8 @@ def build_router(service: Inventory) -> APIRouter:
     ) -> ProductList:
         """The catalog with sellable stock, optionally one merchant's. Public."""
         products = await service.store.list_products(merchant_id)
-        return ProductList(items=[ProductOut.of(p) for p in products])
+        slots = await upcoming_slots_of(products)
+        return ProductList(items=[ProductOut.of(p, slots.get(p.sku, [])) for p in products])
 
     @router.get("/products/{sku}", responses=problem_responses(404, 422))
     async def get_product(sku: Sku) -> ProductOut:
@@ -637,7 +731,16 @@ def build_router(service: Inventory) -> APIRouter:
         product = await service.store.get_product(sku)
         if product is None:
             raise _product_not_found(sku)
-        return ProductOut.of(product)
+        slots = await upcoming_slots_of([product])
+        return ProductOut.of(product, slots.get(sku, []))
+
+    async def upcoming_slots_of(products: Sequence[Product]) -> dict[str, list[Slot]]:
+        services = [p.sku for p in products if p.kind is ProductKind.SERVICE]
+        found: dict[str, list[Slot]] = {}
+        if services:
+            for slot in upcoming(await service.store.list_slots(services), service.clock()):
+                found.setdefault(slot.sku, []).append(slot)
+        return found
 
     @router.put(
         "/products/{sku}",
@@ -673,6 +776,10 @@ def build_router(service: Inventory) -> APIRouter:
             raise _forbidden(error) from None
         except ProductMoveRefused as error:
             raise Problem(409, "Product move refused", str(error), code="product-move-refused") from None
+        except KindChangeRefused as error:
+            raise Problem(409, "Kind change refused", str(error), code="kind-change-refused") from None
+        except StockIsInSlots as error:
+            raise _invalid_fields(str(error), ["available"]) from None
         except UnknownMerchant as error:
             raise _unknown_merchant(error) from None
         except NotVirtual as error:
@@ -701,7 +808,84 @@ def build_router(service: Inventory) -> APIRouter:
             raise Problem(409, "Stock out of range", str(error), code="stock-out-of-range") from None
         except NotVirtual as error:
             raise Problem(409, "Stock is codes", str(error), code="stock-is-codes") from None
+        except StockIsInSlots as error:
+            raise Problem(409, "Stock is in slots", str(error), code="stock-is-in-slots") from None
         return ProductOut.of(product)
+
+    @router.get("/products/{sku}/slots", responses=problem_responses(404, 409, 422))
+    async def list_slots(sku: Sku) -> SlotList:
+        """The slots of a service product still to start, earliest first, with the seats each has
+        left. Public; 409 for a product that is not a service."""
+        product = await service.store.get_product(sku)
+        if product is None:
+            raise _product_not_found(sku)
+        if product.kind is not ProductKind.SERVICE:
+            raise _not_a_service(NotAService(f"{sku} is a {product.kind} product: only a service has slots"))
+        slots = upcoming(await service.store.list_slots([sku]), service.clock())
+        return SlotList(items=[SlotOut.of(slot) for slot in slots])
+
+    @router.put(
+        "/products/{sku}/slots/{slot_id}",
+        responses={
+            201: {"model": SlotOut, "description": "Created"},
+            **problem_responses(401, 403, 404, 409, 422),
+        },
+    )
+    async def put_service_slot(
+        sku: Sku,
+        slot_id: SlotId,
+        body: SlotIn,
+        caller: Caller,
+        response: Response,
+        x_correlation_id: CorrelationId = None,
+    ) -> SlotOut:
+        """Offer a slot of a service product (201) or change its times and capacity (200); the
+        product is announced again with its upcoming slots (ProductUpserted).
+
+        A slot starts in the future and ends after it starts (422 otherwise). Its capacity never
+        goes below the seats taken (409): set it to them, or to 0 when none are, to close the slot
+        to new bookings. A slot with seats taken keeps its times, and one that has started no longer
+        changes (409). A product that is not a service has no slots (409). Needs the token of the
+        product's merchant or an admin's."""
+        try:
+            put = await put_slot(service, caller, sku, body.plan(slot_id), x_correlation_id)
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except NotAService as error:
+            raise _not_a_service(error) from None
+        except InvalidSlot as error:
+            raise _invalid_fields(str(error), [error.field]) from None
+        except SlotConflict as error:
+            raise Problem(409, "Slot conflict", str(error), code="slot-conflict") from None
+        if put.created:
+            response.status_code = status.HTTP_201_CREATED
+        return SlotOut.of(put.slot)
+
+    @router.delete(
+        "/products/{sku}/slots/{slot_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def delete_service_slot(
+        sku: Sku, slot_id: SlotId, caller: Caller, x_correlation_id: CorrelationId = None
+    ) -> None:
+        """Withdraw a slot nobody booked (204) and announce the product without it. A slot with
+        seats taken stays (409): set its capacity to the seats taken to close it instead. Needs the
+        token of the product's merchant or an admin's."""
+        try:
+            await remove_slot(service, caller, sku, slot_id, x_correlation_id)
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except UnknownSlot as error:
+            raise Problem(404, "Slot not found", str(error), code="slot-not-found") from None
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except NotAService as error:
+            raise _not_a_service(error) from None
+        except SlotConflict as error:
+            raise Problem(409, "Slot conflict", str(error), code="slot-conflict") from None
 
     @router.post(
         "/products/{sku}/codes",

@@ -30,6 +30,7 @@ from shared.contracts import (
     ProductKind,
     ProductUpserted,
     ReservationEndReason,
+    ServiceSlot,
     Shortage,
     StockCommitted,
     StockLine,
@@ -433,10 +434,11 @@ class Product:
             )
         return StockDelta(available=add, reserved=0)
 
-    def upserted(self, *, merchant_sells: bool) -> ProductUpserted:
+    def upserted(self, *, merchant_sells: bool, slots: Iterable[Slot] = ()) -> ProductUpserted:
         """The product as other services see it: listed (`active`) only while the merchant keeps it
         active and the merchant is approved, so a suspension delists it and a reinstatement relists
-        exactly the products the merchant had not deactivated itself."""
+        exactly the products the merchant had not deactivated itself. A service product carries
+        `slots`, its upcoming ones (see `upcoming`), so the gateway can check the slot a line books."""
         return ProductUpserted(
             sku=self.sku,
             name=self.name,
@@ -451,6 +453,7 @@ class Product:
             category=self.category,
             attributes=dict(self.attributes),
             payment_methods=[m for m in PaymentMethod if m in self.payment_methods],
+            slots=[slot.announced() for slot in slots],
         )
 
     @property
@@ -466,6 +469,156 @@ class Product:
             available=max(self.available, 0),
             threshold=self.low_stock_threshold or 0,
         )
+
+
+# --- service slots: a bookable time slot's capacity is its stock ---------------------------------
+
+# Seats per slot, slots per product and how far ahead and how long: far above a real timetable,
+# and bounds that keep a product's announcement (every upcoming slot rides on it) small.
+MAX_SLOT_CAPACITY = 10_000
+MAX_UPCOMING_SLOTS = 200
+SLOT_HORIZON = timedelta(days=366)
+MAX_SLOT_LENGTH = timedelta(days=7)
+
+# A slot is named by its product's sku and its own id, unique within that product.
+SlotKey = tuple[str, str]
+
+
+class NotAService(ValueError):
+    """Slots were asked of a product that is not a `service`; nothing changes."""
+
+
+class InvalidSlot(ValueError):
+    """Times or a capacity no slot can have; `field` names the offending one (`starts_at`, `ends_at`,
+    `capacity`)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SlotConflict(ValueError):
+    """A slot change its bookings (or its having started) forbid; nothing changes."""
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What a merchant offers: a slot's times and how many bookings it takes."""
+
+    slot_id: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+
+    def check(self, now: datetime) -> None:
+        """Refuse a slot nobody could book: ending before it starts, already started, too far
+        ahead, too long, or a capacity out of range."""
+        if self.starts_at.tzinfo is None or self.ends_at.tzinfo is None:
+            raise InvalidSlot("a slot's times need a time zone (e.g. 2026-12-01T09:00:00+08:00)", "starts_at")
+        if self.ends_at <= self.starts_at:
+            raise InvalidSlot(
+                f"slot {self.slot_id} ends at {self.ends_at.isoformat()}, not after it starts at "
+                f"{self.starts_at.isoformat()}",
+                "ends_at",
+            )
+        if self.starts_at <= now:
+            raise InvalidSlot(
+                f"slot {self.slot_id} starts at {self.starts_at.isoformat()}, in the past: a slot "
+                "must start in the future",
+                "starts_at",
+            )
+        if self.starts_at > now + SLOT_HORIZON:
+            raise InvalidSlot(
+                f"slot {self.slot_id} starts more than {SLOT_HORIZON.days} days ahead", "starts_at"
+            )
+        if self.ends_at - self.starts_at > MAX_SLOT_LENGTH:
+            raise InvalidSlot(f"a slot lasts at most {MAX_SLOT_LENGTH.days} days", "ends_at")
+        if not 0 <= self.capacity <= MAX_SLOT_CAPACITY:
+            raise InvalidSlot(f"a slot's capacity is 0 to {MAX_SLOT_CAPACITY}", "capacity")
+
+
+@dataclass
+class Slot:
+    """A bookable time slot of a service product. Its seats are its stock: `available` to book,
+    `reserved` by orders not paid yet, and the rest of `capacity` booked by paid orders."""
+
+    sku: str
+    slot_id: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+    available: int
+    reserved: int = 0
+
+    @classmethod
+    def offered(cls, sku: str, plan: SlotPlan, now: datetime) -> Slot:
+        """A new slot with every seat free; InvalidSlot when it could not be booked."""
+        plan.check(now)
+        return cls(sku, plan.slot_id, plan.starts_at, plan.ends_at, plan.capacity, available=plan.capacity)
+
+    @property
+    def key(self) -> SlotKey:
+        return (self.sku, self.slot_id)
+
+    @property
+    def taken(self) -> int:
+        """Seats held by unpaid orders or booked by paid ones."""
+        return self.capacity - self.available
+
+    def upcoming(self, now: datetime) -> bool:
+        """Whether it can still be booked: a slot that has started cannot."""
+        return self.starts_at > now
+
+    def replanned(self, plan: SlotPlan, now: datetime) -> Slot:
+        """This slot with new times and capacity; the seats taken stay taken.
+
+        Raises InvalidSlot for times or a capacity no slot can have, and SlotConflict when the slot
+        has started, when it would move while seats are taken (its bookings were made for its
+        times), or when the capacity would go below the seats taken."""
+        if not self.upcoming(now):
+            raise SlotConflict(f"slot {self.slot_id} of {self.sku} has started: it can no longer change")
+        plan.check(now)
+        moved = (plan.starts_at, plan.ends_at) != (self.starts_at, self.ends_at)
+        if moved and self.taken:
+            raise SlotConflict(
+                f"slot {self.slot_id} of {self.sku} has {self.taken} seat(s) taken: its times cannot "
+                "move; offer another slot instead"
+            )
+        if plan.capacity < self.taken:
+            raise SlotConflict(
+                f"slot {self.slot_id} of {self.sku} has {self.taken} seat(s) taken ({self.reserved} held "
+                f"by orders not paid yet): its capacity cannot go below {self.taken}"
+            )
+        return replace(
+            self,
+            starts_at=plan.starts_at,
+            ends_at=plan.ends_at,
+            capacity=plan.capacity,
+            available=self.available + plan.capacity - self.capacity,
+        )
+
+    def check_removable(self) -> None:
+        """Only a slot nobody booked may go; one with bookings is closed with a capacity equal to
+        its seats taken instead, so the bookings are kept. SlotConflict says so."""
+        if self.taken:
+            raise SlotConflict(
+                f"slot {self.slot_id} of {self.sku} has {self.taken} seat(s) taken and cannot be "
+                f"removed; set its capacity to {self.taken} to close it to new bookings"
+            )
+
+    def announced(self) -> ServiceSlot:
+        return ServiceSlot(slot_id=self.slot_id, starts_at=self.starts_at, ends_at=self.ends_at)
+
+
+def upcoming(slots: Iterable[Slot], now: datetime) -> list[Slot]:
+    """The slots that can still be booked, earliest first."""
+    return sorted((s for s in slots if s.upcoming(now)), key=lambda s: (s.starts_at, s.slot_id))
+
+
+def check_room_for_a_slot(slots: Iterable[Slot], now: datetime) -> None:
+    """A product offers at most MAX_UPCOMING_SLOTS slots ahead: every one rides on its announcement."""
+    if len(upcoming(slots, now)) >= MAX_UPCOMING_SLOTS:
+        raise SlotConflict(f"a product offers at most {MAX_UPCOMING_SLOTS} upcoming slots")
 
 
 class ReservationStatus(StrEnum):
@@ -506,9 +659,13 @@ class Changes:
     created: Sequence[Reservation]
     moved_from_held: Sequence[Reservation]
     moved_from_expired: Sequence[Reservation] = ()
+    # The seats of service products' slots, as `stock` is the units of other products.
+    slots: Mapping[SlotKey, StockDelta] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.stock or self.created or self.moved_from_held or self.moved_from_expired)
+        return bool(
+            self.stock or self.created or self.moved_from_held or self.moved_from_expired or self.slots
+        )
 
 
 def hold_deadline(now: datetime, ttl: timedelta, hold_until: datetime | None, cap: timedelta) -> datetime:
@@ -546,11 +703,15 @@ def rank_substitutes(searches: Sequence[SubstituteSearch], on_sale: Iterable[Pro
 
 
 def stock_lines(lines: Iterable[OrderLine]) -> list[StockLine]:
-    """One line per SKU (an order may list a SKU twice), in the order they first appear."""
-    totals: dict[str, int] = {}
+    """One line per SKU and slot (an order may list a SKU twice, or book two slots of one service),
+    in the order they first appear."""
+    totals: dict[tuple[str, str | None], int] = {}
     for line in lines:
-        totals[line.sku] = totals.get(line.sku, 0) + line.quantity
-    return [StockLine(sku=sku, quantity=quantity) for sku, quantity in totals.items()]
+        key = (line.sku, line.slot_id)
+        totals[key] = totals.get(key, 0) + line.quantity
+    return [
+        StockLine(sku=sku, quantity=quantity, slot_id=slot_id) for (sku, slot_id), quantity in totals.items()
+    ]
 
 
 @dataclass
@@ -566,7 +727,10 @@ class Ledger:
     merchants: Mapping[str, Merchant] = field(default_factory=dict)
     # Where substitutes for the short lines are looked for, so the caller can load the candidates.
     wanted_substitutes: set[SubstituteSearch] = field(default_factory=set)
+    # The slots the batch's service lines book; a line's slot missing here is not bookable.
+    slots: dict[SlotKey, Slot] = field(default_factory=dict)
     _before: dict[str, StockDelta] = field(default_factory=dict)
+    _slots_before: dict[SlotKey, StockDelta] = field(default_factory=dict)
     _created: dict[str, Reservation] = field(default_factory=dict)
     _moved: dict[str, Reservation] = field(default_factory=dict)
     _moved_from_expired: dict[str, Reservation] = field(default_factory=dict)
@@ -581,9 +745,12 @@ class Ledger:
         ttl: timedelta,
         max_hold: timedelta = DEFAULT_MAX_HOLD,
         merchants: Mapping[str, Merchant] | None = None,
+        slots: Mapping[SlotKey, Slot] | None = None,
     ) -> Ledger:
         """A working copy: the caller's objects stay as they were read. Without `merchants` nothing
-        can be reserved (releases, commits and re-reservations of paid orders need none)."""
+        can be reserved (releases, commits and re-reservations of paid orders need none); without
+        the `slots` its service lines name, nothing of a service product can."""
+        slots = slots or {}
         return cls(
             products={sku: replace(p) for sku, p in products.items()},
             reservations={oid: replace(r, lines=list(r.lines)) for oid, r in reservations.items()},
@@ -591,7 +758,9 @@ class Ledger:
             ttl=ttl,
             max_hold=max_hold,
             merchants=dict(merchants or {}),
+            slots={key: replace(slot) for key, slot in slots.items()},
             _before={sku: StockDelta(p.available, p.reserved) for sku, p in products.items()},
+            _slots_before={key: StockDelta(s.available, s.reserved) for key, s in slots.items()},
         )
 
     def reserve(
@@ -607,9 +776,14 @@ class Ledger:
             return []
         wanted = stock_lines(lines)
         shortages = [
-            Shortage(sku=line.sku, quantity=line.quantity, available=self._sellable(line.sku))
+            Shortage(
+                sku=line.sku,
+                slot_id=line.slot_id,
+                quantity=line.quantity,
+                available=self._sellable_for(line),
+            )
             for line in wanted
-            if self._sellable(line.sku) < line.quantity
+            if self._sellable_for(line) < line.quantity
         ]
         if shortages:
             searches = self._substitute_searches(shortages, lines)
@@ -623,9 +797,9 @@ class Ledger:
                 )
             ]
         for line in wanted:
-            product = self.products[line.sku]
-            product.available -= line.quantity
-            product.reserved += line.quantity
+            stock = self._stock_of(line)
+            stock.available -= line.quantity
+            stock.reserved += line.quantity
         expires_at = hold_deadline(self.now, self.ttl, hold_until, self.max_hold)
         self._add(Reservation(order_id, wanted, ReservationStatus.HELD, correlation_id, expires_at))
         return [StockReserved(order_id=order_id, lines=wanted, expires_at=expires_at)]
@@ -636,9 +810,9 @@ class Ledger:
         if reservation is None:
             return []
         for line in reservation.lines:
-            product = self.products[line.sku]
-            product.available += line.quantity
-            product.reserved -= line.quantity
+            stock = self._stock_of(line)
+            stock.available += line.quantity
+            stock.reserved -= line.quantity
         self._move(reservation, ReservationStatus.RELEASED, reason)
         return [StockReleased(order_id=order_id, lines=reservation.lines, reason=reason)]
 
@@ -648,7 +822,7 @@ class Ledger:
         if reservation is None:
             return []
         for line in reservation.lines:
-            self.products[line.sku].reserved -= line.quantity
+            self._stock_of(line).reserved -= line.quantity
         self._move(reservation, ReservationStatus.COMMITTED, "")
         return [StockCommitted(order_id=order_id, lines=reservation.lines)]
 
@@ -693,6 +867,7 @@ class Ledger:
             list(self._created.values()),
             list(self._moved.values()),
             list(self._moved_from_expired.values()),
+            slots=self._slot_changes(),
         )
 
     def _take_again(
@@ -706,9 +881,11 @@ class Ledger:
         # whatever became of its product or merchant since: only the units on hand count here.
         wanted = stock_lines(lines)
         shortages = [
-            Shortage(sku=line.sku, quantity=line.quantity, available=self._on_hand(line.sku))
+            Shortage(
+                sku=line.sku, slot_id=line.slot_id, quantity=line.quantity, available=self._on_hand_for(line)
+            )
             for line in wanted
-            if self._on_hand(line.sku) < line.quantity
+            if self._on_hand_for(line) < line.quantity
         ]
         if shortages:
             status, reason = ReservationStatus.REJECTED, StockRejectReason.RESERVATION_LOST.value
@@ -719,7 +896,7 @@ class Ledger:
             ]
         else:
             for line in wanted:
-                self.products[line.sku].available -= line.quantity
+                self._stock_of(line).available -= line.quantity
             status, reason = ReservationStatus.COMMITTED, ""
             events = [StockCommitted(order_id=order_id, lines=wanted)]
         if expired is None:
@@ -728,6 +905,58 @@ class Ledger:
             expired.lines, expired.status, expired.reason = wanted, status, reason
             self._moved_from_expired[order_id] = expired
         return events
+
+    # --- service slots: a line naming a slot takes that slot's seats instead of product units -----
+
+    def _slot_of(self, line: StockLine) -> Slot | None:
+        # Only a service product's lines book slots: a slot id on another kind's line matches none.
+        product = self.products.get(line.sku)
+        if line.slot_id is None or product is None or product.kind is not ProductKind.SERVICE:
+            return None
+        return self.slots.get((line.sku, line.slot_id))
+
+    def _books_a_slot(self, line: StockLine) -> bool:
+        product = self.products.get(line.sku)
+        return line.slot_id is not None or (product is not None and product.kind is ProductKind.SERVICE)
+
+    def _stock_of(self, line: StockLine) -> Product | Slot:
+        """Where the line's units are counted: its slot for a service, its product otherwise."""
+        if line.slot_id is None:
+            return self.products[line.sku]
+        return self.slots[(line.sku, line.slot_id)]
+
+    def _sellable_for(self, line: StockLine) -> int:
+        """What a new order may take for `line`: a service line, seats of an upcoming slot of a listed
+        product of a merchant that sells; an unknown or started slot, or none named, has none."""
+        if not self._books_a_slot(line):
+            return self._sellable(line.sku)
+        slot = self._slot_of(line)
+        if slot is None or not slot.upcoming(self.now) or self._sellable_product(line.sku) is None:
+            return 0
+        return max(slot.available, 0)
+
+    def _on_hand_for(self, line: StockLine) -> int:
+        """What a paid order may take again: the units on hand, or an upcoming slot's free seats (a
+        slot that has started is no use to the buyer, who is refunded instead)."""
+        if not self._books_a_slot(line):
+            return self._on_hand(line.sku)
+        slot = self._slot_of(line)
+        return 0 if slot is None or not slot.upcoming(self.now) else max(slot.available, 0)
+
+    def _sellable_product(self, sku: str) -> Product | None:
+        product = self.products.get(sku)
+        if product is None or not product.active or not self._sells(product.merchant_id):
+            return None
+        return product
+
+    def _slot_changes(self) -> dict[SlotKey, StockDelta]:
+        changed = {}
+        for key, slot in self.slots.items():
+            before = self._slots_before.get(key, StockDelta(0, 0))
+            delta = StockDelta(slot.available - before.available, slot.reserved - before.reserved)
+            if delta != StockDelta(0, 0):
+                changed[key] = delta
+        return changed
 
     def _on_hand(self, sku: str) -> int:
         product = self.products.get(sku)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -15,6 +15,7 @@ from services.inventory.domain import (
     Merchant,
     MerchantAction,
     MerchantQuality,
+    NotAService,
     NotVirtual,
     Product,
     ProductDetails,
@@ -26,11 +27,15 @@ from services.inventory.domain import (
     Reservation,
     ReservationStatus,
     SkuSales,
+    Slot,
+    SlotKey,
+    SlotPlan,
     StatusChange,
     StockDelta,
     Subscription,
     already_pooled,
     back_in_stock,
+    check_room_for_a_slot,
     checked_webhook_url,
     co_purchase_scores,
     committed_virtual_lines,
@@ -38,6 +43,7 @@ from services.inventory.domain import (
     low_stock_moves,
     parse_codes,
     record_sales,
+    upcoming,
 )
 from services.inventory.store import InventoryStore, Purchase, StockTransaction
 from shared.auth import Principal, Role
@@ -53,6 +59,7 @@ from shared.contracts import (
     OrderCancelled,
     OrderConfirmed,
     OrderEvent,
+    OrderLine,
     OrderPlaced,
     OrderRejected,
     OrderReviewed,
@@ -60,6 +67,7 @@ from shared.contracts import (
     ProductKind,
     RefundRequested,
     ReservationEndReason,
+    StockLine,
     StockRejectReason,
 )
 from shared.errors import retry_transient
@@ -117,6 +125,19 @@ class PaymentMethodsNotAccepted(ValueError):
 
 class ProductMoveRefused(ValueError):
     """A merchant tried to hand one of its products to another merchant; only an admin may."""
+
+
+class KindChangeRefused(ValueError):
+    """A product cannot become or stop being a service while it holds stock of the other kind: a
+    service's stock is its slots' seats, any other product's its units."""
+
+
+class StockIsInSlots(ValueError):
+    """Units were added to or taken from a service product, whose stock is its slots' seats."""
+
+
+class UnknownSlot(LookupError):
+    """The service product has no slot with this id."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +315,7 @@ async def decide_merchant(
             if existing is None:
                 raise UnknownMerchant(f"no merchant {merchant_id}")
             merchant = existing.moved(action, caller.subject, service.clock(), reason)
-            events = await _store_move(tx, existing, merchant)
+            events = await _store_move(tx, existing, merchant, service.clock())
             tx.emit([_announcement(event, correlation_id) for event in events])
         return merchant
 
@@ -309,7 +330,9 @@ async def decide_merchant(
     return decided
 
 
-async def _store_move(tx: StockTransaction, existing: Merchant, merchant: Merchant) -> list[Event]:
+async def _store_move(
+    tx: StockTransaction, existing: Merchant, merchant: Merchant, now: datetime
+) -> list[Event]:
     """Store a merchant moved to a new status (by an admin or by the quality rules); the events that
     announce it: the merchant, and each product it keeps active when it starts or stops selling."""
     await tx.put_merchant(merchant)
@@ -317,7 +340,7 @@ async def _store_move(tx: StockTransaction, existing: Merchant, merchant: Mercha
     if merchant.sells != existing.sells:
         # Products the merchant deactivated itself were never listed and stay as they are.
         products = [p for p in await tx.products_of(merchant.merchant_id) if p.active]
-        events += [p.upserted(merchant_sells=merchant.sells) for p in products]
+        events += await _product_announcements(tx, products, merchant.sells, now)
     return events
 
 
@@ -334,6 +357,11 @@ async def upsert_product(
             if existing is None:
                 _authorize(caller, details.merchant_id, f"add products for merchant {details.merchant_id}")
                 _refuse_stock_without_codes(details.kind, command.sku, command.available)
+                if details.kind is ProductKind.SERVICE and command.available:
+                    raise StockIsInSlots(
+                        f"{command.sku} is a service: it has no units of stock, its stock is its slots' "
+                        f"capacity (PUT /v1/products/{command.sku}/slots/{{slot_id}})"
+                    )
                 product = Product.create(command.sku, details, command.available)
             else:
                 _authorize(caller, existing.merchant_id, f"change {command.sku}")
@@ -342,6 +370,7 @@ async def upsert_product(
                         f"{command.sku} belongs to merchant {existing.merchant_id} and cannot move to "
                         f"merchant {details.merchant_id}; only an admin may move a product"
                     )
+                await _check_kind_change(tx, existing, details.kind)
                 product = existing.edited(details)
             merchant = await tx.merchant(details.merchant_id)
             if merchant is None:
@@ -353,7 +382,8 @@ async def upsert_product(
                     f"payment methods are some of its merchant's ({', '.join(merchant.accepted_methods)})"
                 )
             stored = await tx.put_product(product)
-            tx.emit([_announcement(stored.upserted(merchant_sells=merchant.sells), correlation_id)])
+            [announced] = await _product_announcements(tx, [stored], merchant.sells, service.clock())
+            tx.emit([_announcement(announced, correlation_id)])
         return ProductPut(stored, created=existing is None)
 
     # The product document is also written by the order consumer's reservations.
@@ -370,6 +400,11 @@ async def add_stock(service: Inventory, caller: Principal, sku: str, add: int) -
                 raise UnknownProduct(f"no product {sku}")
             _authorize(caller, product.merchant_id, f"change the stock of {sku}")
             _refuse_stock_without_codes(product.kind, sku, add)
+            if product.kind is ProductKind.SERVICE:
+                raise StockIsInSlots(
+                    f"{sku} is a service: its stock is its slots' capacity; change a slot with "
+                    f"PUT /v1/products/{sku}/slots/{{slot_id}}"
+                )
             # The same guarded increment as a reservation's: a concurrent reservation either lands
             # first (and this decides on it after a retry) or conflicts, never lost or overwritten.
             changed = await save_stock_changes(tx, {sku: product.stock_change(add)}, correlation_id=None)
@@ -574,6 +609,120 @@ async def unsubscribe_back_in_stock(service: Inventory, caller: Principal, sku: 
     return await retry_transient(write)
 
 
+# --- service slots -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotPut:
+    slot: Slot
+    created: bool
+
+
+async def put_slot(
+    service: Inventory, caller: Principal, sku: str, plan: SlotPlan, correlation_id: str | None
+) -> SlotPut:
+    """Offer a new slot of a service product, or change one's times and capacity; announce the
+    product with its upcoming slots (ProductUpserted).
+
+    Raises UnknownProduct, NotPermitted, NotAService, InvalidSlot (bad times or capacity) and
+    SlotConflict (a started slot, a slot with bookings moved or cut below them, too many slots);
+    nothing changes then."""
+
+    async def write() -> SlotPut:
+        async with service.store.transaction(SERVICE) as tx:
+            product = await _service_product(tx, caller, sku, f"change the slots of {sku}")
+            now = service.clock()
+            slots = await tx.slots_of([sku])
+            existing = next((s for s in slots if s.slot_id == plan.slot_id), None)
+            if existing is None:
+                check_room_for_a_slot(slots, now)
+                slot = Slot.offered(sku, plan, now)
+            else:
+                slot = existing.replanned(plan, now)
+            await tx.put_slot(slot, existing)
+            others = [s for s in slots if s.slot_id != plan.slot_id]
+            await _announce_slots(tx, product, [*others, slot], now, correlation_id)
+        return SlotPut(slot, created=existing is None)
+
+    # The slot's seats are also moved by the order consumer's reservations.
+    put = await retry_transient(write)
+    log.info("slot_put", sku=sku, slot_id=plan.slot_id, capacity=plan.capacity, created=put.created)
+    return put
+
+
+async def remove_slot(
+    service: Inventory, caller: Principal, sku: str, slot_id: str, correlation_id: str | None
+) -> None:
+    """Withdraw a slot nobody booked and announce the product without it. Raises UnknownProduct,
+    NotPermitted, NotAService, UnknownSlot, and SlotConflict when seats are taken (the slot is
+    closed by setting its capacity to them instead, which keeps the bookings)."""
+
+    async def write() -> None:
+        async with service.store.transaction(SERVICE) as tx:
+            product = await _service_product(tx, caller, sku, f"change the slots of {sku}")
+            slots = await tx.slots_of([sku])
+            slot = next((s for s in slots if s.slot_id == slot_id), None)
+            if slot is None:
+                raise UnknownSlot(f"{sku} has no slot {slot_id}")
+            slot.check_removable()
+            await tx.remove_slot(slot)
+            others = [s for s in slots if s.slot_id != slot_id]
+            await _announce_slots(tx, product, others, service.clock(), correlation_id)
+
+    await retry_transient(write)
+    log.info("slot_removed", sku=sku, slot_id=slot_id)
+
+
+async def _service_product(tx: StockTransaction, caller: Principal, sku: str, action: str) -> Product:
+    product = (await tx.products([sku])).get(sku)
+    if product is None:
+        raise UnknownProduct(f"no product {sku}")
+    _authorize(caller, product.merchant_id, action)
+    if product.kind is not ProductKind.SERVICE:
+        raise NotAService(f"{sku} is a {product.kind} product: only a service product has slots")
+    return product
+
+
+async def _announce_slots(
+    tx: StockTransaction, product: Product, slots: Sequence[Slot], now: datetime, correlation_id: str | None
+) -> None:
+    merchant = await tx.merchant(product.merchant_id)
+    sells = merchant is not None and merchant.sells
+    announced = product.upserted(merchant_sells=sells, slots=upcoming(slots, now))
+    tx.emit([_announcement(announced, correlation_id)])
+
+
+async def _product_announcements(
+    tx: StockTransaction, products: Sequence[Product], merchant_sells: bool, now: datetime
+) -> list[Event]:
+    """The products as announced, each service product with its upcoming slots: an announcement
+    without them would empty the gateway's slots of it."""
+    services = [p.sku for p in products if p.kind is ProductKind.SERVICE]
+    slots = await tx.slots_of(services) if services else []
+    return [
+        p.upserted(merchant_sells=merchant_sells, slots=upcoming([s for s in slots if s.sku == p.sku], now))
+        for p in products
+    ]
+
+
+async def _check_kind_change(tx: StockTransaction, product: Product, kind: ProductKind) -> None:
+    if kind is product.kind:
+        return
+    if product.kind is ProductKind.SERVICE and await tx.slots_of([product.sku]):
+        raise KindChangeRefused(
+            f"{product.sku} is a service with slots: remove them before it becomes a {kind} product"
+        )
+    if kind is ProductKind.SERVICE and (product.available or product.reserved):
+        raise KindChangeRefused(
+            f"{product.sku} holds {product.available + product.reserved} unit(s) of stock: a service's "
+            "stock is its slots' seats, so take its units away before it becomes a service"
+        )
+
+
+def _slot_keys(lines: Iterable[OrderLine | StockLine]) -> set[SlotKey]:
+    return {(line.sku, line.slot_id) for line in lines if line.slot_id is not None}
+
+
 def _announcement(event: Event, correlation_id: str | None) -> Envelope:
     return new_envelope(event, source=SERVICE, correlation_id=correlation_id or str(uuid.uuid4()))
 
@@ -666,13 +815,24 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
         line.sku for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
     }
     products = await tx.products(skus)
+    slots = await tx.slots(
+        _slot_keys(
+            line
+            for d in deliveries
+            if isinstance(d.event, OrderPlaced | OrderConfirmed)
+            for line in d.event.lines
+        )
+        | _slot_keys(
+            line for r in reservations.values() if r.status is ReservationStatus.HELD for line in r.lines
+        )
+    )
     # Only an approved merchant's products are reserved: the merchants are read with the stock.
     ordered_from = {
         line.merchant_id for d in deliveries if isinstance(d.event, OrderPlaced) for line in d.event.lines
     }
     merchants = await tx.merchants(ordered_from | {p.merchant_id for p in products.values()})
     now = service.clock()
-    batch = _dispatch(service, deliveries, products, reservations, merchants, now)
+    batch = _dispatch(service, deliveries, products, reservations, merchants, now, slots)
     if batch.ledger.wanted_substitutes:
         # Substitutes need the short products' category (or merchant) neighbours and their merchants;
         # reading them only when an order is short keeps the common batch at three reads. The batch
@@ -682,7 +842,7 @@ async def _decide(service: Inventory, tx: StockTransaction, deliveries: Sequence
         unread = {p.merchant_id for p in candidates} - merchants.keys()
         if unread:
             merchants = {**merchants, **await tx.merchants(unread)}
-        batch = _dispatch(service, deliveries, products, reservations, merchants, now)
+        batch = _dispatch(service, deliveries, products, reservations, merchants, now, slots)
     return batch
 
 
@@ -693,6 +853,7 @@ def _dispatch(
     reservations: dict[str, Reservation],
     merchants: dict[str, Merchant],
     now: datetime,
+    slots: dict[SlotKey, Slot],
 ) -> StockBatch:
     ledger = Ledger.open(
         products,
@@ -701,6 +862,7 @@ def _dispatch(
         ttl=service.reservation_ttl,
         max_hold=service.max_hold,
         merchants=merchants,
+        slots=slots,
     )
     batch = StockBatch(ledger, Replies(source=SERVICE))
     HANDLERS.dispatch(batch, deliveries)
@@ -715,7 +877,8 @@ async def release_expired(service: Inventory, limit: int = 200) -> int:
         if not reservations:
             return 0
         products = await tx.products({line.sku for r in reservations.values() for line in r.lines})
-        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl)
+        slots = await tx.slots(_slot_keys(line for r in reservations.values() for line in r.lines))
+        ledger = Ledger.open(products, reservations, now=now, ttl=service.reservation_ttl, slots=slots)
         released = ledger.expire()
         changes = ledger.changes()
         await tx.save(changes)
@@ -800,7 +963,7 @@ async def count_signals(
         await tx.save_sales(list(sales.values()), purchases)
     suspensions = book.suspensions(service.quality_rules)
     for suspension in suspensions:
-        events = await _store_move(tx, suspension.merchant, suspension.suspended)
+        events = await _store_move(tx, suspension.merchant, suspension.suspended, service.clock())
         tx.emit([reply_to(signals.last_cause, event, source=SERVICE) for event in events])
     return suspensions
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta, timezone
 from typing import TextIO
 
 import httpx
@@ -91,6 +91,13 @@ VIRTUAL_PRODUCTS = [
 # the stock at which its merchant is warned (None: never). SKU-SOLDOUT-1 has no stock: order it to
 # see substitutes from food/sichuan, or subscribe to be told when it is back.
 DETAILS: dict[str, tuple[str, str, dict[str, str], list[PaymentMethod], int | None]] = {
+    "SKU-TEA-CEREMONY": (
+        "西湖畔学习龙井冲泡，一小时，小班三人。Brew Longjing by the West Lake: an hour, three seats.",
+        "classes/tea",
+        {"duration": "1 h", "language": "中文 / English"},
+        [],
+        None,
+    ),
     "SKU-GIFT-TEA-100": (
         "西湖茶庄百元礼品卡，付款后即刻发放兑换码。A 100-yuan gift card, its code delivered once paid.",
         "gift-cards/tea",
@@ -179,11 +186,22 @@ DETAILS: dict[str, tuple[str, str, dict[str, str], list[PaymentMethod], int | No
 # The pending merchant has no products: the gateway lists only approved merchants' products, and
 # the stack's start-up waits for the gateway to list every product the seed made.
 
+# Bookable services (kind `service`): a unit is a seat in one of the product's time slots.
+# sku, name, merchant, price in fen, most seats per order
+SERVICES = [
+    ("SKU-TEA-CEREMONY", "茶艺体验课 Tea ceremony lesson (1 h)", "m-westlake-tea", 12800, 2),
+]
+# Each service's demo timetable, in China time: (days from today, hour), an hour long, SLOT_SEATS each.
+CHINA = timezone(timedelta(hours=8), "CST")
+SLOT_TIMES = [(1, 10), (1, 15), (2, 10), (3, 15)]
+SLOT_SEATS = 3
+
 SEED_TOKEN_TTL = timedelta(minutes=10)
 
 
-def seed(client: httpx.Client, out: TextIO) -> None:
-    """Write the demo merchants and products through `client` (which carries an admin token)."""
+def seed(client: httpx.Client, out: TextIO, now: datetime | None = None) -> None:
+    """Write the demo merchants, products and services through `client` (which carries an admin
+    token); the services' slots are laid out from `now` (the current time when not given)."""
     for merchant_id, name, methods in MERCHANTS:
         response = _checked(
             client.put(f"/v1/merchants/{merchant_id}", json={"name": name, "payment_methods": methods})
@@ -267,6 +285,46 @@ def seed(client: httpx.Client, out: TextIO) -> None:
             f"product  {sku:<18} {done:<20} {product['price_fen']:>7} fen  "
             f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
             f"{product['merchant_id']:<18} {product['name']}\n"
+        )
+
+    _seed_services(client, out, now or datetime.now(UTC))
+
+
+def _seed_services(client: httpx.Client, out: TextIO, now: datetime) -> None:
+    today = now.astimezone(CHINA).date()
+    for sku, name, merchant_id, price_fen, max_per_order in SERVICES:
+        response = _checked(
+            client.put(
+                f"/v1/products/{sku}",
+                json={
+                    "name": name,
+                    "merchant_id": merchant_id,
+                    "price_fen": price_fen,
+                    "kind": "service",
+                    "max_per_order": max_per_order,
+                    **_details(sku),
+                },
+            )
+        )
+        done = "created" if response.status_code == 201 else "updated (slots kept)"
+        listed = _checked(client.get(f"/v1/products/{sku}/slots")).json()["items"]
+        existing = {slot["slot_id"] for slot in listed}
+        added = 0
+        for days, hour in SLOT_TIMES:
+            starts_at = datetime.combine(today + timedelta(days=days), time(hour), tzinfo=CHINA)
+            slot_id = f"{starts_at:%Y%m%d-%H%M}"
+            if slot_id in existing:
+                continue
+            body = {
+                "starts_at": starts_at.isoformat(),
+                "ends_at": (starts_at + timedelta(hours=1)).isoformat(),
+                "capacity": SLOT_SEATS,
+            }
+            _checked(client.put(f"/v1/products/{sku}/slots/{slot_id}", json=body))
+            added += 1
+        out.write(
+            f"service  {sku:<18} {done:<20} {price_fen:>7} fen  "
+            f"slots {len(existing) + added:>4}  ({added} added)  {merchant_id:<18} {name}\n"
         )
 
 

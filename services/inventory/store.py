@@ -28,6 +28,8 @@ from services.inventory.domain import (
     Reservation,
     ReservationStatus,
     SkuSales,
+    Slot,
+    SlotKey,
     StatusChange,
     Subscription,
     SubstituteSearch,
@@ -50,6 +52,7 @@ MERCHANTS = "merchants"
 PRODUCTS = "products"
 RESERVATIONS = "reservations"
 CODES = "codes"
+SLOTS = "slots"
 SUBSCRIPTIONS = "back_in_stock_subscriptions"
 # Substitute candidates read per search on either side of its price: enough to fill the substitutes
 # when some candidates turn out not to be on sale (a merchant not approved) or sold out in the batch.
@@ -434,6 +437,25 @@ class StockTransaction(UnitOfWork, SignalsTransaction, Protocol):
         and keep its stored stock, whatever `product` says: only `save` moves stock. Returns it as stored."""
         ...
 
+    async def slots(self, keys: Collection[SlotKey]) -> dict[SlotKey, Slot]:
+        """The slots found among `keys`, by key."""
+        ...
+
+    async def slots_of(self, skus: Collection[str]) -> list[Slot]:
+        """Every slot of the products, past ones too: by sku, then start, then slot id."""
+        ...
+
+    async def put_slot(self, slot: Slot, expected: Slot | None) -> None:
+        """Create `slot` (`expected` None) or replace the slot as `expected` read it, seats included.
+
+        Raises StockConflict when the slot exists already, or no longer is as `expected` read it (a
+        booking came meanwhile): the change was decided on a stale read."""
+        ...
+
+    async def remove_slot(self, expected: Slot) -> None:
+        """Delete the slot if it still is as `expected` read it; StockConflict otherwise."""
+        ...
+
     # --- virtual goods: the codes of a product's pool, sealed; found by their blind index only ---
 
     async def pooled_codes(self, sku: str, codes: Collection[str]) -> set[str]:
@@ -464,6 +486,10 @@ class InventoryStore(EventStore[StockTransaction], SignalsReads, Protocol):
         """Every merchant by id, or those with `status`."""
         ...
 
+    async def list_slots(self, skus: Collection[str]) -> list[Slot]:
+        """Every slot of the products, past ones too: by sku, then start, then slot id."""
+        ...
+
 
 # --- MongoDB ---------------------------------------------------------------------------------
 
@@ -479,6 +505,7 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"], _MongoSignalsReads)
         self._reservations = store.db[RESERVATIONS]
         self._codes = store.db[CODES]
         self._subscriptions = store.db[SUBSCRIPTIONS]
+        self._slots = store.db[SLOTS]
 
     async def ensure_indexes(self) -> None:
         await self._products.create_index([("merchant_id", ASCENDING), ("available", DESCENDING)])
@@ -494,6 +521,7 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"], _MongoSignalsReads)
         await self._codes.create_index([("sku", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)])
         await self._codes.create_index([("order_id", ASCENDING), ("sku", ASCENDING)])
         await self.ensure_signal_indexes()
+        await self._slots.create_index(SLOT_ORDER)
 
     async def list_products(self, merchant_id: str | None = None) -> list[Product]:
         query = {} if merchant_id is None else {"merchant_id": merchant_id}
@@ -516,6 +544,10 @@ class MongoInventoryStore(ServiceStore["_MongoTransaction"], _MongoSignalsReads)
             query = {"status": status.value}
         cursor = self._merchants.find(query).sort("_id", ASCENDING)
         return [self._documents.merchant(doc) async for doc in cursor]
+
+    async def list_slots(self, skus: Collection[str]) -> list[Slot]:
+        cursor = self._slots.find({"sku": {"$in": list(skus)}}).sort(SLOT_ORDER)
+        return [_slot(doc) async for doc in cursor]
 
 
 @dataclass
@@ -653,6 +685,14 @@ class _MongoTransaction(TransactionView, _MongoSignalsTransaction):
             result = await self.tx.db[PRODUCTS].bulk_write(stock_ops, ordered=False, session=session)
             if result.matched_count != len(stock_ops):
                 raise StockConflict(f"{len(stock_ops) - result.matched_count} stock update(s) lost a race")
+        seat_ops = [
+            _stock_update(_slot_id(key), delta.available, delta.reserved, now)
+            for key, delta in changes.slots.items()
+        ]
+        if seat_ops:
+            result = await self.tx.db[SLOTS].bulk_write(seat_ops, ordered=False, session=session)
+            if result.matched_count != len(seat_ops):
+                raise StockConflict(f"{len(seat_ops) - result.matched_count} slot update(s) lost a race")
         reservation_ops: list[InsertOne[Document] | UpdateOne] = [
             InsertOne(_reservation_document(r, now)) for r in changes.created
         ]
@@ -801,6 +841,49 @@ class _MongoTransaction(TransactionView, _MongoSignalsTransaction):
             raise StockConflict(f"{len(picked) - result.modified_count} code(s) of {sku} taken meanwhile")
         return held + [doc["sealed_code"] for doc in picked]
 
+    async def slots(self, keys: Collection[SlotKey]) -> dict[SlotKey, Slot]:
+        cursor = self.tx.db[SLOTS].find(
+            {"_id": {"$in": [_slot_id(k) for k in keys]}}, session=self.tx.session
+        )
+        return {(doc["sku"], doc["slot_id"]): _slot(doc) async for doc in cursor}
+
+    async def slots_of(self, skus: Collection[str]) -> list[Slot]:
+        cursor = (
+            self.tx.db[SLOTS].find({"sku": {"$in": list(skus)}}, session=self.tx.session).sort(SLOT_ORDER)
+        )
+        return [_slot(doc) async for doc in cursor]
+
+    async def put_slot(self, slot: Slot, expected: Slot | None) -> None:
+        now = datetime.now(UTC)
+        slots = self.tx.db[SLOTS]
+        fields = {
+            "sku": slot.sku,
+            "slot_id": slot.slot_id,
+            "starts_at": slot.starts_at,
+            "ends_at": slot.ends_at,
+            "capacity": slot.capacity,
+            "available": slot.available,
+            "reserved": slot.reserved,
+            "updated_at": now,
+        }
+        if expected is None:
+            try:
+                await slots.insert_one(
+                    {"_id": _slot_id(slot.key), **fields, "created_at": now}, session=self.tx.session
+                )
+            except DuplicateKeyError as error:
+                raise StockConflict(f"slot {slot.slot_id} of {slot.sku} was created concurrently") from error
+            return
+        # Compare-and-set on the seats read: a booking that landed since makes this decide again.
+        result = await slots.update_one(_as_read(expected), {"$set": fields}, session=self.tx.session)
+        if result.matched_count != 1:
+            raise StockConflict(f"slot {slot.slot_id} of {slot.sku} changed while being written")
+
+    async def remove_slot(self, expected: Slot) -> None:
+        result = await self.tx.db[SLOTS].delete_one(_as_read(expected), session=self.tx.session)
+        if result.deleted_count != 1:
+            raise StockConflict(f"slot {expected.slot_id} of {expected.sku} changed while being removed")
+
 
 def _stock_update(sku: str, available: int, reserved: int, now: datetime) -> UpdateOne:
     # The guards make a decision taken on stale stock fail loudly instead of overselling.
@@ -811,6 +894,36 @@ def _stock_update(sku: str, available: int, reserved: int, now: datetime) -> Upd
         query["reserved"] = {"$gte": -reserved}
     return UpdateOne(
         query, {"$inc": {"available": available, "reserved": reserved}, "$set": {"updated_at": now}}
+    )
+
+
+SLOT_ORDER = [("sku", ASCENDING), ("starts_at", ASCENDING), ("slot_id", ASCENDING)]
+
+
+def _slot_id(key: SlotKey) -> str:
+    # Skus and slot ids never hold a "/" (the API's identifiers), so the pair names one document.
+    sku, slot_id = key
+    return f"{sku}/{slot_id}"
+
+
+def _as_read(slot: Slot) -> Document:
+    return {
+        "_id": _slot_id(slot.key),
+        "capacity": slot.capacity,
+        "available": slot.available,
+        "reserved": slot.reserved,
+    }
+
+
+def _slot(doc: Document) -> Slot:
+    return Slot(
+        sku=doc["sku"],
+        slot_id=doc["slot_id"],
+        starts_at=doc["starts_at"],
+        ends_at=doc["ends_at"],
+        capacity=int(doc["capacity"]),
+        available=int(doc["available"]),
+        reserved=int(doc["reserved"]),
     )
 
 
@@ -901,7 +1014,10 @@ class MerchantDocuments:
 def _reservation(doc: Document) -> Reservation:
     return Reservation(
         order_id=doc["_id"],
-        lines=[StockLine(sku=line["sku"], quantity=line["quantity"]) for line in doc["lines"]],
+        lines=[
+            StockLine(sku=line["sku"], quantity=line["quantity"], slot_id=line.get("slot_id"))
+            for line in doc["lines"]
+        ],
         status=ReservationStatus(doc["status"]),
         correlation_id=str(doc.get("correlation_id") or doc["_id"]),
         expires_at=doc.get("expires_at"),

@@ -59,7 +59,7 @@ from services.order.handlers import (
 from services.order.store import InvalidCursor, OrderQuery, Scope
 from services.order.throttle import Throttle, rule
 from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer, unauthenticated
-from shared.contracts import PayActionType, PaymentMethod, PriceTier, ShippingAddress
+from shared.contracts import PayActionType, PaymentMethod, PriceTier, ServiceSlot, ShippingAddress
 from shared.contracts.common import looks_like_card_number
 from shared.crypto import PersonalData
 from shared.http import Problem, field_errors, problem_responses
@@ -79,6 +79,11 @@ class ItemIn(BaseModel):
 
     sku: Identifier
     quantity: int = Field(ge=1, le=MAX_QUANTITY, description="Also limited by the product's max_per_order.")
+    slot_id: Identifier | None = Field(
+        default=None,
+        description="The time slot to book: required for a `service` product (one of its `slots`), "
+        "refused for any other.",
+    )
 
 
 class PaymentIn(BaseModel):
@@ -212,6 +217,7 @@ class LineOut(BaseModel):
     quantity: int
     unit_price_fen: int
     line_total_fen: int
+    slot_id: str | None = Field(default=None, description="The booked time slot of a `service` line.")
 
 
 class TimelineOut(BaseModel):
@@ -388,6 +394,11 @@ class ProductOut(BaseModel):
     payment_methods: list[PaymentMethod] = Field(
         description="The methods it may be paid with; empty: every method its merchant accepts."
     )
+    slots: list[ServiceSlot] = Field(
+        default_factory=list,
+        description="A `service` product's slots still to start, earliest first: an order item books "
+        "one by its `slot_id`. Seats left: inventory's GET /v1/products/{sku}/slots.",
+    )
 
 
 class ProductList(BaseModel):
@@ -495,7 +506,7 @@ def order_out(
     )
 
 
-def product_out(item: CatalogItem) -> ProductOut:
+def product_out(item: CatalogItem, now: datetime) -> ProductOut:
     return ProductOut(
         sku=item.sku,
         name=item.name,
@@ -508,6 +519,7 @@ def product_out(item: CatalogItem) -> ProductOut:
         category=item.category,
         attributes=dict(item.attributes),
         payment_methods=[m for m in PaymentMethod if m in item.payment_methods],
+        slots=item.bookable_slots(now),
     )
 
 
@@ -542,8 +554,13 @@ def _lenient_items(raw: Any) -> list[RequestedItem | None]:
     for item in raw[: MAX_LINES * 2]:
         sku = item.get("sku") if isinstance(item, dict) else None
         quantity = item.get("quantity") if isinstance(item, dict) else None
+        slot_id = item.get("slot_id") if isinstance(item, dict) else None
         if isinstance(sku, str) and isinstance(quantity, int) and not isinstance(quantity, bool):
-            found.append(RequestedItem(sku, quantity) if 1 <= quantity <= MAX_QUANTITY else None)
+            found.append(
+                RequestedItem(sku, quantity, slot_id if isinstance(slot_id, str) else None)
+                if 1 <= quantity <= MAX_QUANTITY
+                else None
+            )
         else:
             found.append(None)
     return found
@@ -652,7 +669,7 @@ def build_router(
         address, reference = await _shipping_address(body, customer_id, principal, addresses)
         command = PlaceOrder(
             customer_id=customer_id,
-            items=[RequestedItem(item.sku, item.quantity) for item in body.items],
+            items=[RequestedItem(item.sku, item.quantity, item.slot_id) for item in body.items],
             shipping_address=address,
             payment_method=body.payment.method,
             payment_token=body.payment.provider_token(),
@@ -892,7 +909,8 @@ def build_router(
     async def list_products(limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> ProductList:
         """The products clients can order (the gateway's replica of inventory's catalog)."""
         items = await service.store.catalog_page(limit)
-        return ProductList(items=[product_out(item) for item in items])
+        now = service.clock()
+        return ProductList(items=[product_out(item, now) for item in items])
 
     @router.get(
         "/products/{sku}", response_model=ProductOut, responses=problem_responses(404, 429), tags=["catalog"]
@@ -902,7 +920,7 @@ def build_router(
         found = (await service.store.catalog_items([sku])).get(sku)
         if found is None or not found.active:
             raise Problem(404, "Product not found", f"no product {sku}", code="product-not-found")
-        return product_out(found)
+        return product_out(found, service.clock())
 
     return router
 

@@ -30,6 +30,7 @@ from shared.contracts import (
     PriceTier,
     ProductKind,
     RefundReason,
+    ServiceSlot,
     ShippingAddress,
 )
 
@@ -166,6 +167,13 @@ class CatalogItem:
         """Whether the product itself may be paid with `method` (its merchant must accept it too)."""
         return not self.payment_methods or method in self.payment_methods
 
+    # A service product's slots still to start when inventory last announced it.
+    slots: tuple[ServiceSlot, ...] = ()
+
+    def bookable_slots(self, now: datetime) -> list[ServiceSlot]:
+        """The slots a line may book now: those that have not started."""
+        return [slot for slot in self.slots if slot.starts_at > now]
+
     def unit_price_fen(self, quantity: int) -> int:
         """The price of each unit when one order holds `quantity` of this product: that of the
         highest tier the quantity reaches, or the list price below the first tier."""
@@ -199,6 +207,8 @@ class MerchantTerms:
 class RequestedItem:
     sku: str
     quantity: int
+    # The time slot it books, for a service product.
+    slot_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +278,29 @@ def review_items(
     return issues
 
 
+def review_slots(
+    items: Sequence[RequestedItem | None], catalog: Mapping[str, CatalogItem], now: datetime
+) -> list[FieldIssue]:
+    """Each service item names one of its product's slots still to start, and no other item names
+    one. Whether the slot has a seat left only inventory knows: a full one is rejected there."""
+    issues: list[FieldIssue] = []
+    for index, item in enumerate(items):
+        product = None if item is None else catalog.get(item.sku)
+        if item is None or product is None or not product.active:
+            continue  # review_items names these
+        field = f"items.{index}.slot_id"
+        if product.kind is not ProductKind.SERVICE:
+            if item.slot_id is not None:
+                issues.append(FieldIssue(field, f"{item.sku} is a {product.kind} product: it has no slots"))
+            continue
+        bookable = {slot.slot_id for slot in product.bookable_slots(now)}
+        if item.slot_id is None:
+            issues.append(FieldIssue(field, f"{item.sku} is a service: name the slot to book (slot_id)"))
+        elif item.slot_id not in bookable:
+            issues.append(FieldIssue(field, f"{item.sku} has no slot {item.slot_id} open for booking"))
+    return issues
+
+
 def same_contact(given: str, recorded: str | None) -> bool:
     """Compares in constant time, so the answer's timing tells nothing about the recorded contact."""
     return recorded is not None and hmac.compare_digest(given.encode(), recorded.encode())
@@ -288,11 +321,14 @@ class CannotCancel(OrderError):
 
 
 def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogItem]) -> list[OrderLine]:
-    """Price each requested item from the catalog replica; the same SKU twice is one line, priced at
-    the tier its whole quantity reaches."""
+    """Price each requested item from the catalog replica; the same SKU twice is one line (one per
+    slot, for a service), priced at the tier its whole quantity reaches."""
     quantities: dict[str, int] = {}
+    slot_quantities: dict[tuple[str, str | None], int] = {}
     for item in items:
         quantities[item.sku] = quantities.get(item.sku, 0) + item.quantity
+        key = (item.sku, item.slot_id)
+        slot_quantities[key] = slot_quantities.get(key, 0) + item.quantity
     if not quantities:
         raise OrderError("an order needs at least one item")
     if len(quantities) > MAX_LINES:
@@ -310,9 +346,10 @@ def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogIte
             merchant_id=catalog[sku].merchant_id,
             kind=catalog[sku].kind,
             quantity=quantity,
-            unit_price_fen=catalog[sku].unit_price_fen(quantity),
+            unit_price_fen=catalog[sku].unit_price_fen(quantities[sku]),
+            slot_id=slot_id,
         )
-        for sku, quantity in quantities.items()
+        for (sku, slot_id), quantity in slot_quantities.items()
     ]
 
 

@@ -24,6 +24,7 @@ from services.order.domain import (
     RequestedItem,
     price_lines,
     review_items,
+    review_slots,
     same_contact,
 )
 from services.order.numbers import OrderNumbers, parse_order_no
@@ -176,7 +177,11 @@ class PlaceOrder:
         """What makes two requests "the same" for an Idempotency-Key replay."""
         body = {
             "customer_id": self.customer_id,
-            "items": [(item.sku, item.quantity) for item in self.items],
+            # An item's slot only when it has one: keys used before slots existed still match.
+            "items": [
+                (item.sku, item.quantity) if item.slot_id is None else (item.sku, item.quantity, item.slot_id)
+                for item in self.items
+            ],
             "address": self.address_reference or self.shipping_address.model_dump(),
             "payment": [self.payment_method.value, self.payment_token],
             "contact": self.contact,
@@ -219,7 +224,8 @@ async def _reviewed(
 ) -> tuple[dict[str, CatalogItem], list[FieldIssue]]:
     catalog = await service.store.catalog_items(item.sku for item in items if item is not None)
     merchants = await service.store.merchant_terms({product.merchant_id for product in catalog.values()})
-    return catalog, review_items(items, catalog, merchants, method)
+    issues = review_items(items, catalog, merchants, method) + review_slots(items, catalog, service.clock())
+    return catalog, issues
 
 
 async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
@@ -372,7 +378,10 @@ def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> No
 
 
 def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
-    short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
+    short = ", ".join(
+        f"{s.sku}{'' if s.slot_id is None else f' slot {s.slot_id}'} (asked {s.quantity}, {s.available} left)"
+        for s in event.shortages
+    )
     skus = [shortage.sku for shortage in event.shortages]
     detail = short or event.reason
     if event.reason is StockRejectReason.RESERVATION_LOST:
@@ -467,6 +476,7 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
         category=event.category,
         attributes=dict(event.attributes),
         payment_methods=frozenset(event.payment_methods),
+        slots=tuple(event.slots),
     )
 
 

@@ -38,6 +38,7 @@ from shared.contracts import (
     PaymentMethod,
     PriceTier,
     ProductKind,
+    ServiceSlot,
     ShippingAddress,
 )
 from shared.crypto import PersonalData, TokenSealer
@@ -748,6 +749,7 @@ def catalog_to_doc(item: CatalogItem) -> Document:
         "category": item.category,
         "attributes": dict(item.attributes),
         "payment_methods": [m.value for m in PaymentMethod if m in item.payment_methods],
+        "slots": [slot.model_dump() for slot in item.slots],
     }
 
 
@@ -767,6 +769,8 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
         category=doc.get("category", ""),
         attributes=dict(doc.get("attributes") or {}),
         payment_methods=frozenset(PaymentMethod(m) for m in doc.get("payment_methods") or ()),
+        # Replicated before service products existed: none.
+        slots=tuple(ServiceSlot.model_validate(slot) for slot in doc.get("slots", [])),
     )
 
 

@@ -19,12 +19,14 @@ from services.inventory.domain import (
     Product,
     Reservation,
     ReservationStatus,
+    Slot,
+    SlotPlan,
     StatusChange,
     StockDelta,
     Subscription,
     SubstituteSearch,
 )
-from services.inventory.handlers import Inventory, add_stock, handle_batch
+from services.inventory.handlers import Inventory, add_stock, handle_batch, put_slot
 from services.inventory.store import (
     CANDIDATES_PER_SIDE,
     MERCHANTS,
@@ -39,6 +41,7 @@ from shared.contracts import (
     Envelope,
     MerchantStatus,
     OrderEndReason,
+    OrderLine,
     PaymentMethod,
     PriceTier,
     ProductKind,
@@ -46,6 +49,7 @@ from shared.contracts import (
     ReservationEndReason,
     StockLine,
     StockRejectReason,
+    StockReserved,
 )
 from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite, retry_transient
@@ -101,8 +105,36 @@ def changes(
     created: Sequence[Reservation] = (),
     moved_from_held: Sequence[Reservation] = (),
     moved_from_expired: Sequence[Reservation] = (),
+    slots: Mapping[tuple[str, str], StockDelta] | None = None,
 ) -> Changes:
-    return Changes(stock or {}, list(created), list(moved_from_held), list(moved_from_expired))
+    return Changes(
+        stock or {}, list(created), list(moved_from_held), list(moved_from_expired), slots=slots or {}
+    )
+
+
+HOUR = timedelta(hours=1)
+
+
+def slot(slot_id: str, *, sku: str = "LESSON", capacity: int = 3, starts_in: timedelta = HOUR) -> Slot:
+    return Slot(sku, slot_id, T0 + starts_in, T0 + starts_in + HOUR, capacity, available=capacity)
+
+
+def booking(slot_id: str) -> OrderLine:
+    return OrderLine(
+        sku="LESSON",
+        name="Lesson",
+        merchant_id="m-1",
+        kind=ProductKind.SERVICE,
+        quantity=1,
+        unit_price_fen=20000,
+        slot_id=slot_id,
+    )
+
+
+async def put_slots(store: InventoryStore, *slots: Slot) -> None:
+    async with store.transaction(CONSUMER) as tx:
+        for each in slots:
+            await tx.put_slot(each, None)
 
 
 async def put(store: InventoryStore, *products: Product) -> None:
@@ -375,6 +407,141 @@ class InventoryStoreContract:
         assert list(every_one) == ["latest", "late", "due-now"]
         assert every_one["late"] == reservation("late", tea, expires_at=-timedelta(minutes=1))
         assert list(first_two) == ["latest", "late"]
+
+    # --- service slots ----------------------------------------------------------------------------
+
+    async def test_slots_are_created_and_read_by_key_and_by_product_in_time_order(
+        self, store: InventoryStore
+    ) -> None:
+        later, sooner, other = slot("tue-10", starts_in=2 * HOUR), slot("mon-10"), slot("x", sku="YOGA")
+        async with store.transaction(CONSUMER) as tx:
+            for each in (later, sooner, other):
+                await tx.put_slot(each, None)
+
+        async with store.transaction(CONSUMER) as tx:
+            by_key = await tx.slots([sooner.key, ("LESSON", "sun-09"), other.key])
+            of_lesson = await tx.slots_of(["LESSON"])
+
+        assert by_key == {sooner.key: sooner, other.key: other}
+        assert of_lesson == [sooner, later]
+        assert await store.list_slots(["LESSON", "YOGA"]) == [sooner, later, other]
+        assert await store.list_slots([]) == []
+
+    async def test_creating_a_slot_that_exists_conflicts(self, store: InventoryStore) -> None:
+        await put_slots(store, slot("mon-10", capacity=3))
+
+        with pytest.raises(StockConflict):
+            await put_slots(store, slot("mon-10", capacity=9))
+
+        assert await store.list_slots(["LESSON"]) == [slot("mon-10", capacity=3)]
+
+    async def test_a_slot_is_replaced_or_removed_only_as_it_was_read(self, store: InventoryStore) -> None:
+        read = slot("mon-10", capacity=3)
+        await put_slots(store, read)
+        await save(store, changes(slots={read.key: StockDelta(-1, 1)}))
+        booked = (await store.list_slots(["LESSON"]))[0]
+        bigger = Slot("LESSON", "mon-10", read.starts_at, read.ends_at, capacity=5, available=4, reserved=1)
+
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_slot(bigger, read)  # decided before the booking: stale
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.remove_slot(read)
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_slot(bigger, booked)
+
+        assert await store.list_slots(["LESSON"]) == [bigger]
+        async with store.transaction(CONSUMER) as tx:
+            await tx.remove_slot(bigger)
+        assert await store.list_slots(["LESSON"]) == []
+
+    async def test_saved_seat_deltas_add_to_the_slots_seats(self, store: InventoryStore) -> None:
+        await put_slots(store, slot("mon-10", capacity=3), slot("tue-10", capacity=1))
+
+        await save(
+            store,
+            changes(slots={("LESSON", "mon-10"): StockDelta(-3, 3), ("LESSON", "tue-10"): StockDelta(-1, 1)}),
+        )
+        await save(store, changes(slots={("LESSON", "mon-10"): StockDelta(1, -2)}))
+
+        seats = [(s.slot_id, s.capacity, s.available, s.reserved) for s in await store.list_slots(["LESSON"])]
+        assert seats == [("mon-10", 3, 1, 1), ("tue-10", 1, 0, 1)]
+
+    @pytest.mark.parametrize(
+        "delta",
+        [
+            pytest.param({("LESSON", "tue-10"): StockDelta(-2, 2)}, id="seats-below-zero"),
+            pytest.param({("LESSON", "tue-10"): StockDelta(1, -1)}, id="reserved-below-zero"),
+            pytest.param({("LESSON", "sun-09"): StockDelta(-1, 1)}, id="unknown-slot"),
+        ],
+    )
+    async def test_a_seat_delta_the_slot_cannot_take_conflicts_and_nothing_is_written(
+        self, store: InventoryStore, outbox: ReadOutbox, delta: dict[tuple[str, str], StockDelta]
+    ) -> None:
+        await put(store, product("TEA", available=5))
+        await put_slots(store, slot("mon-10", capacity=3), slot("tue-10", capacity=1))
+        cause = delivery(cancelled("o-1"))
+
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                tx.mark_applied([cause.envelope.id])
+                tx.emit([announcement("TEA")])
+                await tx.save(
+                    changes(
+                        {"TEA": StockDelta(-1, 1)},
+                        created=[reservation("o-1", StockLine(sku="LESSON", quantity=1, slot_id="mon-10"))],
+                        slots={("LESSON", "mon-10"): StockDelta(-1, 1), **delta},
+                    )
+                )
+
+        assert await stock(store, "TEA") == (5, 0)
+        assert [(s.available, s.reserved) for s in await store.list_slots(["LESSON"])] == [(3, 0), (1, 0)]
+        assert await reservations(store, "o-1") == {}
+        assert await store.unapplied(CONSUMER, [cause]) == [cause]
+        assert await outbox() == []
+
+    async def test_a_reservations_slot_lines_read_back_as_saved(self, store: InventoryStore) -> None:
+        held = reservation(
+            "o-1",
+            StockLine(sku="LESSON", quantity=1, slot_id="mon-10"),
+            StockLine(sku="LESSON", quantity=2, slot_id="tue-10"),
+            StockLine(sku="TEA", quantity=1),
+        )
+
+        await save(store, changes(created=[held]))
+
+        assert await reservations(store, "o-1") == {"o-1": held}
+
+    async def test_bookings_racing_a_capacity_change_never_overbook_the_slot(
+        self, store: InventoryStore, outbox: ReadOutbox
+    ) -> None:
+        service = Inventory(store=store, reservation_ttl=TTL, clock=lambda: T0)
+        admin = Principal("admin-1", Role.ADMIN)
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(Merchant("m-1", "Tutor"))
+            await tx.put_product(Product("LESSON", "Lesson", "m-1", 20000, 0, kind=ProductKind.SERVICE))
+        first = slot("mon-10", capacity=3)
+        await put_slots(store, first)
+        orders = [delivery(placed(f"o-{n}", booking("mon-10"))) for n in range(6)]
+        bigger = SlotPlan("mon-10", first.starts_at, first.ends_at, capacity=4)
+
+        async def grow() -> None:
+            await put_slot(service, admin, "LESSON", bigger, None)
+
+        async def reserve(order: Delivery) -> None:
+            await handle_batch(service, [order])
+
+        await asyncio.gather(
+            retry_transient(grow, attempts=12, backoff_s=0.005),
+            *(retry_transient(partial(reserve, order), attempts=12, backoff_s=0.005) for order in orders),
+        )
+
+        [after] = await store.list_slots(["LESSON"])
+        held = [e for e in await outbox() if e.type == StockReserved.TYPE]
+        assert after.capacity == 4 and after.available >= 0
+        assert after.available + after.reserved == 4
+        assert after.reserved == len(held) >= 3
 
     # --- substitutes -------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from services.inventory.domain import (
     Reservation,
     ReservationStatus,
     SkuSales,
+    Slot,
+    SlotKey,
     Subscription,
     SubstituteSearch,
 )
@@ -167,6 +169,7 @@ class _State:
     signals: _SignalsState = field(default_factory=_SignalsState)
     # By (sku, customer id).
     subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+    slots: dict[SlotKey, Slot] = field(default_factory=dict)
 
 
 class InMemoryInventoryStore(LedgerTwin, _SignalsReads):
@@ -201,6 +204,9 @@ class InMemoryInventoryStore(LedgerTwin, _SignalsReads):
     async def list_merchants(self, status: MerchantStatus | None = None) -> list[Merchant]:
         merchants = sorted(self.state.merchants.values(), key=lambda m: m.merchant_id)
         return [m for m in merchants if status in (None, m.status)]
+
+    async def list_slots(self, skus: Collection[str]) -> list[Slot]:
+        return _slots_of(self.state, skus)
 
 
 @dataclass(kw_only=True)
@@ -295,6 +301,12 @@ class _MemoryTransaction(PendingWrites, _SignalsTransaction):
                 raise StockConflict(f"stock update for {sku} lost a race")
             product.available += delta.available
             product.reserved += delta.reserved
+        for key, delta in changes.slots.items():
+            slot = self.state.slots.get(key)
+            if slot is None or slot.available + delta.available < 0 or slot.reserved + delta.reserved < 0:
+                raise StockConflict(f"seat update for slot {key} lost a race")
+            slot.available += delta.available
+            slot.reserved += delta.reserved
         for reservation in changes.created:
             if reservation.order_id in self.state.reservations:
                 raise StockConflict(f"reservation {reservation.order_id} written concurrently")
@@ -341,6 +353,39 @@ class _MemoryTransaction(PendingWrites, _SignalsTransaction):
             code.status, code.order_id = CodeStatus.ASSIGNED, order_id
             held.append(code)
         return [c.sealed_code for c in held]
+
+    async def slots(self, keys: Collection[SlotKey]) -> dict[SlotKey, Slot]:
+        return {key: copy.copy(s) for key in keys if (s := self.state.slots.get(key)) is not None}
+
+    async def slots_of(self, skus: Collection[str]) -> list[Slot]:
+        return _slots_of(self.state, skus)
+
+    async def put_slot(self, slot: Slot, expected: Slot | None) -> None:
+        stored = self.state.slots.get(slot.key)
+        if expected is None and stored is not None:
+            raise StockConflict(f"slot {slot.key} was created concurrently")
+        if expected is not None and not _as_read(stored, expected):
+            raise StockConflict(f"slot {slot.key} changed while being written")
+        self.state.slots[slot.key] = copy.copy(slot)
+
+    async def remove_slot(self, expected: Slot) -> None:
+        if not _as_read(self.state.slots.get(expected.key), expected):
+            raise StockConflict(f"slot {expected.key} changed while being removed")
+        del self.state.slots[expected.key]
+
+
+def _slots_of(state: _State, skus: Collection[str]) -> list[Slot]:
+    found = [copy.copy(s) for s in state.slots.values() if s.sku in skus]
+    return sorted(found, key=lambda s: (s.sku, s.starts_at, s.slot_id))
+
+
+def _as_read(stored: Slot | None, expected: Slot) -> bool:
+    # The Mongo store's compare-and-set looks at the seats only.
+    return stored is not None and (stored.capacity, stored.available, stored.reserved) == (
+        expected.capacity,
+        expected.available,
+        expected.reserved,
+    )
 
 
 def _by_expiry(reservations: Iterable[Reservation]) -> list[Reservation]:

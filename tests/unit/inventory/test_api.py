@@ -664,6 +664,9 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         ("POST", "/v1/products/{sku}/codes"),
         ("POST", "/v1/products/{sku}/subscriptions"),
         ("DELETE", "/v1/products/{sku}/subscriptions"),
+        ("GET", "/v1/products/{sku}/slots"),
+        ("PUT", "/v1/products/{sku}/slots/{slot_id}"),
+        ("DELETE", "/v1/products/{sku}/slots/{slot_id}"),
         ("GET", "/v1/merchants"),
         ("POST", "/v1/merchants"),
         ("GET", "/v1/merchants/{merchant_id}"),
@@ -678,7 +681,7 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         if method != "GET":
             assert {"401", "403", "422"} <= declared, (method, path)
             assert operation.get("security"), (method, path)
-        if (method == "GET" and "{" in path) or path.endswith(("/stock", "/codes")):
+        if (method == "GET" and "{" in path) or path.endswith(("/stock", "/codes")) or "{slot_id}" in path:
             assert "404" in declared, (method, path)
         for status, response in operation["responses"].items():
             if status.startswith(("4", "5")):
@@ -693,6 +696,9 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         "ProductList",
         "StockChange",
         "CodesAddedOut",
+        "SlotIn",
+        "SlotOut",
+        "SlotList",
         "MerchantIn",
         "MerchantChange",
         "MerchantOut",
