@@ -27,8 +27,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from services.inventory.domain import Slot, upcoming
 from services.inventory.handlers import SERVICE, Inventory
-from shared.contracts import Event
+from shared.contracts import Event, ProductKind
 from shared.errors import retry_transient
 from shared.kafka import new_envelope
 from shared.logging import get_logger
@@ -46,8 +47,18 @@ async def announce_catalog(service: Inventory, *, batch_size: int = ANNOUNCE_BAT
     merchants = await service.store.list_merchants()
     sells = {merchant.merchant_id: merchant.sells for merchant in merchants}
     products = await service.store.list_products()
+    # A service product is announced with its upcoming slots, as every other announcement of it is.
+    slots: dict[str, list[Slot]] = {}
+    services = [product.sku for product in products if product.kind is ProductKind.SERVICE]
+    for slot in upcoming(await service.store.list_slots(services) if services else [], service.clock()):
+        slots.setdefault(slot.sku, []).append(slot)
     events: list[Event] = [merchant.upserted() for merchant in merchants]
-    events += [product.upserted(merchant_sells=sells.get(product.merchant_id, False)) for product in products]
+    events += [
+        product.upserted(
+            merchant_sells=sells.get(product.merchant_id, False), slots=slots.get(product.sku, [])
+        )
+        for product in products
+    ]
     coupons = await service.store.list_coupons()
     events += [coupon.upserted() for coupon in coupons]
     # One correlation id ties the whole republication together in the logs and on the tables.

@@ -8,52 +8,88 @@ its uses are seen and written by its merchant and admins only.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
+from fractions import Fraction
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from services.inventory.domain import (
     COUPON_CODE_PATTERN,
+    DEFAULT_RECOMMENDATIONS,
+    MAX_ATTRIBUTES,
     MAX_COUPON_USES,
+    MAX_DESCRIPTION,
     MAX_PRICE_FEN,
     MAX_PRICE_TIERS,
+    MAX_RECOMMENDATIONS,
+    MAX_SLOT_CAPACITY,
     MAX_STOCK,
     MAX_WEBHOOK_URL,
     Coupon,
     CouponTerms,
     CouponUsesConflict,
+    DuplicateCodes,
+    InvalidCatalogFields,
+    InvalidCodes,
     InvalidCoupon,
     InvalidPriceTiers,
+    InvalidSlot,
     InvalidWebhookUrl,
     Merchant,
     MerchantAction,
     MerchantStatusConflict,
+    NotAService,
+    NotVirtual,
     Product,
     ProductDetails,
+    QualityCounts,
+    QualityRules,
     ReasonRequired,
+    RecommendationSource,
+    Slot,
+    SlotConflict,
+    SlotPlan,
     StatusChange,
     StockOutOfRange,
+    upcoming,
 )
 from services.inventory.handlers import (
     CouponTaken,
     Inventory,
+    KindChangeRefused,
     MerchantConflict,
     MerchantEdit,
     NotPermitted,
+    PaymentMethodsNotAccepted,
+    ProductInStock,
     ProductMoveRefused,
     PutCoupon,
     PutProduct,
+    QualityView,
+    Recommended,
     Registration,
     RegistrationIncomplete,
+    StockIsInSlots,
     UnknownMerchant,
     UnknownProduct,
+    UnknownSlot,
+    add_codes,
     add_stock,
+    also_bought,
     coupon_for,
     coupons_of,
     decide_merchant,
+    merchant_quality,
+    merchants_quality,
+    put_slot,
+    recommendations_for,
     register_merchant,
+    remove_slot,
+    subscribe_back_in_stock,
+    unsubscribe_back_in_stock,
     upsert_coupon,
     upsert_merchant,
     upsert_product,
@@ -338,6 +374,11 @@ _PRODUCT_EXAMPLE: dict[str, JsonValue] = {
         {"min_quantity": 3, "unit_price_fen": 15800},
         {"min_quantity": 6, "unit_price_fen": 14800},
     ],
+    "description": "Picked before Qingming on the West Lake hills; a sweet, chestnut finish.",
+    "category": "tea/green",
+    "attributes": {"origin": "Hangzhou", "weight": "250g"},
+    "payment_methods": WECHAT_AND_ALIPAY,
+    "low_stock_threshold": 10,
 }
 
 
@@ -370,7 +411,9 @@ class ProductIn(BaseModel):
     available: StockUnits | None = Field(
         default=None,
         description="Sellable units a new product starts with (default 0). Ignored when the product "
-        "exists: an edit never changes stock; use POST /v1/products/{sku}/stock.",
+        "exists: an edit never changes stock; use POST /v1/products/{sku}/stock. A new service product "
+        "takes none (422): its stock is its slots' capacity, set with "
+        "PUT /v1/products/{sku}/slots/{slot_id}.",
     )
     active: bool = True
     max_per_order: MaxPerOrder = MAX_UNITS_PER_ORDER
@@ -382,8 +425,36 @@ class ProductIn(BaseModel):
         "reaches sets its unit price. Omitted on an edit: the product has none any more.",
     )
 
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
+    category: str = Field(
+        default="",
+        description="A slash path of lower-case levels (`tea/green`): substitutes for this product "
+        "when it is out of stock come from its category. Empty: from its merchant's other products.",
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_ATTRIBUTES,
+        description="Colour, size, origin...: short names to short values.",
+    )
+    payment_methods: list[PaymentMethod] = Field(
+        default_factory=list,
+        description="The methods this product may be paid with, each once, all accepted by its "
+        "merchant. Empty: every method its merchant accepts.",
+    )
+    low_stock_threshold: StockUnits | None = Field(
+        default=None,
+        description="The merchant is told (LowStock) once each time sellable stock falls to or below "
+        "it. Null: never.",
+    )
+
+    @field_validator("payment_methods")
+    @classmethod
+    def _methods_once(cls, methods: list[PaymentMethod]) -> list[PaymentMethod]:
+        return _each_once(methods)
+
     def details(self) -> ProductDetails:
-        """The details to put; InvalidPriceTiers when the tiers do not make a price list."""
+        """The details to put; InvalidPriceTiers when the tiers do not make a price list,
+        InvalidCatalogFields when the category or attributes are not fit to browse by."""
         return ProductDetails(
             name=self.name,
             merchant_id=self.merchant_id,
@@ -392,6 +463,11 @@ class ProductIn(BaseModel):
             active=self.active,
             max_per_order=self.max_per_order,
             price_tiers=tuple(tier.tier() for tier in self.price_tiers),
+            description=self.description,
+            category=self.category,
+            attributes=self.attributes,
+            payment_methods=frozenset(self.payment_methods),
+            low_stock_threshold=self.low_stock_threshold,
         )
 
 
@@ -433,28 +509,49 @@ class ProductOut(BaseModel):
     name: str
     price_fen: int
     currency: str
-    available: int = Field(description="Units that can still be ordered (those held by orders excluded).")
-    reserved: int = Field(description="Units held by orders that are not settled yet.")
+    available: int = Field(
+        description="Units that can still be ordered (those held by orders excluded); for a service, "
+        "the free seats of its upcoming slots together."
+    )
+    reserved: int = Field(
+        description="Units held by orders that are not settled yet; for a service, in its upcoming slots."
+    )
     merchant_id: str
     kind: ProductKind
     active: bool
     max_per_order: int
     price_tiers: list[PriceTier]
+    description: str
+    category: str
+    attributes: dict[str, str]
+    payment_methods: list[PaymentMethod] = Field(description="Empty: every method its merchant accepts.")
+    low_stock_threshold: int | None
 
     @classmethod
-    def of(cls, product: Product) -> ProductOut:
+    def of(cls, product: Product, upcoming_slots: Sequence[Slot] = ()) -> ProductOut:
+        """A service product's stock is its upcoming slots' seats, summed here on every read so
+        that the slots stay its one record of them."""
+        available, reserved = product.available, product.reserved
+        if product.kind is ProductKind.SERVICE:
+            available = sum(max(slot.available, 0) for slot in upcoming_slots)
+            reserved = sum(slot.reserved for slot in upcoming_slots)
         return cls(
             sku=product.sku,
             name=product.name,
             price_fen=product.price_fen,
             currency=product.currency,
-            available=product.available,
-            reserved=product.reserved,
+            available=available,
+            reserved=reserved,
             merchant_id=product.merchant_id,
             kind=product.kind,
             active=product.active,
             max_per_order=product.max_per_order,
             price_tiers=list(product.price_tiers),
+            description=product.description,
+            category=product.category,
+            attributes=dict(product.attributes),
+            payment_methods=[m for m in PaymentMethod if m in product.payment_methods],
+            low_stock_threshold=product.low_stock_threshold,
         )
 
 
@@ -588,6 +685,77 @@ class CouponList(BaseModel):
     items: list[CouponOut]
 
 
+class SubscriptionOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"sku": "SKU-SOLDOUT-1", "customer_id": "cust-1"}]}
+    )
+
+    sku: str
+    customer_id: str = Field(description="The subscribed customer: the caller.")
+
+
+_SLOT_EXAMPLE: dict[str, JsonValue] = {
+    "starts_at": "2026-12-05T10:00:00+08:00",
+    "ends_at": "2026-12-05T11:00:00+08:00",
+    "capacity": 3,
+}
+
+
+class SlotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_SLOT_EXAMPLE]})
+
+    starts_at: AwareDatetime = Field(description="When it starts, with a time zone; in the future.")
+    ends_at: AwareDatetime = Field(description="When it ends: after it starts, at most 7 days later.")
+    capacity: int = Field(
+        strict=True,
+        ge=0,
+        le=MAX_SLOT_CAPACITY,
+        description="How many bookings it takes. Never below the seats taken; 0 (or the seats taken) "
+        "closes it to new bookings.",
+    )
+
+    def plan(self, slot_id: str) -> SlotPlan:
+        return SlotPlan(slot_id, self.starts_at, self.ends_at, self.capacity)
+
+
+class SlotOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_SLOT_EXAMPLE, "slot_id": "2026-12-05-1000", "available": 1, "reserved": 1}]
+        }
+    )
+
+    slot_id: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+    available: int = Field(description="Seats that can still be booked.")
+    reserved: int = Field(description="Seats held by orders not paid yet.")
+
+    @classmethod
+    def of(cls, slot: Slot) -> SlotOut:
+        return cls(
+            slot_id=slot.slot_id,
+            starts_at=slot.starts_at,
+            ends_at=slot.ends_at,
+            capacity=slot.capacity,
+            available=max(slot.available, 0),
+            reserved=slot.reserved,
+        )
+
+
+class SlotList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": [{**_SLOT_EXAMPLE, "slot_id": "2026-12-05-1000", "available": 1, "reserved": 1}]}
+            ]
+        }
+    )
+
+    items: list[SlotOut] = Field(description="The slots still to start, earliest first.")
+
+
 Sku = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 CouponCode = Annotated[
     str,
@@ -596,6 +764,7 @@ CouponCode = Annotated[
         description="3 to 32 capital letters, digits, '-' or '_', starting with a letter or digit.",
     ),
 ]
+SlotId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 MerchantId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
@@ -631,6 +800,53 @@ def _product_not_found(sku: str) -> Problem:
     return Problem(404, "Product not found", f"no product {sku}", code="product-not-found")
 
 
+class CodesAddedOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"sku": "SKU-GIFT-100", "added": 3, "available": 42}]}
+    )
+
+    sku: str
+    added: int = Field(description="Codes added to the pool: each one more unit to sell.")
+    available: int = Field(description="The product's sellable units after the upload.")
+
+
+TEXT_PLAIN = "text/plain"
+CODES_EXAMPLE = "GIFT-7K2M-9QXA\nGIFT-3PLW-8RTE\n"
+
+
+async def _codes_text(request: Request) -> str:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != TEXT_PLAIN:
+        raise Problem(
+            415,
+            "Unsupported media type",
+            f"send the codes as {TEXT_PLAIN}, one code per line (got {media_type or 'no content type'})",
+            code="unsupported-media-type",
+        )
+    try:
+        return (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid_fields("the codes must be UTF-8 text", ["body"]) from None
+
+
+def _invalid_codes(error: InvalidCodes) -> Problem:
+    # The lines are named, never the codes: they are secrets.
+    if isinstance(error, DuplicateCodes):
+        return Problem(409, "Duplicate codes", str(error), code="duplicate-codes", lines=error.lines)
+    return Problem(
+        422,
+        "Invalid codes",
+        str(error),
+        code="invalid-codes",
+        lines=error.lines,
+        errors=[{"field": "body", "message": str(error), "location": "body"}],
+    )
+
+
+def _not_a_service(error: NotAService) -> Problem:
+    return Problem(409, "Not a service", str(error), code="not-a-service")
+
+
 def build_router(service: Inventory) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inventory"])
 
@@ -640,7 +856,8 @@ def build_router(service: Inventory) -> APIRouter:
     ) -> ProductList:
         """The catalog with sellable stock, optionally one merchant's. Public."""
         products = await service.store.list_products(merchant_id)
-        return ProductList(items=[ProductOut.of(p) for p in products])
+        slots = await upcoming_slots_of(products)
+        return ProductList(items=[ProductOut.of(p, slots.get(p.sku, [])) for p in products])
 
     @router.get("/products/{sku}", responses=problem_responses(404, 422))
     async def get_product(sku: Sku) -> ProductOut:
@@ -648,7 +865,16 @@ def build_router(service: Inventory) -> APIRouter:
         product = await service.store.get_product(sku)
         if product is None:
             raise _product_not_found(sku)
-        return ProductOut.of(product)
+        slots = await upcoming_slots_of([product])
+        return ProductOut.of(product, slots.get(sku, []))
+
+    async def upcoming_slots_of(products: Sequence[Product]) -> dict[str, list[Slot]]:
+        services = [p.sku for p in products if p.kind is ProductKind.SERVICE]
+        found: dict[str, list[Slot]] = {}
+        if services:
+            for slot in upcoming(await service.store.list_slots(services), service.clock()):
+                found.setdefault(slot.sku, []).append(slot)
+        return found
 
     @router.put(
         "/products/{sku}",
@@ -675,7 +901,7 @@ def build_router(service: Inventory) -> APIRouter:
         body) or an admin's. Moving a product to another merchant is for an admin only (409)."""
         try:
             details = body.details()
-        except InvalidPriceTiers as error:
+        except (InvalidPriceTiers, InvalidCatalogFields) as error:
             raise _invalid_fields(str(error), [error.field]) from None
         command = PutProduct(sku=sku, details=details, available=body.available or 0)
         try:
@@ -684,8 +910,16 @@ def build_router(service: Inventory) -> APIRouter:
             raise _forbidden(error) from None
         except ProductMoveRefused as error:
             raise Problem(409, "Product move refused", str(error), code="product-move-refused") from None
+        except KindChangeRefused as error:
+            raise Problem(409, "Kind change refused", str(error), code="kind-change-refused") from None
+        except StockIsInSlots as error:
+            raise _invalid_fields(str(error), ["available"]) from None
         except UnknownMerchant as error:
             raise _unknown_merchant(error) from None
+        except NotVirtual as error:
+            raise _invalid_fields(str(error), ["available"]) from None
+        except PaymentMethodsNotAccepted as error:
+            raise _invalid_fields(str(error), ["payment_methods"]) from None
         if put.created:
             response.status_code = status.HTTP_201_CREATED
         return ProductOut.of(put.product)
@@ -706,7 +940,160 @@ def build_router(service: Inventory) -> APIRouter:
             raise _forbidden(error) from None
         except StockOutOfRange as error:
             raise Problem(409, "Stock out of range", str(error), code="stock-out-of-range") from None
+        except NotVirtual as error:
+            raise Problem(409, "Stock is codes", str(error), code="stock-is-codes") from None
+        except StockIsInSlots as error:
+            raise Problem(409, "Stock is in slots", str(error), code="stock-is-in-slots") from None
         return ProductOut.of(product)
+
+    @router.get("/products/{sku}/slots", responses=problem_responses(404, 409, 422))
+    async def list_slots(sku: Sku) -> SlotList:
+        """The slots of a service product still to start, earliest first, with the seats each has
+        left. Public; 409 for a product that is not a service."""
+        product = await service.store.get_product(sku)
+        if product is None:
+            raise _product_not_found(sku)
+        if product.kind is not ProductKind.SERVICE:
+            raise _not_a_service(NotAService(f"{sku} is a {product.kind} product: only a service has slots"))
+        slots = upcoming(await service.store.list_slots([sku]), service.clock())
+        return SlotList(items=[SlotOut.of(slot) for slot in slots])
+
+    @router.put(
+        "/products/{sku}/slots/{slot_id}",
+        responses={
+            201: {"model": SlotOut, "description": "Created"},
+            **problem_responses(401, 403, 404, 409, 422),
+        },
+    )
+    async def put_service_slot(
+        sku: Sku,
+        slot_id: SlotId,
+        body: SlotIn,
+        caller: Caller,
+        response: Response,
+        x_correlation_id: CorrelationId = None,
+    ) -> SlotOut:
+        """Offer a slot of a service product (201) or change its times and capacity (200); the
+        product is announced again with its upcoming slots (ProductUpserted).
+
+        A slot starts in the future and ends after it starts (422 otherwise). Its capacity never
+        goes below the seats taken (409): set it to them, or to 0 when none are, to close the slot
+        to new bookings. A slot with seats taken keeps its times, and one that has started no longer
+        changes (409). A product that is not a service has no slots (409). Needs the token of the
+        product's merchant or an admin's."""
+        try:
+            put = await put_slot(service, caller, sku, body.plan(slot_id), x_correlation_id)
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except NotAService as error:
+            raise _not_a_service(error) from None
+        except InvalidSlot as error:
+            raise _invalid_fields(str(error), [error.field]) from None
+        except SlotConflict as error:
+            raise Problem(409, "Slot conflict", str(error), code="slot-conflict") from None
+        if put.created:
+            response.status_code = status.HTTP_201_CREATED
+        return SlotOut.of(put.slot)
+
+    @router.delete(
+        "/products/{sku}/slots/{slot_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def delete_service_slot(
+        sku: Sku, slot_id: SlotId, caller: Caller, x_correlation_id: CorrelationId = None
+    ) -> None:
+        """Withdraw a slot nobody booked (204) and announce the product without it. A slot with
+        seats taken stays (409): set its capacity to the seats taken to close it instead. Needs the
+        token of the product's merchant or an admin's."""
+        try:
+            await remove_slot(service, caller, sku, slot_id, x_correlation_id)
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except UnknownSlot as error:
+            raise Problem(404, "Slot not found", str(error), code="slot-not-found") from None
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except NotAService as error:
+            raise _not_a_service(error) from None
+        except SlotConflict as error:
+            raise Problem(409, "Slot conflict", str(error), code="slot-conflict") from None
+
+    @router.post(
+        "/products/{sku}/codes",
+        responses=problem_responses(401, 403, 404, 409, 413, 422),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {TEXT_PLAIN: {"schema": {"type": "string"}, "example": CODES_EXAMPLE}},
+            }
+        },
+    )
+    async def upload_codes(sku: Sku, request: Request, caller: Caller) -> CodesAddedOut:
+        """Add codes (gift cards, licence keys, top-up codes) to a virtual product's pool: the body
+        is `text/plain`, one code per line, whitespace around a code trimmed and blank lines
+        skipped. Each code is one more sellable unit; a paid order is given one code per unit,
+        never a code another order has. Answers how many were added and the stock after; the codes
+        are never answered or shown again, except to the buyer of the order they go to.
+
+        All or nothing: a code given twice in the upload or already in the product's pool refuses
+        the whole upload (409 naming the `lines`); more than 1000 codes, a code over 200 characters
+        or none at all is a 422, another content type a 415, a product that is not virtual a 409.
+        Needs the token of the product's merchant or an admin's."""
+        text = await _codes_text(request)
+        try:
+            added = await add_codes(service, caller, sku, text)
+        except InvalidCodes as error:
+            raise _invalid_codes(error) from None
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except NotVirtual as error:
+            raise Problem(409, "Not a virtual product", str(error), code="not-virtual") from None
+        return CodesAddedOut(sku=sku, added=added.added, available=added.product.available)
+
+    @router.post(
+        "/products/{sku}/subscriptions",
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            200: {"model": SubscriptionOut, "description": "The customer was subscribed already"},
+            **problem_responses(401, 403, 404, 409, 422),
+        },
+    )
+    async def subscribe(sku: Sku, caller: Caller, response: Response) -> SubscriptionOut:
+        """Ask to be told once when an out-of-stock product is back (201; 200 when subscribed
+        already). The restock that makes it sellable again tells every subscriber (a customer
+        notification `customer.back_in_stock`) and ends their subscriptions.
+
+        A customer's token only, subscribing that customer. A product that can be ordered now is
+        refused (409 `product-in-stock`): order it instead."""
+        try:
+            created = await subscribe_back_in_stock(service, caller, sku)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        except ProductInStock as error:
+            raise Problem(409, "Product in stock", str(error), code="product-in-stock") from None
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return SubscriptionOut(sku=sku, customer_id=caller.subject)
+
+    @router.delete(
+        "/products/{sku}/subscriptions",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=problem_responses(401, 403, 422),
+    )
+    async def unsubscribe(sku: Sku, caller: Caller) -> None:
+        """Stop waiting for the product: the customer's subscription is removed (204 whether or not
+        there was one). A customer's token only."""
+        try:
+            await unsubscribe_back_in_stock(service, caller, sku)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
 
     @router.post(
         "/merchants",
@@ -920,5 +1307,259 @@ def build_router(service: Inventory) -> APIRouter:
         if coupon is None:
             raise Problem(404, "Coupon not found", f"no coupon {code}", code="coupon-not-found")
         return CouponOut.of(coupon)
+
+    return router
+
+
+# --- merchant quality and recommendations --------------------------------------------------------
+
+
+def _rate(rate: Fraction | None) -> float | None:
+    return None if rate is None else round(float(rate), 4)
+
+
+class QualityCountsOut(BaseModel):
+    orders: int = Field(description="Confirmed orders holding the merchant's products.")
+    refunded: int = Field(description="Of those, orders with a refund requested (each order once).")
+    complaints: int = Field(description="After-sales cases opened against the merchant.")
+    reviews: int = Field(description="Verified purchases' ratings of the merchant.")
+    refund_rate: float | None = Field(description="refunded / orders; null before the first order.")
+    complaint_rate: float | None = Field(description="complaints / orders; null before the first order.")
+    average_rating: float | None = Field(description="1 to 5; null before the first review.")
+
+    @classmethod
+    def of(cls, counts: QualityCounts) -> QualityCountsOut:
+        return cls(
+            orders=counts.orders,
+            refunded=counts.refunded,
+            complaints=counts.complaints,
+            reviews=counts.reviews,
+            refund_rate=_rate(counts.refund_rate),
+            complaint_rate=_rate(counts.complaint_rate),
+            average_rating=_rate(counts.average_rating),
+        )
+
+
+class QualityThresholdsOut(BaseModel):
+    min_orders: int = Field(description="Rates are judged from this many judged orders on.")
+    max_refund_rate: float
+    max_complaint_rate: float
+    min_average_rating: float
+    min_reviews: int = Field(description="The rating is judged from this many judged reviews on.")
+    auto_suspend: bool = Field(description="Whether crossing a limit suspends the merchant.")
+
+    @classmethod
+    def of(cls, rules: QualityRules) -> QualityThresholdsOut:
+        return cls(
+            min_orders=rules.min_orders,
+            max_refund_rate=float(rules.max_refund_rate),
+            max_complaint_rate=float(rules.max_complaint_rate),
+            min_average_rating=float(rules.min_rating),
+            min_reviews=rules.min_reviews,
+            auto_suspend=rules.auto_suspend,
+        )
+
+
+class AutomaticSuspensionOut(BaseModel):
+    at: datetime
+    reason: str
+
+
+class MerchantQualityOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "merchant_id": "m-westlake-tea",
+                    "status": "SUSPENDED",
+                    "reason": "refund rate 40% over 20 orders exceeds the 30% limit",
+                    "judged_since": None,
+                    "judged": {
+                        "orders": 20,
+                        "refunded": 8,
+                        "complaints": 1,
+                        "reviews": 4,
+                        "refund_rate": 0.4,
+                        "complaint_rate": 0.05,
+                        "average_rating": 3.5,
+                    },
+                    "total": {
+                        "orders": 20,
+                        "refunded": 8,
+                        "complaints": 1,
+                        "reviews": 4,
+                        "refund_rate": 0.4,
+                        "complaint_rate": 0.05,
+                        "average_rating": 3.5,
+                    },
+                    "thresholds": {
+                        "min_orders": 20,
+                        "max_refund_rate": 0.3,
+                        "max_complaint_rate": 0.2,
+                        "min_average_rating": 3.0,
+                        "min_reviews": 10,
+                        "auto_suspend": True,
+                    },
+                    "crossed": ["refund rate 40% over 20 orders exceeds the 30% limit"],
+                    "at_risk": True,
+                    "automatic_suspension": {
+                        "at": "2026-11-26T03:10:00Z",
+                        "reason": "refund rate 40% over 20 orders exceeds the 30% limit",
+                    },
+                }
+            ]
+        }
+    )
+
+    merchant_id: str
+    status: MerchantStatus
+    reason: str = Field(description="Why it is rejected or suspended; empty otherwise.")
+    judged_since: datetime | None = Field(
+        description="The rules judge the orders confirmed since then (the last reinstatement); null: all."
+    )
+    judged: QualityCountsOut = Field(description="What the rules judge: orders since `judged_since`.")
+    total: QualityCountsOut = Field(description="Since the merchant's first order.")
+    thresholds: QualityThresholdsOut
+    crossed: list[str] = Field(description="The limits the judged counts cross, in words.")
+    at_risk: bool = Field(
+        description="The judged rates cross a limit, even if too few orders or reviews came to judge them."
+    )
+    automatic_suspension: AutomaticSuspensionOut | None = Field(
+        description="When the merchant is suspended by the quality rules: when and why."
+    )
+
+    @classmethod
+    def of(cls, view: QualityView) -> MerchantQualityOut:
+        suspension = view.automatic_suspension
+        return cls(
+            merchant_id=view.merchant.merchant_id,
+            status=view.merchant.status,
+            reason=view.merchant.reason,
+            judged_since=view.quality.judged_since,
+            judged=QualityCountsOut.of(view.quality.judged),
+            total=QualityCountsOut.of(view.quality.total),
+            thresholds=QualityThresholdsOut.of(view.rules),
+            crossed=view.crossed,
+            at_risk=view.at_risk,
+            automatic_suspension=None
+            if suspension is None
+            else AutomaticSuspensionOut(at=suspension.at, reason=suspension.reason),
+        )
+
+
+class MerchantQualityList(BaseModel):
+    items: list[MerchantQualityOut]
+
+
+class RecommendedProductOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sku": "SKU-TEA-CUP",
+                    "name": "Celadon tea cup",
+                    "merchant_id": "m-westlake-tea",
+                    "price_fen": 3800,
+                    "currency": "CNY",
+                    "source": "bought_together",
+                    "score": 12,
+                }
+            ]
+        }
+    )
+
+    sku: str
+    name: str
+    merchant_id: str
+    price_fen: int
+    currency: str
+    source: RecommendationSource = Field(description="Why it is recommended.")
+    score: int = Field(
+        description="Orders that bought it together with the product (or the customer's products); "
+        "for a best seller, orders that bought it."
+    )
+
+    @classmethod
+    def of(cls, recommended: Recommended) -> RecommendedProductOut:
+        listing = recommended.listing
+        return cls(
+            sku=listing.sku,
+            name=listing.name,
+            merchant_id=listing.merchant_id,
+            price_fen=listing.price_fen,
+            currency=listing.currency,
+            source=recommended.source,
+            score=recommended.score,
+        )
+
+
+class RecommendedProductList(BaseModel):
+    items: list[RecommendedProductOut]
+
+
+Limit = Annotated[
+    int,
+    Query(ge=1, le=MAX_RECOMMENDATIONS, description=f"At most {MAX_RECOMMENDATIONS} products."),
+]
+# A customer id is a token's subject, which may be an account's e-mail: no id pattern, no slash.
+CustomerId = Annotated[str, Path(min_length=1, max_length=254, pattern=r"^[^/]+$")]
+
+
+def build_signals_router(service: Inventory) -> APIRouter:
+    """Merchants' quality and recommendations. Included before `build_router`'s routes, so that
+    `/merchants/quality` is not read as a merchant named `quality`."""
+    router = APIRouter(prefix="/v1", tags=["inventory"])
+
+    @router.get("/merchants/quality", responses=problem_responses(401, 403, 422))
+    async def list_merchants_quality(
+        caller: Caller,
+        at_risk: Annotated[
+            bool, Query(description="Only merchants whose judged rates cross a limit.")
+        ] = False,
+    ) -> MerchantQualityList:
+        """Every merchant with orders counted: its quality counts, rates and the limits; with
+        `?at_risk=true` only those whose judged rates cross a limit (suspended or not, enough orders
+        to judge or not). Admin only."""
+        try:
+            views = await merchants_quality(service, caller, at_risk=at_risk)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        return MerchantQualityList(items=[MerchantQualityOut.of(view) for view in views])
+
+    @router.get("/merchants/{merchant_id}/quality", responses=problem_responses(401, 403, 404, 422))
+    async def get_merchant_quality(merchant_id: MerchantId, caller: Caller) -> MerchantQualityOut:
+        """A merchant's confirmed orders, refunds, complaints and rating, in total and as judged since
+        its last reinstatement; the limits; the ones crossed; and, if the quality rules suspended it,
+        when and why. For that merchant and admins."""
+        try:
+            view = await merchant_quality(service, caller, merchant_id)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        except UnknownMerchant:
+            raise _merchant_not_found(merchant_id) from None
+        return MerchantQualityOut.of(view)
+
+    @router.get("/products/{sku}/also-bought", responses=problem_responses(404, 422))
+    async def get_also_bought(sku: Sku, limit: Limit = DEFAULT_RECOMMENDATIONS) -> RecommendedProductList:
+        """The products bought most often in the same order as `sku`, most first; only those that
+        can be bought now (active, in stock, of an approved merchant). Public."""
+        try:
+            found = await also_bought(service, sku, limit)
+        except UnknownProduct:
+            raise _product_not_found(sku) from None
+        return RecommendedProductList(items=[RecommendedProductOut.of(r) for r in found])
+
+    @router.get("/customers/{customer_id}/recommendations", responses=problem_responses(401, 403, 422))
+    async def get_recommendations(
+        customer_id: CustomerId, caller: Caller, limit: Limit = DEFAULT_RECOMMENDATIONS
+    ) -> RecommendedProductList:
+        """Products for the customer: bought with what they bought (weighted by how often), then
+        the best sellers of the categories they bought from, then the best sellers overall; never
+        one they bought, nor one that cannot be bought now. The customer's own token or an admin's."""
+        try:
+            found = await recommendations_for(service, caller, customer_id, limit)
+        except NotPermitted as error:
+            raise _forbidden(error) from None
+        return RecommendedProductList(items=[RecommendedProductOut.of(r) for r in found])
 
     return router

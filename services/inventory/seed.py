@@ -5,15 +5,16 @@ and refuses to run with ENVIRONMENT=prod. Safe to run again: the merchants an ad
 written again (and announced again); the merchants that register themselves are registered once and
 approved once (an approved one is left as it is, the pending one stays pending); new products are
 created with their demo stock, existing products get their demo details but keep the stock they
-have; the demo coupons get their terms again, valid from now on for a year, and keep their uses.
-It prints what it did (never a merchant's contact: that is personal data).
+have; the demo coupons get their terms again, valid from now on for a year, and keep their uses; a
+virtual product's demo codes are uploaded once (run again, the upload is refused as duplicates and
+the pool kept). It prints what it did (never a merchant's contact: that is personal data).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, timezone
 from typing import TextIO
 
 import httpx
@@ -74,6 +75,115 @@ PRODUCTS = [
     ("SKU-SILK-SCARF", "真丝围巾 Mulberry silk scarf", "m-suzhou-silk", 29900, 40, 5),
     ("SKU-COFFEE-PUER", "普洱小粒咖啡豆 Pu'er arabica beans 500g", "m-yunnan-coffee", 8800, 70, 10),
 ]
+# Virtual products, sold from a pool of codes: sku, name, merchant, price in fen, most per order,
+# and the demo codes (fictional) uploaded when the pool is first filled.
+VIRTUAL_PRODUCTS = [
+    (
+        "SKU-GIFT-TEA-100",
+        "西湖茶庄礼品卡 ¥100 West Lake Tea House gift card",
+        "m-westlake-tea",
+        10000,
+        5,
+        [f"DEMO-WLT-GIFT-{n:04d}" for n in range(1, 21)],
+    ),
+]
+# What a shopper browses by, per sku: description, category (substitutes for a sold-out product come
+# from its category), attributes, the payment methods the product takes (empty: its merchant's) and
+# the stock at which its merchant is warned (None: never). SKU-SOLDOUT-1 has no stock: order it to
+# see substitutes from food/sichuan, or subscribe to be told when it is back.
+DETAILS: dict[str, tuple[str, str, dict[str, str], list[PaymentMethod], int | None]] = {
+    "SKU-TEA-CEREMONY": (
+        "西湖畔学习龙井冲泡，一小时，小班三人。Brew Longjing by the West Lake: an hour, three seats.",
+        "classes/tea",
+        {"duration": "1 h", "language": "中文 / English"},
+        [],
+        None,
+    ),
+    "SKU-GIFT-TEA-100": (
+        "西湖茶庄百元礼品卡，付款后即刻发放兑换码。A 100-yuan gift card, its code delivered once paid.",
+        "gift-cards/tea",
+        {"value": "¥100", "delivery": "code, at once"},
+        [],
+        5,
+    ),
+    "SKU-TEA-LONGJING": (
+        "西湖龙井，清明前采摘，豆香清爽。Picked before Qingming on the West Lake hills.",
+        "tea/green",
+        {"origin": "杭州 Hangzhou", "weight": "250g", "harvest": "2026 spring"},
+        [],
+        20,
+    ),
+    "SKU-TEA-PUER": (
+        "云南勐海熟普洱，陈香醇厚。A ripe Pu'er cake from Menghai, Yunnan.",
+        "tea/dark",
+        {"origin": "勐海 Menghai", "weight": "357g", "year": "2019"},
+        [],
+        10,
+    ),
+    "SKU-TEA-JASMINE": (
+        "福州茉莉花茶，七窨一提。Fuzhou green tea scented seven times with jasmine.",
+        "tea/green",
+        {"origin": "福州 Fuzhou", "weight": "100g"},
+        [],
+        30,
+    ),
+    "SKU-CUP-CELADON": (
+        "龙泉青瓷品茗杯。A Longquan celadon tasting cup.",
+        "ware/cups",
+        {"capacity": "60ml", "glaze": "celadon"},
+        [],
+        10,
+    ),
+    "SKU-POT-BLUEWHITE": (
+        "手绘青花瓷茶壶，每件独一无二。A hand-painted blue-and-white teapot, each one unique.",
+        "ware/teapots",
+        {"capacity": "300ml", "painted": "by hand"},
+        [PaymentMethod.ALIPAY],
+        3,
+    ),
+    "SKU-BOWL-RICE": (
+        "手绘釉下彩饭碗。A hand-painted rice bowl, underglaze colours.",
+        "ware/bowls",
+        {"diameter": "11.5cm"},
+        [],
+        20,
+    ),
+    "SKU-SAUCE-DOUBAN": (
+        "郫县豆瓣，三年发酵。Pixian broad-bean chili paste, fermented for three years.",
+        "food/sichuan",
+        {"weight": "500g", "spice": "hot"},
+        [],
+        30,
+    ),
+    "SKU-PEPPER-HUAJIAO": (
+        "汉源贡椒，麻香浓郁。Hanyuan red Sichuan peppercorns.",
+        "food/sichuan",
+        {"weight": "100g", "spice": "numbing"},
+        [],
+        15,
+    ),
+    "SKU-SOLDOUT-1": (
+        "限量手工腊肉礼盒，售完即止。A limited gift box of hand-cured Sichuan pork.",
+        "food/sichuan",
+        {"weight": "1kg"},
+        [],
+        None,
+    ),
+    "SKU-SILK-SCARF": (
+        "苏州桑蚕丝围巾。A mulberry silk scarf woven in Suzhou.",
+        "fashion/scarves",
+        {"material": "100% mulberry silk", "size": "180 x 55cm"},
+        [],
+        5,
+    ),
+    "SKU-COFFEE-PUER": (
+        "普洱小粒咖啡，中度烘焙。Arabica beans from Pu'er, Yunnan, medium roast.",
+        "coffee/beans",
+        {"origin": "普洱 Pu'er", "weight": "500g", "roast": "medium"},
+        [],
+        10,
+    ),
+}
 # The pending merchant has no products: the gateway lists only approved merchants' products, and
 # the stack's start-up waits for the gateway to list every product the seed made.
 
@@ -84,11 +194,23 @@ COUPONS = [
 # The demo coupons are valid from a day before the seed runs for this long.
 COUPON_VALIDITY = timedelta(days=365)
 
+# Bookable services (kind `service`): a unit is a seat in one of the product's time slots.
+# sku, name, merchant, price in fen, most seats per order
+SERVICES = [
+    ("SKU-TEA-CEREMONY", "茶艺体验课 Tea ceremony lesson (1 h)", "m-westlake-tea", 12800, 2),
+]
+# Each service's demo timetable, in China time: (days from today, hour), an hour long, SLOT_SEATS each.
+CHINA = timezone(timedelta(hours=8), "CST")
+SLOT_TIMES = [(1, 10), (1, 15), (2, 10), (3, 15)]
+SLOT_SEATS = 3
+
 SEED_TOKEN_TTL = timedelta(minutes=10)
 
 
-def seed(client: httpx.Client, out: TextIO) -> None:
-    """Write the demo merchants and products through `client` (which carries an admin token)."""
+def seed(client: httpx.Client, out: TextIO, now: datetime | None = None) -> None:
+    """Write the demo merchants, products, coupons and services through `client` (which carries an
+    admin token); the coupons' validity and the services' slots are laid out from `now` (the current
+    time when not given)."""
     for merchant_id, name, methods in MERCHANTS:
         response = _checked(
             client.put(f"/v1/merchants/{merchant_id}", json={"name": name, "payment_methods": methods})
@@ -131,6 +253,7 @@ def seed(client: httpx.Client, out: TextIO) -> None:
                     "kind": "physical",
                     "available": available,
                     "max_per_order": max_per_order,
+                    **_details(sku),
                 },
             )
         )
@@ -141,7 +264,7 @@ def seed(client: httpx.Client, out: TextIO) -> None:
             f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
             f"{product['merchant_id']:<18} {product['name']}\n"
         )
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     for code, merchant_id, discount, value, min_spend_fen, total_uses in COUPONS:
         response = _checked(
             client.put(
@@ -165,6 +288,90 @@ def seed(client: httpx.Client, out: TextIO) -> None:
             f"min spend {coupon['min_spend_fen']} fen  {coupon['left']} of {coupon['total_uses']} uses left  "
             f"{coupon['merchant_id']}\n"
         )
+    for sku, name, merchant_id, price_fen, max_per_order, codes in VIRTUAL_PRODUCTS:
+        response = _checked(
+            client.put(
+                f"/v1/products/{sku}",
+                json={
+                    "name": name,
+                    "merchant_id": merchant_id,
+                    "price_fen": price_fen,
+                    "kind": "virtual",
+                    "max_per_order": max_per_order,
+                    **_details(sku),
+                },
+            )
+        )
+        done = "created" if response.status_code == 201 else "updated"
+        uploaded = client.post(
+            f"/v1/products/{sku}/codes",
+            content="\n".join(codes).encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+        # Run again, the demo codes are in the pool already: the upload is refused whole, as it should.
+        if uploaded.status_code == 409 and uploaded.json().get("lines"):
+            done += " (codes kept)"
+        else:
+            done += f" + {_checked(uploaded).json()['added']} codes"
+        product = _checked(client.get(f"/v1/products/{sku}")).json()
+        out.write(
+            f"product  {sku:<18} {done:<20} {product['price_fen']:>7} fen  "
+            f"stock {product['available']:>4}  max {product['max_per_order']:>3}/order  "
+            f"{product['merchant_id']:<18} {product['name']}\n"
+        )
+
+    _seed_services(client, out, now)
+
+
+def _seed_services(client: httpx.Client, out: TextIO, now: datetime) -> None:
+    today = now.astimezone(CHINA).date()
+    for sku, name, merchant_id, price_fen, max_per_order in SERVICES:
+        response = _checked(
+            client.put(
+                f"/v1/products/{sku}",
+                json={
+                    "name": name,
+                    "merchant_id": merchant_id,
+                    "price_fen": price_fen,
+                    "kind": "service",
+                    "max_per_order": max_per_order,
+                    **_details(sku),
+                },
+            )
+        )
+        done = "created" if response.status_code == 201 else "updated (slots kept)"
+        listed = _checked(client.get(f"/v1/products/{sku}/slots")).json()["items"]
+        existing = {slot["slot_id"] for slot in listed}
+        added = 0
+        for days, hour in SLOT_TIMES:
+            starts_at = datetime.combine(today + timedelta(days=days), time(hour), tzinfo=CHINA)
+            slot_id = f"{starts_at:%Y%m%d-%H%M}"
+            if slot_id in existing:
+                continue
+            body = {
+                "starts_at": starts_at.isoformat(),
+                "ends_at": (starts_at + timedelta(hours=1)).isoformat(),
+                "capacity": SLOT_SEATS,
+            }
+            _checked(client.put(f"/v1/products/{sku}/slots/{slot_id}", json=body))
+            added += 1
+        out.write(
+            f"service  {sku:<18} {done:<20} {price_fen:>7} fen  "
+            f"slots {len(existing) + added:>4}  ({added} added)  {merchant_id:<18} {name}\n"
+        )
+
+
+def _details(sku: str) -> dict[str, object]:
+    if sku not in DETAILS:
+        return {}
+    description, category, attributes, methods, threshold = DETAILS[sku]
+    return {
+        "description": description,
+        "category": category,
+        "attributes": attributes,
+        "payment_methods": [method.value for method in methods],
+        "low_stock_threshold": threshold,
+    }
 
 
 def _checked(response: httpx.Response) -> httpx.Response:

@@ -19,6 +19,7 @@ from services.notification.domain import Notification
 from services.notification.handlers import NotificationService
 from shared.auth import Caller, Principal, Role
 from shared.contracts import Role as RecipientRole
+from shared.crypto import PersonalData
 from shared.http import Problem, problem_responses
 
 IDENTIFIER = r"^[A-Za-z0-9_.:\-]+$"
@@ -43,7 +44,7 @@ class NotificationOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_NOTIFICATION]})
 
     notification_id: str
-    order_id: str
+    order_id: str | None = Field(description="The order it is about; null for a notice about a product.")
     recipient: str = Field(description="The customer id or merchant id the notification is addressed to.")
     role: str = Field(description="customer or merchant: which kind of id `recipient` is.")
     channel: str
@@ -53,6 +54,11 @@ class NotificationOut(BaseModel):
     attempts: int
     subject: str
     body: str
+    codes: list[str] | None = Field(
+        default=None,
+        description="A virtual product's codes (template customer.codes_delivered), for the recipient "
+        "only; null for anyone else and for notifications that carry none.",
+    )
 
 
 class NotificationList(BaseModel):
@@ -61,7 +67,7 @@ class NotificationList(BaseModel):
     items: list[NotificationOut]
 
 
-def notification_out(notification: Notification) -> NotificationOut:
+def notification_out(notification: Notification, codes: list[str] | None = None) -> NotificationOut:
     return NotificationOut(
         notification_id=notification.notification_id,
         order_id=notification.order_id,
@@ -74,7 +80,25 @@ def notification_out(notification: Notification) -> NotificationOut:
         attempts=notification.attempts,
         subject=notification.subject,
         body=notification.body,
+        codes=codes,
     )
+
+
+def is_recipient(caller: Principal, notification: Notification) -> bool:
+    """The customer it is addressed to, or the guest of its order: not admin, who reads everyone's."""
+    if notification.role is not RecipientRole.CUSTOMER:
+        return False
+    if caller.role is Role.CUSTOMER:
+        return notification.recipient == caller.subject
+    return caller.role is Role.GUEST and notification.order_id == caller.order_id
+
+
+def opened_codes(
+    caller: Principal, notification: Notification, personal: PersonalData | None
+) -> list[str] | None:
+    if personal is None or not notification.sealed_codes or not is_recipient(caller, notification):
+        return None
+    return [personal.open(code) for code in notification.sealed_codes]
 
 
 @dataclass(frozen=True)
@@ -92,7 +116,7 @@ class Audience:
     def admits(self, notification: Notification) -> bool:
         return (
             _compatible(notification.recipient, self.recipient)
-            and _compatible(notification.order_id, self.order_id)
+            and (self.order_id is None or notification.order_id == self.order_id)
             and (self.role is None or notification.role is self.role)
         )
 
@@ -118,7 +142,9 @@ def audience_of(caller: Principal) -> Audience | None:
     return None
 
 
-def build_router(service: NotificationService) -> APIRouter:
+def build_router(service: NotificationService, *, personal: PersonalData | None = None) -> APIRouter:
+    """`personal` opens the codes a notification carries for its recipient; without it they stay
+    hidden."""
     router = APIRouter(prefix="/v1", tags=["notifications"])
 
     @router.get("/notifications", response_model=NotificationList, responses=problem_responses(401, 422))
@@ -145,6 +171,10 @@ def build_router(service: NotificationService) -> APIRouter:
         found = await service.store.find(
             order_id=order_id or audience.order_id, recipient=recipient or audience.recipient, limit=limit
         )
-        return NotificationList(items=[notification_out(n) for n in found if audience.admits(n)])
+        return NotificationList(
+            items=[
+                notification_out(n, opened_codes(caller, n, personal)) for n in found if audience.admits(n)
+            ]
+        )
 
     return router

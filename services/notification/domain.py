@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 from shared.contracts import (
+    BackInStock,
+    CodesAssigned,
+    LowStock,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -30,6 +33,9 @@ CUSTOMER_ORDER_REJECTED = "customer.order_rejected"
 CUSTOMER_ORDER_CANCELLED = "customer.order_cancelled"
 CUSTOMER_LATE_PAYMENT_RETURNED = "customer.late_payment_returned"
 CUSTOMER_REFUND_COMPLETED = "customer.refund_completed"
+CUSTOMER_CODES_DELIVERED = "customer.codes_delivered"
+CUSTOMER_BACK_IN_STOCK = "customer.back_in_stock"
+MERCHANT_LOW_STOCK = "merchant.low_stock"
 
 # (subject, body) as str.format patterns over the fields each decision below supplies.
 TEMPLATES: dict[str, tuple[str, str]] = {
@@ -57,6 +63,21 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     CUSTOMER_REFUND_COMPLETED: (
         "退款 {amount} 已完成",
         "您的退款 {amount} 已退回原支付账户{so_far}，到账时间以支付渠道为准。",
+    ),
+    # The codes travel beside the body, sealed (Notification.sealed_codes), never in its words.
+    CUSTOMER_CODES_DELIVERED: (
+        "您的 {count} 个兑换码已发放",
+        "您购买的虚拟商品已发放 {count} 个兑换码，请在本通知或订单详情中查看，请勿告知他人。",
+    ),
+    # About a product, not an order: these notifications have no order_id.
+    CUSTOMER_BACK_IN_STOCK: (
+        "{name} 到货了",
+        "您关注的商品 {name}（{sku}）已到货，现可购买 {available} 件。库存有限，先到先得。",
+    ),
+    MERCHANT_LOW_STOCK: (
+        "{name} 库存告急",
+        "您的商品 {name}（{sku}）可售库存仅剩 {available} 件，"
+        "已不高于您设的预警值 {threshold} 件，请及时补货。",
     ),
 }
 
@@ -88,10 +109,11 @@ class Status(StrEnum):
 
 @dataclass
 class Notification:
-    """One message to one recipient about one order, from its decision to its delivery outcome."""
+    """One message to one recipient about one order (or, with no order_id, about a product), from its
+    decision to its delivery outcome."""
 
     notification_id: str
-    order_id: str
+    order_id: str | None
     cause_id: str
     recipient: str
     role: Role
@@ -104,6 +126,9 @@ class Notification:
     # Sends made: the handlers send once, so a stored notification shows 1.
     attempts: int = 0
     error: str | None = None
+    # A virtual product's codes for the recipient, sealed as inventory assigned them: stored so, and
+    # opened only for the recipient reading its notifications.
+    sealed_codes: tuple[str, ...] = field(default=(), repr=False)
 
     def delivered(self, at: datetime) -> None:
         self.attempts += 1
@@ -144,7 +169,7 @@ def reason_text(reason: OrderEndReason, detail: str = "") -> str:
 
 def _notification(
     *,
-    order_id: str,
+    order_id: str | None,
     cause_id: str,
     recipient: str,
     role: Role,
@@ -287,5 +312,56 @@ def payment_refunded(event: PaymentRefunded, *, cause_id: str, at: datetime) -> 
             at=at,
             amount=amount,
             **fields,
+        )
+    ]
+
+
+def codes_delivered(event: CodesAssigned, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The buyer gets the codes of their paid order's virtual lines, sealed as they came."""
+    sealed = tuple(code for line in event.lines for code in line.sealed_codes)
+    notice = _notification(
+        order_id=event.order_id,
+        cause_id=cause_id,
+        recipient=event.customer_id,
+        role=Role.CUSTOMER,
+        template=CUSTOMER_CODES_DELIVERED,
+        at=at,
+        count=str(len(sealed)),
+    )
+    return [replace(notice, sealed_codes=sealed)]
+
+
+def back_in_stock(event: BackInStock, *, cause_id: str, at: datetime) -> list[Notification]:
+    """Each customer the event names learns the product can be ordered again: one notice each."""
+    return [
+        _notification(
+            order_id=None,
+            cause_id=cause_id,
+            recipient=customer_id,
+            role=Role.CUSTOMER,
+            template=CUSTOMER_BACK_IN_STOCK,
+            at=at,
+            name=event.name,
+            sku=event.sku,
+            available=str(event.available),
+        )
+        for customer_id in dict.fromkeys(event.customer_ids)
+    ]
+
+
+def low_stock(event: LowStock, *, cause_id: str, at: datetime) -> list[Notification]:
+    """The merchant learns a product's sellable stock fell to or below the threshold it set."""
+    return [
+        _notification(
+            order_id=None,
+            cause_id=cause_id,
+            recipient=event.merchant_id,
+            role=Role.MERCHANT,
+            template=MERCHANT_LOW_STOCK,
+            at=at,
+            name=event.name,
+            sku=event.sku,
+            available=str(event.available),
+            threshold=str(event.threshold),
         )
     ]

@@ -15,7 +15,10 @@ from services.notification.domain import Notification
 from services.notification.store import NotificationStore
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    BackInStock,
+    CodesAssigned,
     Envelope,
+    LowStock,
     NotificationSent,
     OrderCancelled,
     OrderConfirmed,
@@ -81,6 +84,21 @@ def on_payment_refunded(batch: Batch, event: PaymentRefunded, cause: Envelope) -
     batch.decide(cause, domain.payment_refunded(event, cause_id=cause.id, at=batch.now))
 
 
+def on_codes_assigned(batch: Batch, event: CodesAssigned, cause: Envelope) -> None:
+    """Give the buyer the codes of their paid order's virtual lines."""
+    batch.decide(cause, domain.codes_delivered(event, cause_id=cause.id, at=batch.now))
+
+
+def on_back_in_stock(batch: Batch, event: BackInStock, cause: Envelope) -> None:
+    """Tell each customer the event names that the product they waited for is back."""
+    batch.decide(cause, domain.back_in_stock(event, cause_id=cause.id, at=batch.now))
+
+
+def on_low_stock(batch: Batch, event: LowStock, cause: Envelope) -> None:
+    """Tell the merchant a product's sellable stock fell to or below its threshold."""
+    batch.decide(cause, domain.low_stock(event, cause_id=cause.id, at=batch.now))
+
+
 async def deliver(channels: Mapping[str, Channel], notification: Notification, clock: Clock) -> None:
     """Send through the notification's channel; a failure is recorded on it, not raised or retried.
 
@@ -104,6 +122,8 @@ async def deliver(channels: Mapping[str, Channel], notification: Notification, c
 
 def sent_envelope(notification: Notification, cause: Envelope) -> Envelope:
     # One cause yields several NotificationSent, so the id comes from the notification, not the cause.
+    if notification.order_id is None:
+        raise ValueError("NotificationSent is keyed by order: a notice about a product is not announced")
     event = NotificationSent(
         order_id=notification.order_id,
         notification_id=notification.notification_id,
@@ -140,7 +160,9 @@ async def handle_batch(service: NotificationService, deliveries: Sequence[Delive
     async with service.store.transaction(SERVICE) as tx:
         await tx.save([n for n, _ in todo])
         tx.mark_applied([d.envelope.id for d in fresh])
-        tx.emit([sent_envelope(n, cause) for n, cause in todo])
+        # NotificationSent is an order's event: notices about a product (back in stock, low stock)
+        # are recorded and listed, not announced.
+        tx.emit([sent_envelope(n, cause) for n, cause in todo if n.order_id is not None])
 
 
 HANDLERS = (
@@ -150,4 +172,7 @@ HANDLERS = (
     .on(OrderCancelled, on_order_cancelled)
     .on(PaymentVoided, on_payment_voided)
     .on(PaymentRefunded, on_payment_refunded)
+    .on(CodesAssigned, on_codes_assigned)
+    .on(BackInStock, on_back_in_stock)
+    .on(LowStock, on_low_stock)
 )

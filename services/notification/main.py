@@ -15,7 +15,9 @@ from shared.settings import SharedSettings, load_settings
 DESCRIPTION = (
     "The notification log: every message the platform sends about an order (a merchant's new-order "
     "notice, a customer's confirmation, rejection or cancellation, a refund completed, a payment that "
-    "arrived after its order ended and was given back), with its delivery outcome. "
+    "arrived after its order ended and was given back, the codes of a paid virtual product), and "
+    "about products (a customer's back-in-stock notice, a merchant's low-stock warning), with its "
+    "delivery outcome; codes are shown to their recipient only. "
     "A customer, merchant or guest token lists the notifications addressed to it; admin lists anyone's. "
     "Errors are RFC 9457 problem+json."
 )
@@ -35,9 +37,9 @@ async def main() -> None:
         service = NotificationService(store=store, channels=default_channels())
 
         return Wiring(
-            routers=[build_router(service)],
+            routers=[build_router(service, personal=plumbing.personal_data)],
             handle_batch=partial(handle_batch, service),
-            subscribe=[topics.ORDER_EVENTS, topics.PAYMENT_EVENTS],
+            subscribe=[topics.ORDER_EVENTS, topics.PAYMENT_EVENTS, topics.INVENTORY_EVENTS],
             description=DESCRIPTION,
         )
 

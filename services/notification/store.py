@@ -108,6 +108,8 @@ def notification_to_doc(notification: Notification) -> Document:
         "at": notification.at,
         "attempts": notification.attempts,
         "error": notification.error,
+        # Sealed by inventory with the shared key ring: stored as they came, never in clear.
+        "sealed_codes": list(notification.sealed_codes),
     }
 
 
@@ -126,4 +128,5 @@ def notification_from_doc(doc: Mapping[str, Any]) -> Notification:
         status=Status(doc["status"]),
         attempts=doc["attempts"],
         error=doc.get("error"),
+        sealed_codes=tuple(doc.get("sealed_codes", ())),
     )

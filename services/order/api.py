@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -59,7 +59,7 @@ from services.order.handlers import (
 from services.order.store import InvalidCursor, OrderQuery, Scope
 from services.order.throttle import Throttle, rule
 from shared.auth import Caller, MaybeCaller, Principal, Role, TokenIssuer, unauthenticated
-from shared.contracts import PayActionType, PaymentMethod, PriceTier, ShippingAddress
+from shared.contracts import PayActionType, PaymentMethod, PriceTier, ServiceSlot, ShippingAddress
 from shared.contracts.common import looks_like_card_number
 from shared.crypto import PersonalData
 from shared.http import Problem, field_errors, problem_responses
@@ -79,6 +79,11 @@ class ItemIn(BaseModel):
 
     sku: Identifier
     quantity: int = Field(ge=1, le=MAX_QUANTITY, description="Also limited by the product's max_per_order.")
+    slot_id: Identifier | None = Field(
+        default=None,
+        description="The time slot to book: required for a `service` product (one of its `slots`), "
+        "refused for any other.",
+    )
 
 
 class PaymentIn(BaseModel):
@@ -220,6 +225,7 @@ class LineOut(BaseModel):
     quantity: int
     unit_price_fen: int
     line_total_fen: int
+    slot_id: str | None = Field(default=None, description="The booked time slot of a `service` line.")
 
 
 class CouponOut(BaseModel):
@@ -266,6 +272,27 @@ class RiskOut(BaseModel):
     stock: str
     fraud: str
     fraud_score: int | None
+
+
+class DeliveredCodesOut(BaseModel):
+    """The codes a virtual product's line was given."""
+
+    sku: str
+    count: int
+    codes: list[str] | None = Field(
+        description="The codes themselves, for the order's buyer only (on GET /v1/orders/{order_id}); "
+        "null for anyone else, who sees only how many were delivered."
+    )
+
+
+class SubstituteOut(BaseModel):
+    """A product on sale that inventory offered instead of what was out of stock."""
+
+    sku: str
+    name: str
+    merchant_id: str
+    price_fen: int
+    category: str
 
 
 class OrderOut(BaseModel):
@@ -337,6 +364,15 @@ class OrderOut(BaseModel):
     deadline_at: datetime | None
     timeline: list[TimelineOut]
     risk: RiskOut | None = Field(default=None, description="Admin only.")
+    codes: list[DeliveredCodesOut] = Field(
+        default_factory=list,
+        description="What the order's virtual lines were given once it was paid; empty until then.",
+    )
+    substitutes: list[SubstituteOut] = Field(
+        default_factory=list,
+        description="For an order rejected out of stock: up to three products on sale from the "
+        "missing products' categories, closest in price first, to order instead.",
+    )
 
 
 class OrderPageOut(BaseModel):
@@ -372,6 +408,17 @@ class ProductOut(BaseModel):
         description="Wholesale prices by rising min_quantity: the highest tier a line's quantity "
         "reaches sets its unit price."
     )
+    description: str
+    category: str = Field(description="A slash path such as tea/green.")
+    attributes: dict[str, str]
+    payment_methods: list[PaymentMethod] = Field(
+        description="The methods it may be paid with; empty: every method its merchant accepts."
+    )
+    slots: list[ServiceSlot] = Field(
+        default_factory=list,
+        description="A `service` product's slots still to start, earliest first: an order item books "
+        "one by its `slot_id`. Seats left: inventory's GET /v1/products/{sku}/slots.",
+    )
 
 
 class ProductList(BaseModel):
@@ -395,9 +442,49 @@ def can_cancel(principal: Principal, order: Order) -> bool:
     return principal.role is not Role.MERCHANT and can_read(principal, order)
 
 
-def order_out(order: Order, principal: Principal) -> OrderOut:
+def is_buyer(principal: Principal, order: Order) -> bool:
+    """The customer who placed the order, or the guest holding its token: nobody else, admin neither."""
+    if principal.role is Role.CUSTOMER:
+        return order.customer_id == principal.subject
+    return principal.role is Role.GUEST and order.order_id == principal.order_id
+
+
+def codes_out(order: Order, principal: Principal, personal: PersonalData | None) -> list[DeliveredCodesOut]:
+    """Each line's codes: opened when `personal` is given and the caller is the buyer, counted only
+    otherwise."""
+    opened = personal is not None and is_buyer(principal, order)
+    return [
+        DeliveredCodesOut(
+            sku=line.sku,
+            count=len(line.sealed_codes),
+            codes=[personal.open(code) for code in line.sealed_codes] if opened and personal else None,
+        )
+        for line in order.codes
+    ]
+
+
+def order_out(
+    order: Order,
+    principal: Principal,
+    catalog: Mapping[str, CatalogItem] | None = None,
+    personal: PersonalData | None = None,
+) -> OrderOut:
+    """The order as `principal` may see it: its substitutes as `catalog` (the replica's items of
+    them) lists them, leaving out those it does not know or no longer lists; its codes opened for the
+    buyer only when `personal` is given (single-order reads), counted otherwise."""
     internal = principal.is_admin
+    listed = [item for sku in order.substitutes if (item := (catalog or {}).get(sku)) and item.active]
     return OrderOut(
+        substitutes=[
+            SubstituteOut(
+                sku=item.sku,
+                name=item.name,
+                merchant_id=item.merchant_id,
+                price_fen=item.price_fen,
+                category=item.category,
+            )
+            for item in listed
+        ],
         order_id=order.order_id,
         order_no=order.order_no,
         customer_id=order.customer_id,
@@ -443,10 +530,11 @@ def order_out(order: Order, principal: Principal) -> OrderOut:
         risk=RiskOut(stock=order.stock.value, fraud=order.fraud.value, fraud_score=order.fraud_score)
         if internal
         else None,
+        codes=codes_out(order, principal, personal),
     )
 
 
-def product_out(item: CatalogItem) -> ProductOut:
+def product_out(item: CatalogItem, now: datetime) -> ProductOut:
     return ProductOut(
         sku=item.sku,
         name=item.name,
@@ -455,6 +543,11 @@ def product_out(item: CatalogItem) -> ProductOut:
         price_fen=item.price_fen,
         max_per_order=item.max_per_order,
         price_tiers=list(item.price_tiers),
+        description=item.description,
+        category=item.category,
+        attributes=dict(item.attributes),
+        payment_methods=[m for m in PaymentMethod if m in item.payment_methods],
+        slots=item.bookable_slots(now),
     )
 
 
@@ -489,8 +582,13 @@ def _lenient_items(raw: Any) -> list[RequestedItem | None]:
     for item in raw[: MAX_LINES * 2]:
         sku = item.get("sku") if isinstance(item, dict) else None
         quantity = item.get("quantity") if isinstance(item, dict) else None
+        slot_id = item.get("slot_id") if isinstance(item, dict) else None
         if isinstance(sku, str) and isinstance(quantity, int) and not isinstance(quantity, bool):
-            found.append(RequestedItem(sku, quantity) if 1 <= quantity <= MAX_QUANTITY else None)
+            found.append(
+                RequestedItem(sku, quantity, slot_id if isinstance(slot_id, str) else None)
+                if 1 <= quantity <= MAX_QUANTITY
+                else None
+            )
         else:
             found.append(None)
     return found
@@ -553,6 +651,11 @@ def build_router(
             raise _not_found(order_id)
         return order
 
+    async def substitutes_of(orders: Sequence[Order]) -> Mapping[str, CatalogItem]:
+        """The replica's items of the orders' substitutes (one read, none when there are none)."""
+        skus = {sku for order in orders for sku in order.substitutes}
+        return await service.store.catalog_items(skus) if skus else {}
+
     def guest_token(order: Order) -> str:
         return issuer.access_token(guest_of(order), ttl=limits.guest_token_ttl)
 
@@ -594,7 +697,7 @@ def build_router(
         address, reference = await _shipping_address(body, customer_id, principal, addresses)
         command = PlaceOrder(
             customer_id=customer_id,
-            items=[RequestedItem(item.sku, item.quantity) for item in body.items],
+            items=[RequestedItem(item.sku, item.quantity, item.slot_id) for item in body.items],
             shipping_address=address,
             payment_method=body.payment.method,
             payment_token=body.payment.provider_token(),
@@ -688,8 +791,10 @@ def build_router(
             page = await service.store.page(query)
         except InvalidCursor as error:
             raise Problem(422, "Invalid cursor", str(error), code="invalid-cursor") from None
+        catalog = await substitutes_of(page.orders)
         return OrderPageOut(
-            items=[order_out(order, principal) for order in page.orders], next_cursor=page.next_cursor
+            items=[order_out(order, principal, catalog) for order in page.orders],
+            next_cursor=page.next_cursor,
         )
 
     @router.post(
@@ -712,7 +817,10 @@ def build_router(
                 "no order with this number and contact",
                 code="order-not-found",
             )
-        return LookupOut(order=order_out(order, guest_of(order)), access_token=guest_token(order))
+        return LookupOut(
+            order=order_out(order, guest_of(order), await substitutes_of([order])),
+            access_token=guest_token(order),
+        )
 
     @router.get(
         "/orders/by-number/{order_no}",
@@ -727,7 +835,7 @@ def build_router(
         order = await service.store.by_number(order_no)
         if order is None or not can_read(principal, order):
             raise Problem(404, "Order not found", f"no order {order_no}", code="order-not-found")
-        return order_out(order, principal)
+        return order_out(order, principal, await substitutes_of([order]))
 
     @router.get(
         "/orders/{order_id}",
@@ -750,7 +858,9 @@ def build_router(
             ),
         ] = 10.0,
     ) -> OrderOut:
-        """An order with its lines, totals and the timeline of every transition."""
+        """An order with its lines, totals and the timeline of every transition. A paid order's
+        virtual lines show their codes to the buyer (its customer, or the guest holding its token)
+        and only how many to anyone else."""
         order = await readable(order_id, principal)
         if wait_for is not None:
             until = time.monotonic() + timeout_s
@@ -760,7 +870,7 @@ def build_router(
                     break
                 await service.watch.next_change(order_id, min(remaining, REREAD_INTERVAL_S))
                 order = await readable(order_id, principal)
-        return order_out(order, principal)
+        return order_out(order, principal, await substitutes_of([order]), personal)
 
     @router.get(
         "/orders/{order_id}/events",
@@ -828,7 +938,8 @@ def build_router(
     async def list_products(limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> ProductList:
         """The products clients can order (the gateway's replica of inventory's catalog)."""
         items = await service.store.catalog_page(limit)
-        return ProductList(items=[product_out(item) for item in items])
+        now = service.clock()
+        return ProductList(items=[product_out(item, now) for item in items])
 
     @router.get(
         "/products/{sku}", response_model=ProductOut, responses=problem_responses(404, 429), tags=["catalog"]
@@ -838,7 +949,7 @@ def build_router(
         found = (await service.store.catalog_items([sku])).get(sku)
         if found is None or not found.active:
             raise Problem(404, "Product not found", f"no product {sku}", code="product-not-found")
-        return product_out(found)
+        return product_out(found, service.clock())
 
     return router
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from shared.contracts import (
     CURRENCY,
+    AssignedCodes,
     CouponApplied,
     CouponDiscount,
     DeclineReason,
@@ -31,6 +32,7 @@ from shared.contracts import (
     PriceTier,
     ProductKind,
     RefundReason,
+    ServiceSlot,
     ShippingAddress,
 )
 
@@ -157,6 +159,22 @@ class CatalogItem:
     max_per_order: int = MAX_QUANTITY
     # By rising min_quantity and falling price, as inventory checks them before announcing.
     price_tiers: tuple[PriceTier, ...] = ()
+    description: str = ""
+    category: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    # The methods it may be paid with; empty: whatever its merchant accepts.
+    payment_methods: frozenset[PaymentMethod] = frozenset()
+
+    def accepts(self, method: PaymentMethod) -> bool:
+        """Whether the product itself may be paid with `method` (its merchant must accept it too)."""
+        return not self.payment_methods or method in self.payment_methods
+
+    # A service product's slots still to start when inventory last announced it.
+    slots: tuple[ServiceSlot, ...] = ()
+
+    def bookable_slots(self, now: datetime) -> list[ServiceSlot]:
+        """The slots a line may book now: those that have not started."""
+        return [slot for slot in self.slots if slot.starts_at > now]
 
     def unit_price_fen(self, quantity: int) -> int:
         """The price of each unit when one order holds `quantity` of this product: that of the
@@ -243,6 +261,8 @@ def apply_coupon(
 class RequestedItem:
     sku: str
     quantity: int
+    # The time slot it books, for a service product.
+    slot_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +314,14 @@ def review_items(
             )
         if payment_method is not None and terms is not None and payment_method not in terms.payment_methods:
             refusing.add(product.merchant_id)
+        elif payment_method is not None and not product.accepts(payment_method):
+            accepted = ", ".join(m for m in PaymentMethod if m in product.payment_methods)
+            issues.append(
+                FieldIssue(
+                    "payment.method",
+                    f"{payment_method} is not accepted for {item.sku}: it may be paid with {accepted} only",
+                )
+            )
     if refusing and payment_method is not None:
         issues.append(
             FieldIssue(
@@ -301,6 +329,29 @@ def review_items(
                 f"{payment_method} is not accepted by merchant(s) {', '.join(sorted(refusing))}",
             )
         )
+    return issues
+
+
+def review_slots(
+    items: Sequence[RequestedItem | None], catalog: Mapping[str, CatalogItem], now: datetime
+) -> list[FieldIssue]:
+    """Each service item names one of its product's slots still to start, and no other item names
+    one. Whether the slot has a seat left only inventory knows: a full one is rejected there."""
+    issues: list[FieldIssue] = []
+    for index, item in enumerate(items):
+        product = None if item is None else catalog.get(item.sku)
+        if item is None or product is None or not product.active:
+            continue  # review_items names these
+        field = f"items.{index}.slot_id"
+        if product.kind is not ProductKind.SERVICE:
+            if item.slot_id is not None:
+                issues.append(FieldIssue(field, f"{item.sku} is a {product.kind} product: it has no slots"))
+            continue
+        bookable = {slot.slot_id for slot in product.bookable_slots(now)}
+        if item.slot_id is None:
+            issues.append(FieldIssue(field, f"{item.sku} is a service: name the slot to book (slot_id)"))
+        elif item.slot_id not in bookable:
+            issues.append(FieldIssue(field, f"{item.sku} has no slot {item.slot_id} open for booking"))
     return issues
 
 
@@ -324,11 +375,14 @@ class CannotCancel(OrderError):
 
 
 def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogItem]) -> list[OrderLine]:
-    """Price each requested item from the catalog replica; the same SKU twice is one line, priced at
-    the tier its whole quantity reaches."""
+    """Price each requested item from the catalog replica; the same SKU twice is one line (one per
+    slot, for a service), priced at the tier its whole quantity reaches."""
     quantities: dict[str, int] = {}
+    slot_quantities: dict[tuple[str, str | None], int] = {}
     for item in items:
         quantities[item.sku] = quantities.get(item.sku, 0) + item.quantity
+        key = (item.sku, item.slot_id)
+        slot_quantities[key] = slot_quantities.get(key, 0) + item.quantity
     if not quantities:
         raise OrderError("an order needs at least one item")
     if len(quantities) > MAX_LINES:
@@ -346,9 +400,10 @@ def price_lines(items: Iterable[RequestedItem], catalog: Mapping[str, CatalogIte
             merchant_id=catalog[sku].merchant_id,
             kind=catalog[sku].kind,
             quantity=quantity,
-            unit_price_fen=catalog[sku].unit_price_fen(quantity),
+            unit_price_fen=catalog[sku].unit_price_fen(quantities[sku]),
+            slot_id=slot_id,
         )
-        for sku, quantity in quantities.items()
+        for (sku, slot_id), quantity in slot_quantities.items()
     ]
 
 
@@ -381,10 +436,14 @@ class Order:
     # A guest's contact ("email:li@example.com" or "phone:13800138000"), to find the order again.
     contact: str | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
+    # A virtual product's codes, by line, sealed as inventory assigned them: only the buyer sees them.
+    codes: list[AssignedCodes] = field(default_factory=list)
     version: int = 0
     # The merchant's coupon the order was priced with, and its discount; inventory holds one of
     # its uses with the stock.
     coupon: CouponApplied | None = None
+    # What inventory offered instead when the order was rejected out of stock: SKUs on sale now.
+    substitutes: list[str] = field(default_factory=list)
 
     @property
     def lines_total_fen(self) -> int:
@@ -463,10 +522,13 @@ class Order:
         self._record(now, "inventory.stock_reserved", "Your items are set aside for you.")
         return self._advance(now, deadlines)
 
-    def stock_rejected(self, now: datetime, skus: Sequence[str], detail: str) -> list[Event]:
+    def stock_rejected(
+        self, now: datetime, skus: Sequence[str], detail: str, substitutes: Sequence[str] = ()
+    ) -> list[Event]:
         if self.is_final or self.stock is not Check.PENDING:
             return []
         self.stock = Check.FAILED
+        self.substitutes = list(substitutes)
         names = {line.sku: line.name for line in self.lines}
         short = ", ".join(names.get(sku, sku) for sku in skus) or "some items"
         return self._reject(
@@ -694,6 +756,27 @@ class Order:
             f"refund {refund_id} ({reason}): {amount_fen} fen, {refunded_total_fen} of {captured_fen} in all",
         )
         return []
+
+    def codes_assigned(self, now: datetime, lines: Sequence[AssignedCodes]) -> list[Event]:
+        """The order's virtual lines were given their codes (sealed): kept for the buyer to read.
+        The status does not change; a line's codes arrive once, so a repeat adds nothing."""
+        had = {line.sku for line in self.codes}
+        new = [line for line in lines if line.sku not in had]
+        if not new:
+            return []
+        self.codes.extend(new)
+        count = sum(len(line.sealed_codes) for line in new)
+        self._record(
+            now,
+            "inventory.codes_assigned",
+            f"Your {count} code(s) are ready: they are shown on this order, to you only.",
+            f"{count} code(s) for {', '.join(line.sku for line in new)}",
+        )
+        return []
+
+    @property
+    def delivered_codes(self) -> int:
+        return sum(len(line.sealed_codes) for line in self.codes)
 
     @property
     def _ended_as(self) -> str:

@@ -27,6 +27,7 @@ from services.order.domain import (
     apply_coupon,
     price_lines,
     review_items,
+    review_slots,
     same_contact,
 )
 from services.order.numbers import OrderNumbers, parse_order_no
@@ -41,6 +42,7 @@ from services.order.store import (
 from shared.batching import Admission, GroupCommit
 from shared.clock import Clock, utc_now
 from shared.contracts import (
+    CodesAssigned,
     CouponUpserted,
     Envelope,
     Event,
@@ -180,7 +182,11 @@ class PlaceOrder:
         """What makes two requests "the same" for an Idempotency-Key replay."""
         body: dict[str, object] = {
             "customer_id": self.customer_id,
-            "items": [(item.sku, item.quantity) for item in self.items],
+            # An item's slot only when it has one: keys used before slots existed still match.
+            "items": [
+                (item.sku, item.quantity) if item.slot_id is None else (item.sku, item.quantity, item.slot_id)
+                for item in self.items
+            ],
             "address": self.address_reference or self.shipping_address.model_dump(),
             "payment": [self.payment_method.value, self.payment_token],
             "contact": self.contact,
@@ -226,7 +232,8 @@ async def _reviewed(
 ) -> tuple[dict[str, CatalogItem], list[FieldIssue]]:
     catalog = await service.store.catalog_items(item.sku for item in items if item is not None)
     merchants = await service.store.merchant_terms({product.merchant_id for product in catalog.values()})
-    return catalog, review_items(items, catalog, merchants, method)
+    issues = review_items(items, catalog, merchants, method) + review_slots(items, catalog, service.clock())
+    return catalog, issues
 
 
 async def place_order(service: OrderService, command: PlaceOrder) -> Placed:
@@ -387,7 +394,10 @@ def on_stock_reserved(batch: Batch, event: StockReserved, cause: Envelope) -> No
 
 
 def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> None:
-    short = ", ".join(f"{s.sku} (asked {s.quantity}, {s.available} left)" for s in event.shortages)
+    short = ", ".join(
+        f"{s.sku}{'' if s.slot_id is None else f' slot {s.slot_id}'} (asked {s.quantity}, {s.available} left)"
+        for s in event.shortages
+    )
     skus = [shortage.sku for shortage in event.shortages]
     detail = short or event.detail or event.reason
     if event.reason is StockRejectReason.COUPON_UNAVAILABLE:
@@ -396,7 +406,11 @@ def on_stock_rejected(batch: Batch, event: StockRejected, cause: Envelope) -> No
     elif event.reason is StockRejectReason.RESERVATION_LOST:
         batch.apply(event.order_id, cause, lambda order: order.reservation_lost(batch.now, skus, detail))
     else:
-        batch.apply(event.order_id, cause, lambda order: order.stock_rejected(batch.now, skus, detail))
+        batch.apply(
+            event.order_id,
+            cause,
+            lambda order: order.stock_rejected(batch.now, skus, detail, event.substitutes),
+        )
 
 
 def on_fraud_scored(batch: Batch, event: FraudScored, cause: Envelope) -> None:
@@ -462,6 +476,11 @@ def on_payment_refunded(batch: Batch, event: PaymentRefunded, cause: Envelope) -
     )
 
 
+def on_codes_assigned(batch: Batch, event: CodesAssigned, cause: Envelope) -> None:
+    """Keep the codes of the order's virtual lines (sealed) for its buyer to read."""
+    batch.apply(event.order_id, cause, lambda order: order.codes_assigned(batch.now, event.lines))
+
+
 def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) -> None:
     batch.catalog[event.sku] = CatalogItem(
         sku=event.sku,
@@ -472,6 +491,11 @@ def on_product_upserted(batch: Batch, event: ProductUpserted, _cause: Envelope) 
         active=event.active,
         max_per_order=event.max_per_order,
         price_tiers=tuple(event.price_tiers),
+        description=event.description,
+        category=event.category,
+        attributes=dict(event.attributes),
+        payment_methods=frozenset(event.payment_methods),
+        slots=tuple(event.slots),
     )
 
 
@@ -564,4 +588,5 @@ HANDLERS = (
     .on(PaymentRefunded, on_payment_refunded)
     .on(ProductUpserted, on_product_upserted)
     .on(MerchantUpserted, on_merchant_upserted)
+    .on(CodesAssigned, on_codes_assigned)
 )

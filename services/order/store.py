@@ -31,6 +31,7 @@ from services.order.domain import (
 )
 from services.order.numbers import order_day
 from shared.contracts import (
+    AssignedCodes,
     CouponApplied,
     CouponDiscount,
     MerchantStatus,
@@ -40,6 +41,7 @@ from shared.contracts import (
     PaymentMethod,
     PriceTier,
     ProductKind,
+    ServiceSlot,
     ShippingAddress,
 )
 from shared.crypto import PersonalData, TokenSealer
@@ -688,8 +690,11 @@ class OrderDocuments:
                 {"status": e.status.value, "at": e.at, "cause": e.cause, "note": e.note, "detail": e.detail}
                 for e in order.timeline
             ],
+            # Sealed by inventory with the shared key ring, and stored as they came.
+            "codes": [line.model_dump(mode="json") for line in order.codes],
             "version": order.version,
             "coupon": None if order.coupon is None else order.coupon.model_dump(mode="json"),
+            "substitutes": order.substitutes,
         }
 
     def from_doc(self, doc: Mapping[str, Any]) -> Order:
@@ -741,8 +746,10 @@ class OrderDocuments:
             correlation_id=doc.get("correlation_id", doc["_id"]),
             contact=None if contact is None else self.personal_data.open(contact),
             timeline=timeline,
+            codes=[AssignedCodes.model_validate(line) for line in doc.get("codes", [])],
             version=doc["version"],
             coupon=None if coupon is None else CouponApplied.model_validate(coupon),
+            substitutes=list(doc.get("substitutes", [])),
         )
 
     def _sealed_token(self, doc: Mapping[str, Any]) -> str | None:
@@ -764,6 +771,11 @@ def catalog_to_doc(item: CatalogItem) -> Document:
         "active": item.active,
         "max_per_order": item.max_per_order,
         "price_tiers": [tier.model_dump() for tier in item.price_tiers],
+        "description": item.description,
+        "category": item.category,
+        "attributes": dict(item.attributes),
+        "payment_methods": [m.value for m in PaymentMethod if m in item.payment_methods],
+        "slots": [slot.model_dump() for slot in item.slots],
     }
 
 
@@ -778,6 +790,13 @@ def catalog_from_doc(doc: Mapping[str, Any]) -> CatalogItem:
         max_per_order=doc.get("max_per_order", MAX_QUANTITY),
         # Replicated before tiers existed: one price.
         price_tiers=tuple(PriceTier.model_validate(tier) for tier in doc.get("price_tiers", [])),
+        # Replicated before these details existed: none, and every method its merchant accepts.
+        description=doc.get("description", ""),
+        category=doc.get("category", ""),
+        attributes=dict(doc.get("attributes") or {}),
+        payment_methods=frozenset(PaymentMethod(m) for m in doc.get("payment_methods") or ()),
+        # Replicated before service products existed: none.
+        slots=tuple(ServiceSlot.model_validate(slot) for slot in doc.get("slots", [])),
     )
 
 

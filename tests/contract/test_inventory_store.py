@@ -27,12 +27,16 @@ from services.inventory.domain import (
     Product,
     Reservation,
     ReservationStatus,
+    Slot,
+    SlotPlan,
     StatusChange,
     StockDelta,
+    Subscription,
+    SubstituteSearch,
 )
-from services.inventory.handlers import Inventory, add_stock, handle_batch
+from services.inventory.handlers import Inventory, add_stock, handle_batch, put_slot
 from services.inventory.store import (
-    CANDIDATES_PER_MERCHANT,
+    CANDIDATES_PER_SIDE,
     COUPON_USES,
     MERCHANTS,
     PRODUCTS,
@@ -47,6 +51,7 @@ from shared.contracts import (
     Envelope,
     MerchantStatus,
     OrderEndReason,
+    OrderLine,
     PaymentMethod,
     PriceTier,
     ProductKind,
@@ -54,6 +59,7 @@ from shared.contracts import (
     ReservationEndReason,
     StockLine,
     StockRejectReason,
+    StockReserved,
 )
 from shared.crypto import PersonalData
 from shared.errors import ConcurrentWrite, retry_transient
@@ -69,8 +75,24 @@ TTL = timedelta(minutes=15)
 ReadOutbox = Callable[[], Awaitable[list[Envelope]]]
 
 
-def product(sku: str, *, merchant_id: str = "m-1", available: int = 10, active: bool = True) -> Product:
-    return Product(sku, f"name of {sku}", merchant_id, price_fen=1000, available=available, active=active)
+def product(
+    sku: str,
+    *,
+    merchant_id: str = "m-1",
+    available: int = 10,
+    active: bool = True,
+    price_fen: int = 1000,
+    category: str = "",
+) -> Product:
+    return Product(
+        sku,
+        f"name of {sku}",
+        merchant_id,
+        price_fen=price_fen,
+        available=available,
+        active=active,
+        category=category,
+    )
 
 
 def reservation(
@@ -93,8 +115,36 @@ def changes(
     created: Sequence[Reservation] = (),
     moved_from_held: Sequence[Reservation] = (),
     moved_from_expired: Sequence[Reservation] = (),
+    slots: Mapping[tuple[str, str], StockDelta] | None = None,
 ) -> Changes:
-    return Changes(stock or {}, list(created), list(moved_from_held), list(moved_from_expired))
+    return Changes(
+        stock or {}, list(created), list(moved_from_held), list(moved_from_expired), slots=slots or {}
+    )
+
+
+HOUR = timedelta(hours=1)
+
+
+def slot(slot_id: str, *, sku: str = "LESSON", capacity: int = 3, starts_in: timedelta = HOUR) -> Slot:
+    return Slot(sku, slot_id, T0 + starts_in, T0 + starts_in + HOUR, capacity, available=capacity)
+
+
+def booking(slot_id: str) -> OrderLine:
+    return OrderLine(
+        sku="LESSON",
+        name="Lesson",
+        merchant_id="m-1",
+        kind=ProductKind.SERVICE,
+        quantity=1,
+        unit_price_fen=20000,
+        slot_id=slot_id,
+    )
+
+
+async def put_slots(store: InventoryStore, *slots: Slot) -> None:
+    async with store.transaction(CONSUMER) as tx:
+        for each in slots:
+            await tx.put_slot(each, None)
 
 
 async def put(store: InventoryStore, *products: Product) -> None:
@@ -368,39 +418,273 @@ class InventoryStoreContract:
         assert every_one["late"] == reservation("late", tea, expires_at=-timedelta(minutes=1))
         assert list(first_two) == ["latest", "late"]
 
+    # --- service slots ----------------------------------------------------------------------------
+
+    async def test_slots_are_created_and_read_by_key_and_by_product_in_time_order(
+        self, store: InventoryStore
+    ) -> None:
+        later, sooner, other = slot("tue-10", starts_in=2 * HOUR), slot("mon-10"), slot("x", sku="YOGA")
+        async with store.transaction(CONSUMER) as tx:
+            for each in (later, sooner, other):
+                await tx.put_slot(each, None)
+
+        async with store.transaction(CONSUMER) as tx:
+            by_key = await tx.slots([sooner.key, ("LESSON", "sun-09"), other.key])
+            of_lesson = await tx.slots_of(["LESSON"])
+
+        assert by_key == {sooner.key: sooner, other.key: other}
+        assert of_lesson == [sooner, later]
+        assert await store.list_slots(["LESSON", "YOGA"]) == [sooner, later, other]
+        assert await store.list_slots([]) == []
+
+    async def test_creating_a_slot_that_exists_conflicts(self, store: InventoryStore) -> None:
+        await put_slots(store, slot("mon-10", capacity=3))
+
+        with pytest.raises(StockConflict):
+            await put_slots(store, slot("mon-10", capacity=9))
+
+        assert await store.list_slots(["LESSON"]) == [slot("mon-10", capacity=3)]
+
+    async def test_a_slot_is_replaced_or_removed_only_as_it_was_read(self, store: InventoryStore) -> None:
+        read = slot("mon-10", capacity=3)
+        await put_slots(store, read)
+        await save(store, changes(slots={read.key: StockDelta(-1, 1)}))
+        booked = (await store.list_slots(["LESSON"]))[0]
+        bigger = Slot("LESSON", "mon-10", read.starts_at, read.ends_at, capacity=5, available=4, reserved=1)
+
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.put_slot(bigger, read)  # decided before the booking: stale
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.remove_slot(read)
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_slot(bigger, booked)
+
+        assert await store.list_slots(["LESSON"]) == [bigger]
+        async with store.transaction(CONSUMER) as tx:
+            await tx.remove_slot(bigger)
+        assert await store.list_slots(["LESSON"]) == []
+
+    async def test_saved_seat_deltas_add_to_the_slots_seats(self, store: InventoryStore) -> None:
+        await put_slots(store, slot("mon-10", capacity=3), slot("tue-10", capacity=1))
+
+        await save(
+            store,
+            changes(slots={("LESSON", "mon-10"): StockDelta(-3, 3), ("LESSON", "tue-10"): StockDelta(-1, 1)}),
+        )
+        await save(store, changes(slots={("LESSON", "mon-10"): StockDelta(1, -2)}))
+
+        seats = [(s.slot_id, s.capacity, s.available, s.reserved) for s in await store.list_slots(["LESSON"])]
+        assert seats == [("mon-10", 3, 1, 1), ("tue-10", 1, 0, 1)]
+
+    @pytest.mark.parametrize(
+        "delta",
+        [
+            pytest.param({("LESSON", "tue-10"): StockDelta(-2, 2)}, id="seats-below-zero"),
+            pytest.param({("LESSON", "tue-10"): StockDelta(1, -1)}, id="reserved-below-zero"),
+            pytest.param({("LESSON", "sun-09"): StockDelta(-1, 1)}, id="unknown-slot"),
+        ],
+    )
+    async def test_a_seat_delta_the_slot_cannot_take_conflicts_and_nothing_is_written(
+        self, store: InventoryStore, outbox: ReadOutbox, delta: dict[tuple[str, str], StockDelta]
+    ) -> None:
+        await put(store, product("TEA", available=5))
+        await put_slots(store, slot("mon-10", capacity=3), slot("tue-10", capacity=1))
+        cause = delivery(cancelled("o-1"))
+
+        with pytest.raises(StockConflict):
+            async with store.transaction(CONSUMER) as tx:
+                tx.mark_applied([cause.envelope.id])
+                tx.emit([announcement("TEA")])
+                await tx.save(
+                    changes(
+                        {"TEA": StockDelta(-1, 1)},
+                        created=[reservation("o-1", StockLine(sku="LESSON", quantity=1, slot_id="mon-10"))],
+                        slots={("LESSON", "mon-10"): StockDelta(-1, 1), **delta},
+                    )
+                )
+
+        assert await stock(store, "TEA") == (5, 0)
+        assert [(s.available, s.reserved) for s in await store.list_slots(["LESSON"])] == [(3, 0), (1, 0)]
+        assert await reservations(store, "o-1") == {}
+        assert await store.unapplied(CONSUMER, [cause]) == [cause]
+        assert await outbox() == []
+
+    async def test_a_reservations_slot_lines_read_back_as_saved(self, store: InventoryStore) -> None:
+        held = reservation(
+            "o-1",
+            StockLine(sku="LESSON", quantity=1, slot_id="mon-10"),
+            StockLine(sku="LESSON", quantity=2, slot_id="tue-10"),
+            StockLine(sku="TEA", quantity=1),
+        )
+
+        await save(store, changes(created=[held]))
+
+        assert await reservations(store, "o-1") == {"o-1": held}
+
+    async def test_bookings_racing_a_capacity_change_never_overbook_the_slot(
+        self, store: InventoryStore, outbox: ReadOutbox
+    ) -> None:
+        service = Inventory(store=store, reservation_ttl=TTL, clock=lambda: T0)
+        admin = Principal("admin-1", Role.ADMIN)
+        async with store.transaction(CONSUMER) as tx:
+            await tx.put_merchant(Merchant("m-1", "Tutor"))
+            await tx.put_product(Product("LESSON", "Lesson", "m-1", 20000, 0, kind=ProductKind.SERVICE))
+        first = slot("mon-10", capacity=3)
+        await put_slots(store, first)
+        orders = [delivery(placed(f"o-{n}", booking("mon-10"))) for n in range(6)]
+        bigger = SlotPlan("mon-10", first.starts_at, first.ends_at, capacity=4)
+
+        async def grow() -> None:
+            await put_slot(service, admin, "LESSON", bigger, None)
+
+        async def reserve(order: Delivery) -> None:
+            await handle_batch(service, [order])
+
+        await asyncio.gather(
+            retry_transient(grow, attempts=12, backoff_s=0.005),
+            *(retry_transient(partial(reserve, order), attempts=12, backoff_s=0.005) for order in orders),
+        )
+
+        [after] = await store.list_slots(["LESSON"])
+        held = [e for e in await outbox() if e.type == StockReserved.TYPE]
+        assert after.capacity == 4 and after.available >= 0
+        assert after.available + after.reserved == 4
+        assert after.reserved == len(held) >= 3
+
     # --- substitutes -------------------------------------------------------------------------------
 
-    async def test_substitute_candidates_are_the_merchants_sellable_products_most_stock_first(
+    async def test_substitute_candidates_are_a_categorys_sellable_products_across_merchants(
         self, store: InventoryStore
     ) -> None:
         await put(
             store,
-            product("POT", available=9),
-            product("BOWL", available=3),
-            product("CUP", available=9),
-            product("TEA", available=20),
-            product("JAR", available=30, active=False),
-            product("SPOON", available=0),
-            product("SAUCE", merchant_id="m-2", available=4),
-            product("RICE", merchant_id="m-3", available=50),
+            product("LONGJING", category="tea/green", price_fen=16800),
+            product("BILUO", category="tea/green", merchant_id="m-2", price_fen=12000),
+            product("JASMINE", category="tea/green", merchant_id="m-3", price_fen=4500, available=3),
+            product("SENCHA", category="tea/green", price_fen=9000, active=False),
+            product("MAOFENG", category="tea/green", price_fen=9000, available=0),
+            product("PUER", category="tea/dark", price_fen=9800),
+            product("CUP", price_fen=9800),
         )
 
         async with store.transaction(CONSUMER) as tx:
-            candidates = await tx.substitute_candidates({"m-1", "m-2"}, exclude={"TEA"})
+            candidates = await tx.substitute_candidates(
+                [SubstituteSearch("tea/green", "m-1", 10000)], exclude={"LONGJING"}
+            )
 
-        assert [p.sku for p in candidates] == ["CUP", "POT", "SAUCE", "BOWL"]
-        assert candidates[0] == product("CUP", available=9)
+        assert [p.sku for p in candidates] == ["BILUO", "JASMINE"]
+        assert candidates[1] == product(
+            "JASMINE", category="tea/green", merchant_id="m-3", price_fen=4500, available=3
+        )
 
-    async def test_substitute_candidates_are_bounded_per_merchant_asked_about(
+    async def test_a_search_without_a_category_finds_the_merchants_other_products(
         self, store: InventoryStore
     ) -> None:
-        skus = [f"SKU-{n:02d}" for n in range(CANDIDATES_PER_MERCHANT + 2)]
-        await put(store, *(product(sku, available=n + 1) for n, sku in enumerate(skus)))
+        await put(
+            store,
+            product("CUP", price_fen=3900),
+            product("POT", price_fen=25800, category="ware/pots"),
+            product("SAUCE", merchant_id="m-2", price_fen=1590),
+        )
 
         async with store.transaction(CONSUMER) as tx:
-            candidates = await tx.substitute_candidates({"m-1"}, exclude=set())
+            candidates = await tx.substitute_candidates([SubstituteSearch("", "m-1", 2000)], exclude=set())
 
-        assert [p.sku for p in candidates] == skus[::-1][:CANDIDATES_PER_MERCHANT]
+        assert [p.sku for p in candidates] == ["CUP", "POT"]
+
+    async def test_substitute_candidates_are_the_nearest_in_price_on_either_side(
+        self, store: InventoryStore
+    ) -> None:
+        # Prices 100, 200, ... 3000 around a search at 1550: the nearest CANDIDATES_PER_SIDE above
+        # and below it, whatever their stock.
+        await put(
+            store,
+            *(
+                product(f"SKU-{n:02d}", price_fen=n * 100, available=100 - n, category="tea/green")
+                for n in range(1, 31)
+            ),
+        )
+
+        async with store.transaction(CONSUMER) as tx:
+            candidates = await tx.substitute_candidates(
+                [SubstituteSearch("tea/green", "m-1", 1550)], exclude=set()
+            )
+
+        below = [f"SKU-{n:02d}" for n in range(16 - CANDIDATES_PER_SIDE, 16)]
+        above = [f"SKU-{n:02d}" for n in range(16, 16 + CANDIDATES_PER_SIDE)]
+        assert [p.sku for p in candidates] == sorted(below + above)
+
+    # --- back-in-stock subscriptions and low-stock flags ---------------------------------------------
+
+    async def test_a_subscription_is_recorded_once_per_customer_and_product(
+        self, store: InventoryStore
+    ) -> None:
+        await put(store, product("TEA", available=0), product("CUP", available=0))
+        async with store.transaction(CONSUMER) as tx:
+            first = await tx.subscribe(Subscription("TEA", "cust-2", "sub-1"))
+            again = await tx.subscribe(Subscription("TEA", "cust-2", "sub-2"))
+            await tx.subscribe(Subscription("TEA", "cust-1", "sub-3"))
+            await tx.subscribe(Subscription("CUP", "cust-1", "sub-4"))
+
+        async with store.transaction(CONSUMER) as tx:
+            found = await tx.subscriptions("TEA")
+
+        assert (first, again) == (True, False)
+        assert found == [Subscription("TEA", "cust-1", "sub-3"), Subscription("TEA", "cust-2", "sub-1")]
+
+    async def test_unsubscribing_and_ending_subscriptions_remove_them(self, store: InventoryStore) -> None:
+        await put(store, product("TEA", available=0))
+        async with store.transaction(CONSUMER) as tx:
+            for n in range(1, 4):
+                await tx.subscribe(Subscription("TEA", f"cust-{n}", f"sub-{n}"))
+
+        async with store.transaction(CONSUMER) as tx:
+            removed = await tx.unsubscribe("TEA", "cust-1")
+            removed_again = await tx.unsubscribe("TEA", "cust-1")
+            await tx.end_subscriptions([Subscription("TEA", "cust-2", "sub-2")])
+        async with store.transaction(CONSUMER) as tx:
+            left = await tx.subscriptions("TEA")
+
+        assert (removed, removed_again) == (True, False)
+        assert left == [Subscription("TEA", "cust-3", "sub-3")]
+
+    async def test_a_subscription_written_in_a_failed_transaction_is_not_there(
+        self, store: InventoryStore
+    ) -> None:
+        await put(store, product("TEA", available=0))
+        with pytest.raises(RuntimeError):
+            async with store.transaction(CONSUMER) as tx:
+                await tx.subscribe(Subscription("TEA", "cust-1", "sub-1"))
+                raise RuntimeError("boom")
+
+        async with store.transaction(CONSUMER) as tx:
+            assert await tx.subscriptions("TEA") == []
+
+    async def test_the_low_stock_flag_is_stored_and_kept_by_an_edit(self, store: InventoryStore) -> None:
+        await put(store, replace(product("TEA", available=2), low_stock_threshold=3))
+        async with store.transaction(CONSUMER) as tx:
+            await tx.mark_low_stock({"TEA": True})
+        await put(
+            store, replace(product("TEA", available=50), low_stock_threshold=5, low_stock_notified=False)
+        )
+
+        stored = await store.get_product("TEA")
+        assert stored is not None
+        assert (stored.available, stored.low_stock_threshold, stored.low_stock_notified) == (2, 5, True)
+
+    async def test_catalog_details_read_back_as_put(self, store: InventoryStore) -> None:
+        tea = replace(
+            product("TEA", category="tea/green"),
+            description="Picked before Qingming",
+            attributes={"origin": "Hangzhou", "weight": "250g"},
+            payment_methods=frozenset({PaymentMethod.ALIPAY}),
+            low_stock_threshold=4,
+        )
+        await put(store, tea)
+
+        assert await store.get_product("TEA") == tea
 
     # --- merchants ---------------------------------------------------------------------------------
 
@@ -764,6 +1048,10 @@ class TestMongoInventoryStore(InventoryStoreContract):
         assert await store.get_product("TEA") == Product(
             "TEA", "Longjing", "m-1", 8800, available=4, max_per_order=MAX_UNITS_PER_ORDER, price_tiers=()
         )
+        stored = await store.get_product("TEA")
+        assert stored is not None
+        assert (stored.category, stored.attributes, stored.payment_methods) == ("", {}, frozenset())
+        assert (stored.low_stock_threshold, stored.low_stock_notified) == (None, False)
 
     async def test_a_merchants_contact_is_sealed_at_rest(
         self, store: InventoryStore, mongo_store: MongoStore

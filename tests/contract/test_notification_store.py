@@ -26,7 +26,7 @@ MINUTE = timedelta(minutes=1)
 def notification(
     notification_id: str,
     *,
-    order_id: str = "o-1",
+    order_id: str | None = "o-1",
     recipient: str = "c-1",
     at: datetime = T0,
     body: str = "您的订单已取消",
@@ -89,6 +89,15 @@ class NotificationStoreContract:
 
         assert await store.find(order_id="o-1") == [notification("n-1"), failed]
 
+    async def test_the_sealed_codes_a_notification_carries_are_kept_as_they_came(
+        self, store: NotificationStore
+    ) -> None:
+        with_codes = replace(notification("n-1"), sealed_codes=("v1.k1.c2VhbGVkLTE", "v1.k1.c2VhbGVkLTI"))
+
+        await self.save(store, with_codes, notification("n-2"))
+
+        assert await store.find(order_id="o-1") == [with_codes, notification("n-2")]
+
     async def test_saving_a_recorded_notification_again_keeps_the_first(
         self, store: NotificationStore
     ) -> None:
@@ -97,6 +106,16 @@ class NotificationStoreContract:
         await self.save(store, notification("n-1", body="second", at=T0 + MINUTE), notification("n-2"))
 
         assert await store.find(order_id="o-1") == [notification("n-1", body="first"), notification("n-2")]
+
+    async def test_a_notice_about_a_product_has_no_order_and_is_found_by_its_recipient(
+        self, store: NotificationStore
+    ) -> None:
+        back = notification("n-back", order_id=None, body="Longjing 到货了")
+
+        await self.save(store, back, notification("n-order"))
+
+        assert await store.find(recipient="c-1") == [back, notification("n-order")]
+        assert ids(await store.find(order_id="o-1")) == ["n-order"]
 
     async def test_existing_names_the_recorded_ids_among_those_asked(self, store: NotificationStore) -> None:
         await self.save(store, notification("n-1"), notification("n-2"))

@@ -42,6 +42,7 @@ from services.order.store import (
     scan_budget,
 )
 from shared.contracts import (
+    AssignedCodes,
     CouponApplied,
     CouponDiscount,
     DeclineReason,
@@ -328,6 +329,19 @@ class OrderStoreContract:
         assert stored.timeline[-1].detail == "sent to manual review (risk score 70: new device)"
         assert await store.get_many(["o-1"]) == {"o-1": changed}
 
+    async def test_an_order_keeps_its_sealed_codes_as_they_came(self, store: OrderStore) -> None:
+        order = placed("o-1")
+        await insert(store, order)
+        changed = await store.get("o-1")
+        assert changed is not None
+        codes = AssignedCodes(sku="GIFT", sealed_codes=["v1.k1.c2VhbGVkLTE", "v1.k1.c2VhbGVkLTI"])
+        changed.codes_assigned(T0, [codes])
+        await save(store, changed)
+
+        stored = await store.get("o-1")
+        assert stored is not None and stored.codes == [codes]
+        assert stored == changed
+
     async def test_an_order_is_found_by_its_number(self, store: OrderStore) -> None:
         first, second = placed("o-1"), placed("o-2")
         await insert(store, first, second)
@@ -604,6 +618,30 @@ class OrderStoreContract:
         assert kept == {"TEA": tiered}
         assert await store.catalog_page(10) == [product("TEA")]
 
+    async def test_a_rejected_orders_substitutes_read_back_in_their_order(self, store: OrderStore) -> None:
+        order = placed("o-1")
+        await insert(store, order)
+        order.stock_rejected(T0, ["TEA-0"], "none left", ["CUP", "BOWL"])
+        await save(store, order)
+
+        stored = await store.get("o-1")
+        assert stored is not None and stored.substitutes == ["CUP", "BOWL"]
+
+    async def test_the_catalog_replica_keeps_a_products_details_and_payment_methods(
+        self, store: OrderStore
+    ) -> None:
+        detailed = replace(
+            product("TEA"),
+            description="Picked before Qingming",
+            category="tea/green",
+            attributes={"origin": "Hangzhou"},
+            payment_methods=frozenset({PaymentMethod.ALIPAY, PaymentMethod.WECHAT_PAY}),
+        )
+        async with store.transaction("order") as tx:
+            await tx.upsert_catalog([detailed])
+
+        assert await store.catalog_items(["TEA"]) == {"TEA": detailed}
+
     async def test_a_sealed_token_is_kept_until_payment_is_requested_and_then_saved_as_none(
         self, store: OrderStore
     ) -> None:
@@ -851,6 +889,8 @@ class TestMongoOrderStore(OrderStoreContract):
         assert stored.timeline[-1].note == order.timeline[-1].note
         assert (await store.catalog_items(["TEA"]))["TEA"].max_per_order == MAX_QUANTITY
         assert (await store.catalog_items(["TEA"]))["TEA"].price_tiers == ()
+        assert (await store.catalog_items(["TEA"]))["TEA"].payment_methods == frozenset()
+        assert stored.substitutes == []
 
     async def test_orders_stored_before_the_lookups_existed_get_them_and_lose_the_old_indexes(
         self, mongo_store: MongoStore

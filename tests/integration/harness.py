@@ -12,6 +12,8 @@ from devstack.stack import StackConfig, infrastructure, platform, prepare_run_di
 __all__ = [
     "CHECKS_TIMEOUT_S",
     "PROVIDER_DEADLINE_S",
+    "QUALITY_MAX_REFUND_RATE",
+    "QUALITY_MIN_ORDERS",
     "TEST_PORTS",
     "LocalStack",
     "eventually",
@@ -31,6 +33,9 @@ TEST_PORTS = {
 CHECKS_TIMEOUT_S = 8
 # How long payment waits for a provider's answer before it fails with PROVIDER_TIMEOUT.
 PROVIDER_DEADLINE_S = 8
+# A merchant with 3 confirmed orders is suspended at its second refunded one (67% > 50%).
+QUALITY_MIN_ORDERS = 3
+QUALITY_MAX_REFUND_RATE = 0.5
 
 
 def start_local_stack(root: Path) -> LocalStack:
@@ -59,6 +64,10 @@ def start_local_stack(root: Path) -> LocalStack:
             # Reconciliation soon enough for a test to see a lost callback settled.
             "PAYMENT_RECONCILE_AFTER_S": "4",
             "PAYMENT_RECONCILE_INTERVAL_S": "1",
+            # Merchant quality limits a test reaches in a few orders. Nothing else in the suite
+            # requests refunds, opens after-sales cases or reviews, so no other merchant crosses them.
+            "INVENTORY_QUALITY_MIN_ORDERS": str(QUALITY_MIN_ORDERS),
+            "INVENTORY_QUALITY_MAX_REFUND_RATE": str(QUALITY_MAX_REFUND_RATE),
         },
     )
     prepare_run_dir(config)

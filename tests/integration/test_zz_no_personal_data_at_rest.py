@@ -1,5 +1,6 @@
 """Runs last: after the whole suite, a raw dump of every service's database and every process's log
-hold no phone number, address, e-mail, payment token or provider reference in clear text."""
+hold no phone number, address, e-mail, payment token, provider reference or virtual product's code
+in clear text."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from devstack.stack import MONGO_SERVICES
 from tests.integration.conftest import ADDRESS, Platform
+from tests.integration.test_virtual_codes import CODE_PREFIX
 
 SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 # Everything personal the suite sends: the shipping address (and its phone), the guests' and
@@ -20,6 +22,8 @@ SYSTEM_DATABASES = frozenset({"admin", "config", "local"})
 ADDRESS_VALUES = [ADDRESS["phone"], ADDRESS["line1"], ADDRESS["name"], "13700001111"]
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@example\.(?:com|cn|org)")
 CARD_TOKEN = re.compile(r"\btok_[a-z_]+\b")
+# The codes tests/integration/test_virtual_codes.py uploads, and the demo seed's: secrets like a card.
+VIRTUAL_CODE = re.compile(rf"\b{CODE_PREFIX}[0-9A-F]{{16}}\b|\bDEMO-WLT-GIFT-[0-9]{{4}}\b")
 
 
 async def database_dump(platform: Platform) -> dict[str, str]:
@@ -55,6 +59,7 @@ def personal_values_in(text: str, references: set[str]) -> list[str]:
     found = [value for value in ADDRESS_VALUES if value in text]
     found += sorted(set(EMAIL.findall(text)))
     found += sorted(set(CARD_TOKEN.findall(text)))
+    found += sorted(set(VIRTUAL_CODE.findall(text)))
     found += sorted(reference for reference in references if reference in text)
     return found
 

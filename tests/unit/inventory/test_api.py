@@ -310,6 +310,11 @@ async def test_put_creates_a_product_lists_it_and_announces_it(
         "active": True,
         "max_per_order": 5,
         "price_tiers": [],
+        "description": "",
+        "category": "",
+        "attributes": {},
+        "payment_methods": [],
+        "low_stock_threshold": None,
     }
     assert (await product(client)) == put.json()
     assert (await client.get("/v1/products")).json() == {"items": [put.json()]}
@@ -656,6 +661,12 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         ("GET", "/v1/products/{sku}"),
         ("PUT", "/v1/products/{sku}"),
         ("POST", "/v1/products/{sku}/stock"),
+        ("POST", "/v1/products/{sku}/codes"),
+        ("POST", "/v1/products/{sku}/subscriptions"),
+        ("DELETE", "/v1/products/{sku}/subscriptions"),
+        ("GET", "/v1/products/{sku}/slots"),
+        ("PUT", "/v1/products/{sku}/slots/{slot_id}"),
+        ("DELETE", "/v1/products/{sku}/slots/{slot_id}"),
         ("GET", "/v1/merchants"),
         ("POST", "/v1/merchants"),
         ("GET", "/v1/merchants/{merchant_id}"),
@@ -673,7 +684,7 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         if method != "GET":
             assert {"401", "403", "422"} <= declared, (method, path)
             assert operation.get("security"), (method, path)
-        if (method == "GET" and "{" in path) or path.endswith("/stock"):
+        if (method == "GET" and "{" in path) or path.endswith(("/stock", "/codes")) or "{slot_id}" in path:
             assert "404" in declared, (method, path)
         for status, response in operation["responses"].items():
             if status.startswith(("4", "5")):
@@ -687,6 +698,10 @@ async def test_every_route_declares_its_problems_and_every_model_an_example(
         "ProductOut",
         "ProductList",
         "StockChange",
+        "CodesAddedOut",
+        "SlotIn",
+        "SlotOut",
+        "SlotList",
         "MerchantIn",
         "MerchantChange",
         "MerchantOut",

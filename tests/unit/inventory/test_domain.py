@@ -19,11 +19,14 @@ from services.inventory.domain import (
     ReservationStatus,
     StockDelta,
     StockOutOfRange,
+    SubstituteSearch,
     hold_deadline,
+    rank_substitutes,
     stock_lines,
 )
 from shared.contracts import (
     MAX_UNITS_PER_ORDER,
+    MerchantStatus,
     MerchantUpserted,
     OrderEndReason,
     PaymentMethod,
@@ -102,9 +105,13 @@ def test_a_short_line_holds_nothing_and_names_shortages_and_substitutes() -> Non
         Shortage(sku="CUP", quantity=3, available=2),
         Shortage(sku="GHOST", quantity=1, available=0),
     ]
-    # Same merchant, active, in stock, not already in the order; most stock first, at most three.
-    assert event.substitutes == ["POT", "BOWL"]
-    assert book.short_merchants == {"m-1"}
+    # Without categories: the same merchant's products, active, in stock, not already in the order,
+    # closest to a short product's price first (BOWL 2800 is 1100 from CUP's 3900).
+    assert event.substitutes == ["BOWL", "POT"]
+    assert book.wanted_substitutes == {
+        SubstituteSearch("", "m-1", 3900),
+        SubstituteSearch("", "m-1", 1000),  # GHOST: unknown here, as the order priced it
+    }
     changes = book.changes()
     assert changes.stock == {}
     assert [r.status for r in changes.created] == [ReservationStatus.REJECTED]
@@ -117,12 +124,69 @@ def test_inactive_products_are_not_sellable() -> None:
     assert event.shortages == [Shortage(sku="JAR", quantity=1, available=0)]
 
 
-def test_substitutes_come_from_the_short_lines_merchant_only() -> None:
+def test_without_a_category_substitutes_come_from_the_short_products_merchant_closest_price_first() -> None:
     [event] = ledger().reserve("o-1", [line("SPOON", 1, merchant_id="m-1")], "corr")
 
     assert isinstance(event, StockRejected)
-    assert event.substitutes == ["POT", "TEA", "CUP"]
+    assert event.substitutes == ["BOWL", "CUP", "TEA"]
     assert "SAUCE" not in event.substitutes
+
+
+def green_teas() -> dict[str, Product]:
+    return {
+        p.sku: p
+        for p in [
+            Product("LONGJING", "Longjing", "m-1", 16800, available=0, category="tea/green"),
+            Product("BILUO", "Biluochun", "m-2", 16000, available=3, category="tea/green"),
+            Product("MAOFENG", "Maofeng", "m-3", 18600, available=9, category="tea/green"),
+            Product("SENCHA", "Sencha", "m-2", 18600, available=40, category="tea/green"),
+            Product("GUNPOWDER", "Gunpowder", "m-4", 16700, available=99, category="tea/green"),
+            Product("JASMINE", "Jasmine", "m-1", 4500, available=200, category="tea/green"),
+            Product("ANJI", "Anji white", "m-1", 16800, available=0, category="tea/green"),
+            Product(
+                "HOUKUI", "Taiping Houkui", "m-1", 16800, available=5, category="tea/green", active=False
+            ),
+            Product("PUER", "Pu'er", "m-1", 16800, available=60, category="tea/dark"),
+        ]
+    }
+
+
+def test_substitutes_come_from_the_category_across_merchants_closest_price_first() -> None:
+    merchants = {m: Merchant(m, m) for m in ("m-1", "m-2", "m-3")}
+    merchants["m-4"] = Merchant("m-4", "m-4", status=MerchantStatus.SUSPENDED)
+    book = Ledger.open(green_teas(), {}, now=T0, ttl=TTL, merchants=merchants)
+
+    [event] = book.reserve("o-1", [line("LONGJING", 1)], "corr")
+
+    # GUNPOWDER is closest but its merchant is suspended; ANJI has nothing, HOUKUI is inactive,
+    # PUER is another category. SENCHA and MAOFENG are as far (1800): more stock first.
+    assert isinstance(event, StockRejected)
+    assert event.substitutes == ["BILUO", "SENCHA", "MAOFENG"]
+    assert book.wanted_substitutes == {SubstituteSearch("tea/green", "m-1", 16800)}
+
+
+def test_substitutes_leave_out_the_orders_own_products_and_equal_ties_go_by_sku() -> None:
+    products = green_teas()
+    products["MAOFENG"].available = 40
+    book = Ledger.open(
+        products, {}, now=T0, ttl=TTL, merchants={m: Merchant(m, m) for m in ("m-1", "m-2", "m-3", "m-4")}
+    )
+
+    [event] = book.reserve("o-1", [line("LONGJING", 1), line("GUNPOWDER", 1)], "corr")
+
+    assert isinstance(event, StockRejected)
+    assert event.substitutes == ["BILUO", "MAOFENG", "SENCHA"]
+
+
+def test_rank_substitutes_takes_the_nearest_price_among_every_short_product_it_stands_in_for() -> None:
+    searches = [SubstituteSearch("tea/green", "m-1", 16800), SubstituteSearch("ware/cups", "m-1", 3900)]
+    on_sale = [
+        Product("CUP", "Cup", "m-2", 4000, available=1, category="ware/cups"),
+        Product("BILUO", "Biluochun", "m-2", 15000, available=3, category="tea/green"),
+        Product("BOWL", "Bowl", "m-2", 3950, available=1, category="ware/bowls"),
+    ]
+
+    assert rank_substitutes(searches, on_sale) == ["CUP", "BILUO"]
 
 
 def test_two_orders_in_one_batch_compete_for_the_last_unit() -> None:
@@ -517,7 +581,7 @@ def test_a_paid_order_whose_stock_went_meanwhile_takes_nothing_and_says_the_rese
         ReservationStatus.REJECTED,
         StockRejectReason.RESERVATION_LOST,
     )
-    assert book.short_merchants == set()  # no substitutes for an order already paid
+    assert book.wanted_substitutes == set()  # no substitutes for an order already paid
 
 
 def test_two_paid_orders_whose_reservations_expired_compete_for_the_last_unit() -> None:

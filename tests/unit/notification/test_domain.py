@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.notification.domain import (
+    CUSTOMER_CODES_DELIVERED,
     CUSTOMER_LATE_PAYMENT_RETURNED,
     CUSTOMER_ORDER_CANCELLED,
     CUSTOMER_ORDER_CONFIRMED,
@@ -17,8 +18,11 @@ from services.notification.domain import (
     REASONS,
     TEMPLATES,
     Status,
+    back_in_stock,
+    codes_delivered,
     format_fen,
     late_payment_voided,
+    low_stock,
     notification_id,
     order_cancelled,
     order_confirmed,
@@ -26,6 +30,10 @@ from services.notification.domain import (
     payment_refunded,
 )
 from shared.contracts import (
+    AssignedCodes,
+    BackInStock,
+    CodesAssigned,
+    LowStock,
     OrderCancelled,
     OrderConfirmed,
     OrderEndReason,
@@ -246,6 +254,61 @@ def test_every_template_renders_with_the_fields_its_decisions_give() -> None:
             ),
             *late_payment_voided(late_void(), cause_id="e-1", at=T0),
             *payment_refunded(refund(), cause_id="e-1", at=T0),
+            *codes_delivered(CODES, cause_id="e-1", at=T0),
+            *back_in_stock(BACK, cause_id="e-1", at=T0),
+            *low_stock(LOW, cause_id="e-1", at=T0),
         ]
     }
     assert rendered == set(TEMPLATES)
+
+
+CODES = CodesAssigned(
+    order_id="o-1",
+    customer_id="c-1",
+    lines=[
+        AssignedCodes(sku="GIFT", sealed_codes=["v1.k.one", "v1.k.two"]),
+        AssignedCodes(sku="TOPUP", sealed_codes=["v1.k.three"]),
+    ],
+)
+
+
+def test_the_buyer_is_given_the_codes_sealed_beside_words_that_hold_none() -> None:
+    [note] = codes_delivered(CODES, cause_id="e-1", at=T0)
+    [again] = codes_delivered(CODES, cause_id="e-1", at=T0)
+
+    assert (note.recipient, note.role, note.template) == ("c-1", Role.CUSTOMER, CUSTOMER_CODES_DELIVERED)
+    assert note.sealed_codes == ("v1.k.one", "v1.k.two", "v1.k.three")
+    assert "3 个兑换码" in note.subject
+    assert "v1.k" not in note.subject + note.body
+    assert "v1.k" not in repr(note)
+    assert again.notification_id == note.notification_id
+
+
+BACK = BackInStock(
+    sku="TEA", name="Longjing", merchant_id="m-1", available=5, customer_ids=["c-1", "c-2", "c-1"]
+)
+LOW = LowStock(sku="TEA", name="Longjing", merchant_id="m-1", available=2, threshold=3)
+
+
+def test_back_in_stock_tells_each_named_customer_once_about_the_product() -> None:
+    notices = back_in_stock(BACK, cause_id="e-1", at=T0)
+
+    assert [(n.recipient, n.role, n.order_id) for n in notices] == [
+        ("c-1", Role.CUSTOMER, None),
+        ("c-2", Role.CUSTOMER, None),
+    ]
+    assert notices[0].subject == "Longjing 到货了"
+    assert "现可购买 5 件" in notices[0].body
+    assert [n.notification_id for n in back_in_stock(BACK, cause_id="e-1", at=T0)] == [
+        n.notification_id for n in notices
+    ]
+    assert notices[0].notification_id not in {
+        n.notification_id for n in back_in_stock(BACK, cause_id="e-2", at=T0)
+    }
+
+
+def test_low_stock_tells_the_merchant_the_stock_and_its_threshold() -> None:
+    [notice] = low_stock(LOW, cause_id="e-1", at=T0)
+
+    assert (notice.recipient, notice.role, notice.order_id) == ("m-1", Role.MERCHANT, None)
+    assert "仅剩 2 件" in notice.body and "预警值 3 件" in notice.body

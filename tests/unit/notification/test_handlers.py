@@ -16,6 +16,8 @@ from services.notification.domain import (
 )
 from services.notification.handlers import NotificationService, handle_batch
 from shared.contracts import (
+    BackInStock,
+    LowStock,
     NotificationSent,
     OrderConfirmed,
     OrderEndReason,
@@ -166,7 +168,7 @@ async def test_notifications_are_listed_by_recipient_across_orders() -> None:
     await handle_batch(service, [delivery(CONFIRMED), delivery(other, offset=1)])
 
     for_merchant = await store.find(recipient="m-1")
-    assert sorted(n.order_id for n in for_merchant) == ["o-1", "o-9"]
+    assert sorted(str(n.order_id) for n in for_merchant) == ["o-1", "o-9"]
     assert {n.template for n in for_merchant} == {MERCHANT_NEW_ORDER}
 
 
@@ -259,3 +261,24 @@ async def test_payment_events_and_order_events_in_one_batch_are_all_told() -> No
 
     assert len(store.notifications) == 5  # two merchants and the customer of o-1; c-5 twice
     assert len(await store.find(recipient="c-5")) == 2
+
+
+async def test_back_in_stock_and_low_stock_are_recorded_once_and_listed_to_their_recipients() -> None:
+    service, store = make_service()
+    back = delivery(
+        BackInStock(sku="TEA", name="Longjing", merchant_id="m-1", available=5, customer_ids=["c-1", "c-2"])
+    )
+    low = delivery(LowStock(sku="TEA", name="Longjing", merchant_id="m-1", available=2, threshold=3))
+
+    await handle_batch(service, [back, low])
+    store.ledger.processed.clear()  # a replay after the processed record expired
+    await handle_batch(service, [back, low])
+
+    assert [(n.recipient, n.template) for n in store.notifications.values()] == [
+        ("c-1", "customer.back_in_stock"),
+        ("c-2", "customer.back_in_stock"),
+        ("m-1", "merchant.low_stock"),
+    ]
+    assert [n.recipient for n in await store.find(recipient="c-2")] == ["c-2"]
+    # NotificationSent is an order's event: product notices are recorded, not announced.
+    assert store.outbox == []

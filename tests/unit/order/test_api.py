@@ -26,6 +26,8 @@ from services.order.handlers import OrderService, cancel_order, handle_batch
 from services.order.throttle import Throttle
 from shared.auth import Principal, Role, TokenIssuer, TokenVerifier
 from shared.contracts import (
+    AssignedCodes,
+    CodesAssigned,
     FraudReason,
     MerchantUpserted,
     OrderCancelled,
@@ -38,6 +40,8 @@ from shared.contracts import (
     PriceTier,
     ProductUpserted,
     RefundReason,
+    Shortage,
+    StockRejected,
     decode_data,
 )
 from shared.crypto import PersonalData
@@ -806,3 +810,109 @@ async def test_the_product_listing_shows_price_tiers(
     listed = {item["sku"]: item["price_tiers"] for item in (await client.get("/v1/products")).json()["items"]}
     assert listed == {"CUP": [], "PUER": [], "TEA": [], "TIN": tiers}
     assert (await client.get("/v1/products/TIN")).json()["price_tiers"] == tiers
+
+
+# --- a virtual product's codes ------------------------------------------------------------------
+
+
+async def test_the_buyer_alone_reads_the_codes_others_see_how_many(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    order_id = (await place(client))["order_id"]
+    await confirm(service, order_id)
+    sealed = [PERSONAL.seal("GIFT-0001-AAAA"), PERSONAL.seal("GIFT-0002-BBBB")]
+    assigned = CodesAssigned(
+        order_id=order_id, customer_id="c-1", lines=[AssignedCodes(sku="TEA", sealed_codes=sealed)]
+    )
+    await handle_batch(service, [delivery(assigned)])
+    await handle_batch(service, [delivery(assigned)])  # announced again: kept once
+
+    as_buyer = await read(client, order_id, SHOPPER)
+    assert as_buyer["codes"] == [{"sku": "TEA", "count": 2, "codes": ["GIFT-0001-AAAA", "GIFT-0002-BBBB"]}]
+    assert as_buyer["status"] == "CONFIRMED", "codes do not move the order's status"
+    assert [e["cause"] for e in as_buyer["timeline"]].count("inventory.codes_assigned") == 1
+    for other in (ADMIN, TEA_HOUSE):
+        response = await client.get(f"/v1/orders/{order_id}", headers=other)
+        assert response.json()["codes"] == [{"sku": "TEA", "count": 2, "codes": None}]
+        assert "GIFT-000" not in response.text
+    problem(await client.get(f"/v1/orders/{order_id}", headers=OTHER_SHOPPER), 404, "order-not-found")
+    listed = await client.get("/v1/orders", headers=SHOPPER)
+    assert "GIFT-000" not in listed.text, "a listing counts codes; only the order itself shows them"
+
+
+# --- catalog details, per-product payment methods, substitutes -----------------------------------------
+
+
+GREEN_TEA = ProductUpserted(
+    sku="BILUO",
+    name="Biluochun",
+    merchant_id="m-2",
+    price_fen=9000,
+    description="Spring picking",
+    category="tea/green",
+    attributes={"origin": "Suzhou"},
+    payment_methods=[PaymentMethod.ALIPAY],
+)
+
+
+async def test_the_product_views_show_description_category_attributes_and_payment_methods(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    await handle_batch(service, [delivery(GREEN_TEA)])
+
+    shown = (await client.get("/v1/products/BILUO")).json()
+
+    assert {k: shown[k] for k in ("description", "category", "attributes", "payment_methods")} == {
+        "description": "Spring picking",
+        "category": "tea/green",
+        "attributes": {"origin": "Suzhou"},
+        "payment_methods": ["alipay"],
+    }
+    listed = {
+        item["sku"]: item["payment_methods"] for item in (await client.get("/v1/products")).json()["items"]
+    }
+    assert listed["TEA"] == []  # none of its own: whatever its merchant accepts
+
+
+async def test_a_method_a_product_does_not_accept_is_refused_naming_the_sku_and_method(
+    client: httpx.AsyncClient, service: OrderService, store: InMemoryOrderStore
+) -> None:
+    await handle_batch(service, [delivery(GREEN_TEA)])
+    body = {**ORDER, "items": [{"sku": "TEA", "quantity": 1}, {"sku": "BILUO", "quantity": 1}]}
+
+    answer = problem(await client.post("/v1/orders", json=body, headers=SHOPPER), 422, "invalid-order")
+
+    assert fields_of(answer) == {"payment.method"}
+    assert "wechat_pay is not accepted for BILUO" in answer["detail"]
+    assert (await client.get("/v1/orders", headers=SHOPPER)).json()["items"] == []
+    accepted = await place(client, body={**body, "payment": {"method": "alipay"}})
+    assert accepted["status"] == "PENDING"
+
+
+async def test_a_rejected_order_shows_the_substitutes_the_replica_lists_with_name_and_price(
+    client: httpx.AsyncClient, service: OrderService
+) -> None:
+    delisted = ProductUpserted(sku="GONE", name="Gone", merchant_id="m-1", price_fen=1, active=False)
+    await handle_batch(service, [delivery(GREEN_TEA), delivery(delisted)])
+    order_id = (await place(client))["order_id"]
+    shortage = Shortage(sku="TEA", quantity=1, available=0)
+    rejection = StockRejected(
+        order_id=order_id, shortages=[shortage], substitutes=["BILUO", "UNKNOWN", "GONE", "CUP"]
+    )
+
+    await handle_batch(service, [delivery(rejection)])
+
+    seen = await read(client, order_id, SHOPPER)
+    assert (seen["status"], seen["reason"]) == ("REJECTED", "OUT_OF_STOCK")
+    assert seen["substitutes"] == [
+        {
+            "sku": "BILUO",
+            "name": "Biluochun",
+            "merchant_id": "m-2",
+            "price_fen": 9000,
+            "category": "tea/green",
+        },
+        {"sku": "CUP", "name": "Celadon cup", "merchant_id": "m-2", "price_fen": 4550, "category": ""},
+    ]
+    [listed] = (await client.get("/v1/orders", headers=SHOPPER)).json()["items"]
+    assert listed["substitutes"] == seen["substitutes"]

@@ -867,3 +867,16 @@ def test_a_payment_authorized_after_a_lost_reservation_does_not_confirm_again() 
     # Redelivered: the cancelled order stays cancelled; payment voids or refunds on OrderCancelled.
     assert order.payment_authorized(T0, "pay-1") == []
     assert (order.status, order.reason) == (OrderStatus.CANCELLED, OrderEndReason.RESERVATION_LOST)
+
+
+def test_a_method_a_product_narrows_its_merchant_to_is_refused_naming_the_sku() -> None:
+    wallet_tea = CatalogItem(
+        "TEA-W", "Tea", "m-1", ProductKind.PHYSICAL, 100, payment_methods=frozenset({PaymentMethod.ALIPAY})
+    )
+    catalog = {**CATALOG, "TEA-W": wallet_tea}
+    items = [RequestedItem("TEA-1", 1), RequestedItem("TEA-W", 1)]
+
+    assert review_items(items, catalog, ALIPAY_ONLY, PaymentMethod.ALIPAY) == []
+    assert review_items(items, catalog, {}, PaymentMethod.BANK_CARD) == [
+        FieldIssue("payment.method", "bank_card is not accepted for TEA-W: it may be paid with alipay only")
+    ]
