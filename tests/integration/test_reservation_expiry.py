@@ -157,7 +157,7 @@ async def test_an_order_paid_after_its_last_unit_was_sold_again_is_cancelled_and
     # Keyed by event id: the outbox relay may publish one event twice, never two decisions.
     [rejection] = {e.id: e for e in answers if e.type == StockRejected.TYPE}.values()
     assert rejection.data["reason"] == "RESERVATION_LOST"
-    assert rejection.data["shortages"] == [{"sku": sku, "quantity": 1, "available": 0}]
+    assert rejection.data["shortages"] == [{"sku": sku, "quantity": 1, "slot_id": None, "available": 0}]
     assert not any(e.type == StockCommitted.TYPE for e in answers), [e.type for e in answers]
 
     await platform.caught_up("inventory", "order.events", timeout_s=SETTLE_S)

@@ -71,7 +71,7 @@ async def test_out_of_stock_is_rejected_and_no_payment_is_attempted(platform: Pl
     assert payments["items"] == []
     rejected = await platform.events("inventory.events", accepted["order_id"])
     assert [e.type for e in rejected] == ["inventory.stock_rejected"]
-    assert rejected[0].data["shortages"] == [{"sku": sku, "quantity": 2, "available": 1}]
+    assert rejected[0].data["shortages"] == [{"sku": sku, "quantity": 2, "slot_id": None, "available": 1}]
 
 
 async def test_one_short_line_holds_nothing_of_the_others(platform: Platform) -> None:
