@@ -125,7 +125,12 @@ async def test_a_declined_or_cancelled_booking_gives_its_seat_back(platform: Pla
     booked = await _book(platform, sku, "mon-09")
     assert booked.status_code == 202, booked.text
     assert (await platform.settled(booked.json()["order_id"]))["status"] == "CONFIRMED"
-    assert (await _seats(platform, sku))["mon-09"] == (1, 0, 0)
+    # The order is CONFIRMED before inventory has applied the confirmation: wait for the seat to settle.
+    await eventually(
+        lambda: _seats(platform, sku),
+        lambda seats: seats["mon-09"] == (1, 0, 0),
+        what="the confirmed booking's seat to leave the held seats for good",
+    )
 
 
 async def test_bad_slots_are_refused_with_a_422_naming_the_sku_and_slot_and_change_nothing(
