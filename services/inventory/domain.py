@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
+from typing import Any
 from urllib.parse import urlsplit
 
 from shared.contracts import (
@@ -343,6 +345,12 @@ class ProductDetails:
     # The merchant is told (LowStock) when sellable stock falls to or below it; None: never.
     low_stock_threshold: int | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """Every detail by the name Product gives it, the attributes copied: what creating or editing
+        a product sets, so a detail added here reaches both."""
+        values = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+        return {**values, "attributes": dict(self.attributes)}
+
     def __post_init__(self) -> None:
         check_price_tiers(self.price_tiers, price_fen=self.price_fen, max_per_order=self.max_per_order)
         check_catalog_fields(
@@ -384,41 +392,12 @@ class Product:
     @classmethod
     def create(cls, sku: str, details: ProductDetails, available: int) -> Product:
         """A new product with its first stock; nothing is reserved yet."""
-        return cls(
-            sku=sku,
-            name=details.name,
-            merchant_id=details.merchant_id,
-            price_fen=details.price_fen,
-            available=available,
-            kind=details.kind,
-            active=details.active,
-            max_per_order=details.max_per_order,
-            price_tiers=details.price_tiers,
-            description=details.description,
-            category=details.category,
-            attributes=dict(details.attributes),
-            payment_methods=details.payment_methods,
-            low_stock_threshold=details.low_stock_threshold,
-        )
+        return cls(sku=sku, available=available, **details.fields())
 
     def edited(self, details: ProductDetails) -> Product:
         """This product with new details and the very same stock: an edit never restocks, so a price
         change made from a stale read cannot undo the sales made since."""
-        return replace(
-            self,
-            name=details.name,
-            merchant_id=details.merchant_id,
-            price_fen=details.price_fen,
-            kind=details.kind,
-            active=details.active,
-            max_per_order=details.max_per_order,
-            price_tiers=details.price_tiers,
-            description=details.description,
-            category=details.category,
-            attributes=dict(details.attributes),
-            payment_methods=details.payment_methods,
-            low_stock_threshold=details.low_stock_threshold,
-        )
+        return replace(self, **details.fields())
 
     def stock_change(self, add: int) -> StockDelta:
         """Restock (`add` > 0) or correct downwards (`add` < 0) the sellable units; what orders hold
